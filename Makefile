@@ -1,0 +1,41 @@
+# The two commands of the Quick start are `make demo` and `make test`; both install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+AZURITE := node_modules/.bin/azurite
+
+.PHONY: install demo test unit integration bench lint clean
+
+install: $(STAMP) $(AZURITE)
+
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(AZURITE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: install
+	$(BIN)/prepost demo
+
+test: install
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit tests/functional
+
+integration: install
+	$(BIN)/python -m pytest tests/integration tests/local tests/simulator
+
+bench: install
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) node_modules .prepost .pytest_cache
