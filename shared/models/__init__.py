@@ -1,0 +1,1 @@
+"""Typed models: events, resource ids, runs, tasks and work messages."""

@@ -1,0 +1,211 @@
+"""Work messages: what travels through the queues, whatever the transport.
+
+Every message is a small JSON object with a ``kind``. Large lists (a run's machines) never
+travel in a message: Storage queue messages are limited to 64 KB, so handlers read them from
+the run records instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+from shared.errors import InvalidMessage
+from shared.models.run import Action, Phase, TaskStatus, task_id
+from shared.names import QueueName
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorkMessage:
+    """Base of every message. ``message_id`` is deterministic so duplicate sends can be dropped."""
+
+    kind: ClassVar[str] = ""
+    queue: ClassVar[QueueName]
+
+    run_key: str
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.run_key}:{self.kind}"
+
+    @property
+    def properties(self) -> dict[str, str | int]:
+        """Application properties (Service Bus) that let an operator filter without decoding."""
+        return {"kind": self.kind, "runKey": self.run_key}
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "v": SCHEMA_VERSION, **_plain(asdict(self))}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PlanPhase(WorkMessage):
+    """Resolve the machines of a phase and fan out its tasks."""
+
+    kind: ClassVar[str] = "plan-phase"
+    queue: ClassVar[QueueName] = QueueName.PLAN
+    phase: Phase = Phase.PRE
+    attempt: int = 1
+    """Grows when the post phase waits for unfinished pre-work."""
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.run_key}:{self.kind}:{self.phase.value}:{self.attempt}"
+
+    def next_attempt(self) -> PlanPhase:
+        return PlanPhase(run_key=self.run_key, phase=self.phase, attempt=self.attempt + 1)
+
+    @property
+    def properties(self) -> dict[str, str | int]:
+        return {**super().properties, "phase": self.phase.value}
+
+
+@dataclass(frozen=True)
+class CheckPreDeadline(WorkMessage):
+    """Due at the cancellation deadline: cancel the run if the pre-work is not done by then."""
+
+    kind: ClassVar[str] = "check-pre-deadline"
+    queue: ClassVar[QueueName] = QueueName.PLAN
+
+
+@dataclass(frozen=True)
+class PostFallback(WorkMessage):
+    """Due after the window plus grace: run the post phase if no post-event arrived."""
+
+    kind: ClassVar[str] = "post-fallback"
+    queue: ClassVar[QueueName] = QueueName.PLAN
+
+
+@dataclass(frozen=True)
+class TaskMessage(WorkMessage):
+    """One action on one target. ``attempt`` counts from 1 and grows on each re-queue."""
+
+    kind: ClassVar[str] = "task"
+    queue: ClassVar[QueueName] = QueueName.VM_TASKS
+    phase: Phase = Phase.PRE
+    action: Action = Action.START_VM
+    target: str = ""
+    attempt: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_id(self) -> str:
+        return task_id(self.phase, self.action, self.target)
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.run_key}:{self.task_id}:{self.attempt}"
+
+    @property
+    def properties(self) -> dict[str, str | int]:
+        return {
+            **super().properties,
+            "phase": self.phase.value,
+            "action": self.action.value,
+            "target": self.target,
+            "attempt": self.attempt,
+        }
+
+    def next_attempt(self) -> TaskMessage:
+        return TaskMessage(
+            run_key=self.run_key,
+            phase=self.phase,
+            action=self.action,
+            target=self.target,
+            attempt=self.attempt + 1,
+            options=self.options,
+        )
+
+
+@dataclass(frozen=True)
+class MonitoringMessage(TaskMessage):
+    """A monitoring task (per subscription); always on a Storage queue."""
+
+    kind: ClassVar[str] = "monitoring"
+    queue: ClassVar[QueueName] = QueueName.MONITORING
+
+    def next_attempt(self) -> MonitoringMessage:
+        return MonitoringMessage(
+            run_key=self.run_key,
+            phase=self.phase,
+            action=self.action,
+            target=self.target,
+            attempt=self.attempt + 1,
+            options=self.options,
+        )
+
+
+@dataclass(frozen=True)
+class TaskOutcome(WorkMessage):
+    """The result of one task, for the outcome recorder."""
+
+    kind: ClassVar[str] = "outcome"
+    queue: ClassVar[QueueName] = QueueName.OUTCOMES
+    phase: Phase = Phase.PRE
+    action: Action = Action.START_VM
+    target: str = ""
+    status: TaskStatus = TaskStatus.SUCCEEDED
+    detail: str = ""
+    attempts: int = 1
+    started_at: str | None = None
+    finished_at: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_id(self) -> str:
+        return task_id(self.phase, self.action, self.target)
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.run_key}:{self.task_id}:outcome:{self.status.value}:{self.attempts}"
+
+
+_KINDS: dict[str, type[WorkMessage]] = {
+    cls.kind: cls for cls in (PlanPhase, CheckPreDeadline, PostFallback, TaskMessage, MonitoringMessage, TaskOutcome)
+}
+_ENUMS = {"phase": Phase, "action": Action, "status": TaskStatus}
+
+
+def decode_message(body: str | bytes) -> WorkMessage:
+    """Parse a message body produced by :meth:`WorkMessage.to_json`.
+
+    Raises:
+        InvalidMessage: not JSON, unknown kind, newer schema, or fields that do not fit.
+    """
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidMessage(f"message is not JSON: {error}") from error
+    if not isinstance(raw, dict):
+        raise InvalidMessage("message must be a JSON object")
+    kind = raw.pop("kind", None)
+    version = raw.pop("v", None)
+    cls = _KINDS.get(kind)
+    if cls is None:
+        raise InvalidMessage(f"unknown message kind {kind!r}")
+    if version != SCHEMA_VERSION:
+        raise InvalidMessage(f"message schema version {version!r} is not {SCHEMA_VERSION}")
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise InvalidMessage(f"{kind} message has unknown fields {sorted(unknown)}")
+    try:
+        values = {key: (_ENUMS[key](value) if key in _ENUMS else value) for key, value in raw.items()}
+        message = cls(**values)
+    except (TypeError, ValueError) as error:
+        raise InvalidMessage(f"{kind} message is malformed: {error}") from error
+    if not message.run_key:
+        raise InvalidMessage(f"{kind} message has no run_key")
+    return message
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), str):
+        return value.value
+    return value

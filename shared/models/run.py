@@ -1,0 +1,152 @@
+"""Runs, phases and tasks: what prepost records about every maintenance window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from shared.models.ids import ResourceId
+
+
+class Phase(str, Enum):
+    PRE = "pre"
+    POST = "post"
+
+
+class Action(str, Enum):
+    """One kind of work on one target (a machine, or a subscription for alert suppression)."""
+
+    START_VM = "start-vm"
+    SNAPSHOT_DISKS = "snapshot-disks"
+    CHECK_ARC_AGENT = "check-arc-agent"
+    SUPPRESS_ALERTS = "suppress-alerts"
+    DEALLOCATE_VM = "deallocate-vm"
+    PRUNE_SNAPSHOTS = "prune-snapshots"
+    REMOVE_SUPPRESSION = "remove-suppression"
+
+    @property
+    def is_monitoring(self) -> bool:
+        return self in (Action.SUPPRESS_ALERTS, Action.REMOVE_SUPPRESSION)
+
+    @property
+    def is_safety_critical(self) -> bool:
+        """Pre-work without which patching should not go ahead (the run is cancelled on failure)."""
+        return self in (Action.SNAPSHOT_DISKS, Action.START_VM)
+
+
+class TaskStatus(str, Enum):
+    QUEUED = "queued"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.SKIPPED, TaskStatus.FAILED)
+
+
+class PhaseStatus(str, Enum):
+    RECEIVED = "received"
+    PLANNED = "planned"
+    COMPLETED = "completed"
+    COMPLETED_WITH_FAILURES = "completed-with-failures"
+    FAILED = "failed"
+    """The phase could not be planned at all (for example Resource Graph refused)."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in (PhaseStatus.COMPLETED, PhaseStatus.COMPLETED_WITH_FAILURES, PhaseStatus.FAILED)
+
+
+class PhaseSource(str, Enum):
+    EVENT = "event"
+    FALLBACK = "fallback"
+    """The post phase run by prepost itself because no post-event arrived in time."""
+
+
+@dataclass
+class RunRecord:
+    """One scheduled run of a maintenance configuration, keyed by its correlation id."""
+
+    run_key: str
+    correlation_id: str
+    configuration_id: str
+    start: datetime
+    end: datetime
+    subscription_ids: tuple[str, ...]
+    created_at: datetime
+    cancellation_cutoff: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    cancel_reason: str | None = None
+    cancel_result: str | None = None
+
+    @property
+    def configuration_name(self) -> str:
+        return self.configuration_id.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class PhaseRecord:
+    """One phase (pre or post) of a run: when it arrived, what was planned, how it ended."""
+
+    run_key: str
+    phase: Phase
+    status: PhaseStatus
+    event_id: str
+    received_at: datetime
+    source: PhaseSource = PhaseSource.EVENT
+    event_status: str | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    planned_at: datetime | None = None
+    expected_tasks: int = 0
+    finished_tasks: int = 0
+    failed_tasks: int = 0
+    machines: int = 0
+    completed_at: datetime | None = None
+    findings: list[str] = field(default_factory=list)
+    etag: str | None = None
+
+
+@dataclass
+class TaskRecord:
+    """The record of one action on one target: the per-machine outcome operators look at."""
+
+    run_key: str
+    phase: Phase
+    action: Action
+    target: str
+    """A machine's resource id, or a subscription id for monitoring actions."""
+    status: TaskStatus
+    detail: str = ""
+    attempts: int = 0
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    """Facts later phases rely on: ``started_by_us``, ``snapshots``, ``rule_id``, ..."""
+    etag: str | None = None
+
+    @property
+    def task_id(self) -> str:
+        return task_id(self.phase, self.action, self.target)
+
+
+@dataclass(frozen=True)
+class MachineRecord:
+    """A machine in the run's scope, as Resource Graph listed it."""
+
+    run_key: str
+    resource_id: str
+
+    @property
+    def subscription_id(self) -> str:
+        return ResourceId(self.resource_id).subscription_id
+
+
+def task_id(phase: Phase, action: Action, target: str) -> str:
+    """The stable id of a task: the same phase, action and target always give the same id."""
+    target_part = ResourceId(target).short_hash() if target.startswith("/") else target.lower()
+    return f"{phase.value}-{action.value}-{target_part}"

@@ -1,0 +1,229 @@
+"""Typed application settings, read from the environment once and validated.
+
+An explicit argument beats the environment: every use case takes what it needs as parameters,
+and only the bootstrap calls :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from functools import cache
+
+from shared.errors import SettingsError
+from shared.names import SERVICEBUS_CONNECTION, STORAGE_CONNECTION, SettingName
+
+AZURE_RESOURCE_MANAGER = "https://management.azure.com"
+
+
+class Transport(str, Enum):
+    """Which service carries plans and VM tasks. Monitoring and outcomes always use Storage queues."""
+
+    STORAGE = "storage"
+    SERVICEBUS = "servicebus"
+
+
+class ArmAuth(str, Enum):
+    """How the management clients authenticate."""
+
+    AZURE = "azure"
+    """DefaultAzureCredential (managed identity in Azure, developer login locally)."""
+    SIMULATOR = "simulator"
+    """A static token over plain HTTP, for the loopback management-API simulator only."""
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """A case-insensitive allow-list; ``*`` allows everything."""
+
+    values: frozenset[str] = field(default_factory=frozenset)
+    allow_all: bool = False
+
+    @classmethod
+    def parse(cls, raw: str) -> AllowList:
+        items = [part.strip() for part in raw.replace(";", ",").split(",") if part.strip()]
+        if "*" in items:
+            return cls(allow_all=True)
+        return cls(values=frozenset(item.lower() for item in items))
+
+    def allows(self, value: str) -> bool:
+        return self.allow_all or value.lower() in self.values
+
+    def describe(self) -> str:
+        return "*" if self.allow_all else ", ".join(sorted(self.values)) or "(empty)"
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """Either a connection string (Azurite, keys) or an account reached with a managed identity."""
+
+    connection_string: str | None = None
+    account_name: str | None = None
+
+    def service_url(self, service: str) -> str:
+        """``https://ACCOUNT.SERVICE.core.windows.net`` for identity-based connections."""
+        if not self.account_name:
+            raise SettingsError("storage account name is needed for identity-based connections")
+        return f"https://{self.account_name}.{service}.core.windows.net"
+
+
+@dataclass(frozen=True)
+class ServiceBusConnection:
+    """A connection string, or a fully qualified namespace reached with a managed identity."""
+
+    connection_string: str | None = None
+    fully_qualified_namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageConnection
+    allowed_configurations: AllowList
+    allowed_subscriptions: AllowList
+    transport: Transport = Transport.STORAGE
+    servicebus: ServiceBusConnection | None = None
+    arm_endpoint: str = AZURE_RESOURCE_MANAGER
+    arm_auth: ArmAuth = ArmAuth.AZURE
+    suppression_grace: timedelta = timedelta(minutes=60)
+    cancel_margin: timedelta = timedelta(minutes=2)
+    max_task_attempts: int = 8
+    suppression_resource_group: str | None = None
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting; raise :class:`SettingsError` naming each problem."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = env.get(name)
+            return value.strip() if value and value.strip() else default
+
+        def minutes(name: SettingName, default: int) -> timedelta:
+            raw = text(name.value)
+            if raw is None:
+                return timedelta(minutes=default)
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"{name.value} must be a whole number of minutes, got {raw!r}")
+                return timedelta(minutes=default)
+            if value < 0:
+                problems.append(f"{name.value} must not be negative, got {value}")
+            return timedelta(minutes=value)
+
+        storage = StorageConnection(
+            connection_string=text(STORAGE_CONNECTION),
+            account_name=text(f"{STORAGE_CONNECTION}__accountName"),
+        )
+        if not storage.connection_string and not storage.account_name:
+            problems.append(
+                f"{STORAGE_CONNECTION} (connection string) or {STORAGE_CONNECTION}__accountName "
+                "(managed identity) must be set"
+            )
+
+        allow_lists = {}
+        for name in (SettingName.ALLOWED_CONFIGURATIONS, SettingName.ALLOWED_SUBSCRIPTIONS):
+            raw = text(name.value)
+            if raw is None:
+                # Safety: no default allow-list. An operator states what prepost may touch.
+                problems.append(f"{name.value} must be set: a comma-separated list, or * for any")
+                allow_lists[name] = AllowList()
+            else:
+                allow_lists[name] = AllowList.parse(raw)
+        subscriptions = allow_lists[SettingName.ALLOWED_SUBSCRIPTIONS]
+        for value in subscriptions.values:
+            if not _is_guid(value):
+                problems.append(f"{SettingName.ALLOWED_SUBSCRIPTIONS.value}: {value!r} is not a subscription id")
+
+        transport_raw = text(SettingName.TRANSPORT.value, Transport.STORAGE.value).lower()
+        try:
+            transport = Transport(transport_raw)
+        except ValueError:
+            problems.append(f"{SettingName.TRANSPORT.value} must be 'storage' or 'servicebus', got {transport_raw!r}")
+            transport = Transport.STORAGE
+
+        servicebus = None
+        sb_string = text(SERVICEBUS_CONNECTION)
+        sb_namespace = text(f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace")
+        if sb_string or sb_namespace:
+            servicebus = ServiceBusConnection(sb_string, sb_namespace)
+        elif transport is Transport.SERVICEBUS:
+            problems.append(
+                f"{SettingName.TRANSPORT.value}=servicebus needs {SERVICEBUS_CONNECTION} or "
+                f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace"
+            )
+
+        arm_auth_raw = text(SettingName.ARM_AUTH.value, ArmAuth.AZURE.value).lower()
+        try:
+            arm_auth = ArmAuth(arm_auth_raw)
+        except ValueError:
+            problems.append(f"{SettingName.ARM_AUTH.value} must be 'azure' or 'simulator', got {arm_auth_raw!r}")
+            arm_auth = ArmAuth.AZURE
+        arm_endpoint = text(SettingName.ARM_ENDPOINT.value, AZURE_RESOURCE_MANAGER).rstrip("/")
+        if arm_auth is ArmAuth.SIMULATOR and not _is_loopback(arm_endpoint):
+            # A static token must never be sent anywhere but the local simulator.
+            problems.append(f"{SettingName.ARM_AUTH.value}=simulator needs a loopback {SettingName.ARM_ENDPOINT.value}")
+        if arm_auth is ArmAuth.AZURE and not arm_endpoint.startswith("https://"):
+            problems.append(f"{SettingName.ARM_ENDPOINT.value} must be https with {SettingName.ARM_AUTH.value}=azure")
+
+        attempts_raw = text(SettingName.MAX_TASK_ATTEMPTS.value, "8")
+        try:
+            max_attempts = int(attempts_raw)
+            if not 1 <= max_attempts <= 50:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{SettingName.MAX_TASK_ATTEMPTS.value} must be a whole number from 1 to 50")
+            max_attempts = 8
+
+        settings = cls(
+            storage=storage,
+            allowed_configurations=allow_lists[SettingName.ALLOWED_CONFIGURATIONS],
+            allowed_subscriptions=subscriptions,
+            transport=transport,
+            servicebus=servicebus,
+            arm_endpoint=arm_endpoint,
+            arm_auth=arm_auth,
+            suppression_grace=minutes(SettingName.SUPPRESSION_GRACE_MINUTES, 60),
+            cancel_margin=minutes(SettingName.CANCEL_MARGIN_MINUTES, 2),
+            max_task_attempts=max_attempts,
+            suppression_resource_group=text(SettingName.SUPPRESSION_RESOURCE_GROUP.value),
+        )
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
+        return settings
+
+
+def selected_transport(env: Mapping[str, str] | None = None) -> Transport:
+    """The transport alone, read at import time to choose which triggers to register."""
+    env = os.environ if env is None else env
+    raw = (env.get(SettingName.TRANSPORT.value) or Transport.STORAGE.value).strip().lower()
+    try:
+        return Transport(raw)
+    except ValueError as error:
+        raise SettingsError(f"{SettingName.TRANSPORT.value} must be 'storage' or 'servicebus', got {raw!r}") from error
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use (not at import: cold start)."""
+    return Settings.from_environ()
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return len(value) == 36
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    return host in {"localhost", "::1"} or host.startswith("127.")
