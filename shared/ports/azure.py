@@ -1,0 +1,159 @@
+"""Ports to Azure Resource Manager and Resource Graph.
+
+Adapters translate SDK errors into :mod:`shared.errors`: 429 becomes :class:`Throttled` with the
+``Retry-After`` Azure asked for, 5xx and connection failures :class:`TransientError`, 401/403
+and 400 :class:`PermanentError`. A missing resource is reported as the ports say (None or
+False), never as an exception the caller must guess at.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+
+class PowerState(str, Enum):
+    RUNNING = "running"
+    DEALLOCATED = "deallocated"
+    STOPPED = "stopped"
+    """Stopped but still allocated (still billed); it can be started like a deallocated VM."""
+    STARTING = "starting"
+    DEALLOCATING = "deallocating"
+    STOPPING = "stopping"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    os_type: str
+    patch_mode: str | None
+    bypass_platform_safety_checks: bool
+
+    @property
+    def safe_for_scheduled_patching(self) -> bool:
+        """Customer-managed schedules need AutomaticByPlatform plus the bypass flag, else Azure
+        may patch outside the schedule (REFERENCE section 6)."""
+        return self.patch_mode == "AutomaticByPlatform" and self.bypass_platform_safety_checks
+
+
+@dataclass(frozen=True)
+class VirtualMachine:
+    resource_id: str
+    location: str
+    power_state: PowerState
+    os_disk_id: str | None
+    data_disk_ids: tuple[str, ...]
+    patch: PatchSettings | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    resource_id: str
+    source_disk_id: str
+    created_at: datetime | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    provisioning_state: str = "Succeeded"
+
+
+@dataclass(frozen=True)
+class ArcMachine:
+    resource_id: str
+    status: str
+    agent_version: str | None
+    last_status_change: datetime | None
+
+
+class MachineInventory(ABC):
+    """The machines of a run, from Resource Graph's ``maintenanceresources``."""
+
+    @abstractmethod
+    def list_run_machines(self, correlation_id: str, subscription_ids: Sequence[str]) -> list[str]:
+        """Every machine resource id in the run (all pages; VMs and Arc servers).
+
+        An empty list is a real answer only when the caller can read those subscriptions: a
+        missing Reader role also gives none, which is why the planner records it as a finding.
+        """
+
+
+class MaintenanceConfigurations(ABC):
+    @abstractmethod
+    def get_tags(self, configuration_id: str) -> dict[str, str]:
+        """The configuration's tags (the per-run policy). Raises PermanentError if it is gone."""
+
+
+class RunCancellation(ABC):
+    @abstractmethod
+    def cancel(self, correlation_id: str) -> str:
+        """Ask Update Manager to cancel the scheduled run; returns the status Azure reports."""
+
+
+class Compute(ABC):
+    """Virtual machines and snapshots (Microsoft.Compute)."""
+
+    @abstractmethod
+    def get_vm(self, vm_id: str) -> VirtualMachine | None:
+        """The VM with its instance view, or None if it does not exist."""
+
+    @abstractmethod
+    def start_vm(self, vm_id: str) -> None:
+        """Start the VM and wait for the operation (idempotent: a running VM stays running)."""
+
+    @abstractmethod
+    def deallocate_vm(self, vm_id: str) -> None:
+        """Deallocate the VM and wait for the operation (idempotent)."""
+
+    @abstractmethod
+    def get_disk_location(self, disk_id: str) -> str | None:
+        """The disk's region, or None if the disk does not exist."""
+
+    @abstractmethod
+    def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
+        """The snapshot, or None."""
+
+    @abstractmethod
+    def create_incremental_snapshot(
+        self, snapshot_id: str, *, source_disk_id: str, location: str, tags: Mapping[str, str]
+    ) -> Snapshot:
+        """Create (or update, same name) an incremental snapshot and wait for it."""
+
+    @abstractmethod
+    def list_snapshots(self, subscription_id: str, resource_group: str) -> list[Snapshot]:
+        """Snapshots of one resource group (callers filter by tags)."""
+
+    @abstractmethod
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete the snapshot; succeed when it is already gone."""
+
+
+class AlertSuppression(ABC):
+    """Alert processing rules (Microsoft.AlertsManagement/actionRules)."""
+
+    @abstractmethod
+    def put_rule(
+        self,
+        rule_id: str,
+        *,
+        scopes: Sequence[str],
+        effective_from: datetime,
+        effective_until: datetime,
+        description: str,
+        tags: Mapping[str, str],
+    ) -> None:
+        """Create or replace a rule that removes all action groups for ``scopes`` in that window."""
+
+    @abstractmethod
+    def get_rule(self, rule_id: str) -> dict | None:
+        """The rule as ARM returns it, or None."""
+
+    @abstractmethod
+    def delete_rule(self, rule_id: str) -> bool:
+        """Delete the rule; True if it existed, False when already gone."""
+
+
+class ArcMachines(ABC):
+    @abstractmethod
+    def get_machine(self, machine_id: str) -> ArcMachine | None:
+        """The Arc-enabled server's agent status, or None."""

@@ -1,0 +1,142 @@
+"""Idempotency: at-least-once delivery must never repeat a side effect.
+
+The state machine lives here, in the port's base class; a backend implements four small
+methods on records (get, create-if-absent, replace-if-unchanged, delete). Modelled on the
+persistence layer of AWS Lambda Powertools' idempotency utility.
+
+    (absent) --begin--> IN_PROGRESS --complete--> COMPLETED (result kept until it expires)
+                             |  \\--release--> (absent)     (the work failed; a retry may run it)
+                             \\--expires--> may be taken over by the next delivery
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Any
+
+from shared.errors import PrepostError
+
+
+class IdempotencyStatus(str, Enum):
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+
+
+@dataclass
+class IdempotencyRecord:
+    key: str
+    status: IdempotencyStatus
+    expires_at: datetime
+    result: str | None = None
+    etag: str | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+
+class AlreadyInProgress(PrepostError):
+    """Another delivery holds the lock for this key and it has not expired."""
+
+    def __init__(self, key: str, expires_at: datetime):
+        self.key = key
+        self.expires_at = expires_at
+        super().__init__(f"{key} is in progress elsewhere until {expires_at.isoformat()}")
+
+
+class RecordChanged(PrepostError):
+    """A conditional write lost a race (the record was created or changed meanwhile)."""
+
+
+@dataclass(frozen=True)
+class Begun:
+    """The caller holds the lock and must call ``complete`` or ``release``."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class AlreadyDone:
+    """The work was done before; ``result`` is what it returned."""
+
+    key: str
+    result: Any
+
+
+class IdempotencyStore(ABC):
+    """Idempotency records with the state machine in the base class.
+
+    Backends implement :meth:`_get`, :meth:`_create`, :meth:`_replace` and :meth:`_delete`.
+    """
+
+    def __init__(self, *, lock_timeout: timedelta = timedelta(minutes=10), keep_results: timedelta = timedelta(days=7)):
+        self.lock_timeout = lock_timeout
+        self.keep_results = keep_results
+
+    # -- the state machine -------------------------------------------------------------
+
+    def begin(self, key: str, *, now: datetime | None = None) -> Begun | AlreadyDone:
+        """Take the lock for ``key``, or report the kept result when the work was done.
+
+        Raises:
+            AlreadyInProgress: another delivery holds an unexpired lock.
+        """
+        now = now or _utcnow()
+        fresh = IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, now + self.lock_timeout)
+        for _ in range(3):
+            existing = self._get(key)
+            if existing is None:
+                try:
+                    self._create(fresh)
+                    return Begun(key)
+                except RecordChanged:
+                    continue  # someone created it first: look again
+            if existing.status is IdempotencyStatus.COMPLETED and not existing.is_expired(now):
+                return AlreadyDone(key, json.loads(existing.result) if existing.result else None)
+            if existing.status is IdempotencyStatus.IN_PROGRESS and not existing.is_expired(now):
+                raise AlreadyInProgress(key, existing.expires_at)
+            # Expired: a crashed worker's lock, or an old result. Take it over, conditionally.
+            fresh.etag = existing.etag
+            try:
+                self._replace(fresh)
+                return Begun(key)
+            except RecordChanged:
+                continue
+        raise AlreadyInProgress(key, now + self.lock_timeout)
+
+    def complete(self, key: str, result: Any = None, *, now: datetime | None = None) -> None:
+        """Mark the work done and keep its (JSON-serialisable) result."""
+        now = now or _utcnow()
+        record = IdempotencyRecord(
+            key, IdempotencyStatus.COMPLETED, now + self.keep_results, json.dumps(result, default=str)
+        )
+        self._replace(record, unconditional=True)
+
+    def release(self, key: str) -> None:
+        """Give the lock back after a failure, so the next delivery can run the work."""
+        self._delete(key)
+
+    # -- what a backend provides -------------------------------------------------------
+
+    @abstractmethod
+    def _get(self, key: str) -> IdempotencyRecord | None:
+        """The record for ``key``, with its etag, or None."""
+
+    @abstractmethod
+    def _create(self, record: IdempotencyRecord) -> None:
+        """Create the record; raise :class:`RecordChanged` if it exists."""
+
+    @abstractmethod
+    def _replace(self, record: IdempotencyRecord, *, unconditional: bool = False) -> None:
+        """Replace the record if its etag still matches (or always); else :class:`RecordChanged`."""
+
+    @abstractmethod
+    def _delete(self, key: str) -> None:
+        """Delete the record; succeed when it is already gone."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
