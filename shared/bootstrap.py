@@ -1,0 +1,144 @@
+"""The one place where ports meet their adapters.
+
+Nothing is created at import: the first invocation builds what it needs, and later
+invocations in the same worker reuse it (cold start is paid on every scale-out).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from shared.ports.azure import AlertSuppression, ArcMachines, Compute, MachineInventory, MaintenanceConfigurations, RunCancellation
+from shared.ports.idempotency import IdempotencyStore
+from shared.ports.records import RunRecords
+from shared.ports.transport import WorkTransport
+from shared.settings import Settings, Transport, get_settings
+
+T = TypeVar("T")
+
+
+class Container:
+    """Lazily built, reused adapters. Tests pass ``overrides`` to swap any of them."""
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any):
+        self._settings = settings
+        self._built: dict[str, Any] = dict(overrides)
+        self._lock = threading.RLock()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = get_settings()
+        return self._settings
+
+    def _get(self, name: str, build: Callable[[], T]) -> T:
+        if name in self._built:
+            return self._built[name]
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]
+
+    # -- storage -------------------------------------------------------------------------
+
+    @property
+    def storage(self):
+        from shared.adapters.storage_clients import StorageClients
+
+        return self._get("storage", lambda: StorageClients(self.settings.storage))
+
+    @property
+    def records(self) -> RunRecords:
+        from shared.adapters.table_records import TableRunRecords
+
+        return self._get("records", lambda: TableRunRecords(self.storage))
+
+    @property
+    def idempotency(self) -> IdempotencyStore:
+        from shared.adapters.table_idempotency import TableIdempotencyStore
+
+        return self._get("idempotency", lambda: TableIdempotencyStore(self.storage))
+
+    @property
+    def storage_transport(self) -> WorkTransport:
+        from shared.adapters.storage_queue_transport import StorageQueueTransport
+
+        return self._get("storage_transport", lambda: StorageQueueTransport(self.storage))
+
+    @property
+    def transport(self) -> WorkTransport:
+        def build() -> WorkTransport:
+            if self.settings.transport is Transport.SERVICEBUS:
+                from shared.adapters.servicebus_transport import ServiceBusTransport
+
+                return ServiceBusTransport(self.settings.servicebus, fallback=self.storage_transport)
+            return self.storage_transport
+
+        return self._get("transport", build)
+
+    # -- Azure management ------------------------------------------------------------------
+
+    @property
+    def arm(self):
+        from shared.adapters.arm.clients import ArmClients
+
+        return self._get("arm", lambda: ArmClients(self.settings.arm_endpoint, self.settings.arm_auth))
+
+    @property
+    def inventory(self) -> MachineInventory:
+        from shared.adapters.arm.resource_graph import ResourceGraphInventory
+
+        return self._get("inventory", lambda: ResourceGraphInventory(self.arm))
+
+    @property
+    def configurations(self) -> MaintenanceConfigurations:
+        from shared.adapters.arm.maintenance import ArmMaintenanceConfigurations
+
+        return self._get("configurations", lambda: ArmMaintenanceConfigurations(self.arm))
+
+    @property
+    def cancellation(self) -> RunCancellation:
+        from shared.adapters.arm.maintenance import ArmRunCancellation
+
+        return self._get("cancellation", lambda: ArmRunCancellation(self.arm))
+
+    @property
+    def compute(self) -> Compute:
+        from shared.adapters.arm.compute import ArmCompute
+
+        return self._get("compute", lambda: ArmCompute(self.arm))
+
+    @property
+    def alerts(self) -> AlertSuppression:
+        from shared.adapters.arm.alerts import ArmAlertSuppression
+
+        return self._get("alerts", lambda: ArmAlertSuppression(self.arm))
+
+    @property
+    def arc(self) -> ArcMachines:
+        from shared.adapters.arm.arc import ArmArcMachines
+
+        return self._get("arc", lambda: ArmArcMachines(self.arm))
+
+
+_container: Container | None = None
+_container_lock = threading.Lock()
+
+
+def get_container() -> Container:
+    """The process-wide container used by the trigger adapters."""
+    global _container
+    if _container is None:
+        with _container_lock:
+            if _container is None:
+                _container = Container()
+    return _container
+
+
+def set_container(container: Container | None) -> None:
+    """Replace the process-wide container (the local runner and tests do this)."""
+    global _container
+    with _container_lock:
+        _container = container

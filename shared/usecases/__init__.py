@@ -1,0 +1,1 @@
+"""Use cases: one module a job, each a function of typed input and ports."""

@@ -1,0 +1,195 @@
+"""Intake: turn delivered events into recorded runs and plan messages, fast.
+
+No Azure management call happens here: Event Grid waits 30 seconds for an answer, and the
+planner does the slow work from a queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.errors import InvalidEvent, MalformedPayload, UnsupportedEventType
+from shared.models.events import PostMaintenance, PreMaintenance, parse_event
+from shared.models.ids import ResourceId, run_key
+from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback
+from shared.models.run import Phase, PhaseRecord, PhaseSource, PhaseStatus, RunRecord
+from shared.ports.records import DeliveryOutcome, DeliveryRecord, RunRecords
+from shared.ports.transport import WorkTransport
+from shared.settings import AllowList
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_LIMIT = 30_000
+
+
+@dataclass(frozen=True)
+class IntakePolicy:
+    """What the intake needs from the settings."""
+
+    allowed_configurations: AllowList
+    allowed_subscriptions: AllowList
+    cancel_margin: timedelta
+    post_fallback_after: timedelta
+    """How long after the window's end the post phase runs anyway if no post-event came."""
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    outcome: DeliveryOutcome
+    reason: str
+    event_id: str
+    run_key: str = ""
+    phase: Phase | None = None
+
+
+def accept_event(
+    raw: Mapping[str, Any],
+    *,
+    records: RunRecords,
+    transport: WorkTransport,
+    policy: IntakePolicy,
+    now: datetime,
+) -> IntakeResult:
+    """Validate one event, record its run and phase idempotently, and queue the plan.
+
+    Unsupported types are recorded as ignored and invalid events as rejected: neither is
+    raised, because retrying cannot fix them. Storage and transport failures are raised so the
+    delivery is retried; the same event delivered twice records one run and one plan.
+    """
+    payload = _excerpt(raw)
+    event_id = str(raw.get("id", "")) if isinstance(raw, Mapping) else ""
+    event_type = str(raw.get("eventType") or raw.get("type") or "") if isinstance(raw, Mapping) else ""
+    try:
+        event = parse_event(raw)
+    except UnsupportedEventType as error:
+        return _log(records, now, DeliveryOutcome.IGNORED, str(error), event_id, event_type, payload)
+    except (InvalidEvent, MalformedPayload) as error:
+        return _log(records, now, DeliveryOutcome.REJECTED, str(error), event_id, event_type, payload)
+
+    if not policy.allowed_configurations.allows(event.configuration_id):
+        reason = (
+            f"maintenance configuration {event.configuration_id} is not in PREPOST_ALLOWED_CONFIGURATIONS"
+            f" ({policy.allowed_configurations.describe()})"
+        )
+        return _log(records, now, DeliveryOutcome.REJECTED, reason, event_id, event_type, payload, event=event)
+    config_subscription = ResourceId(event.configuration_id).subscription_id
+    if not policy.allowed_subscriptions.allows(config_subscription):
+        reason = f"the configuration's subscription {config_subscription} is not in PREPOST_ALLOWED_SUBSCRIPTIONS"
+        return _log(records, now, DeliveryOutcome.REJECTED, reason, event_id, event_type, payload, event=event)
+
+    key = run_key(event.correlation_id)
+    run, _ = records.create_run(
+        RunRecord(
+            run_key=key,
+            correlation_id=event.correlation_id,
+            configuration_id=event.configuration_id,
+            start=event.start,
+            end=event.end,
+            subscription_ids=event.subscription_ids,
+            created_at=now,
+            cancellation_cutoff=event.cancellation_cutoff if isinstance(event, PreMaintenance) else None,
+        )
+    )
+    if isinstance(event, PreMaintenance) and run.cancellation_cutoff is None:
+        # The post-event created the run first (events are not ordered); keep the cut-off now.
+        run.cancellation_cutoff = event.cancellation_cutoff
+        records.update_run(run)
+
+    phase = Phase.PRE if isinstance(event, PreMaintenance) else Phase.POST
+    findings = _timing_findings(event, now, policy.cancel_margin)
+    stored, created = records.create_phase(
+        PhaseRecord(
+            run_key=key,
+            phase=phase,
+            status=PhaseStatus.RECEIVED,
+            event_id=event.event_id,
+            received_at=now,
+            source=PhaseSource.EVENT,
+            event_status=event.status if isinstance(event, PostMaintenance) else None,
+            findings=findings,
+        )
+    )
+    if not created and stored.status is not PhaseStatus.RECEIVED:
+        how = "by the fallback" if stored.source is PhaseSource.FALLBACK else "already"
+        reason = f"{phase.value} phase of this run was {how} received at {stored.received_at.isoformat()}"
+        return _log(records, now, DeliveryOutcome.DUPLICATE, reason, event_id, event_type, payload, event=event)
+
+    # Send even for a duplicate whose phase is still RECEIVED: the first delivery may have died
+    # between recording and sending. Plan messages have deterministic ids and planning is
+    # idempotent, so a second plan message does no harm.
+    transport.send([PlanPhase(run_key=key, phase=phase)])
+    if phase is Phase.PRE:
+        _schedule_safety_nets(event, key, transport, policy, now)
+
+    outcome = DeliveryOutcome.ACCEPTED if created else DeliveryOutcome.DUPLICATE
+    reason = "; ".join(findings) if created else f"{phase.value} phase already received; plan re-sent"
+    return _log(records, now, outcome, reason, event_id, event_type, payload, event=event, run=key, phase=phase)
+
+
+def _schedule_safety_nets(
+    event: PreMaintenance, key: str, transport: WorkTransport, policy: IntakePolicy, now: datetime
+) -> None:
+    """Messages due later that make sure nothing is left half-done when something is lost."""
+    deadline = event.cancel_deadline(policy.cancel_margin)
+    if deadline > now:
+        transport.send([CheckPreDeadline(run_key=key)], delay=deadline - now)
+    fallback_at = event.end + policy.post_fallback_after
+    transport.send([PostFallback(run_key=key)], delay=max(fallback_at - now, timedelta(0)))
+
+
+def _timing_findings(event: PreMaintenance | PostMaintenance, now: datetime, margin: timedelta) -> list[str]:
+    findings = []
+    if isinstance(event, PreMaintenance):
+        deadline = event.cancel_deadline(margin)
+        if now >= deadline:
+            findings.append(
+                f"pre-event handled after the cancellation deadline {deadline.isoformat()}: "
+                "the run can no longer be cancelled if pre-work fails"
+            )
+        if not event.cutoff_was_given:
+            findings.append("cancellationCutOffDateTime missing; assumed 10 minutes before start")
+    return findings
+
+
+def _log(
+    records: RunRecords,
+    now: datetime,
+    outcome: DeliveryOutcome,
+    reason: str,
+    event_id: str,
+    event_type: str,
+    payload: str,
+    *,
+    event: PreMaintenance | PostMaintenance | None = None,
+    run: str = "",
+    phase: Phase | None = None,
+) -> IntakeResult:
+    level = logging.INFO if outcome in (DeliveryOutcome.ACCEPTED, DeliveryOutcome.DUPLICATE) else logging.WARNING
+    log.log(level, "event %s (%s) %s: %s", event_id, event_type, outcome.value, reason)
+    correlation = event.correlation_id if event else ""
+    records.record_delivery(
+        DeliveryRecord(
+            received_at=now,
+            event_id=event_id,
+            event_type=event_type,
+            outcome=outcome,
+            reason=reason,
+            correlation_id=correlation,
+            run_key=run or (run_key(correlation) if correlation else ""),
+            phase=phase.value if phase else "",
+            payload=payload,
+        )
+    )
+    return IntakeResult(outcome, reason, event_id, run, phase)
+
+
+def _excerpt(raw: Any) -> str:
+    text = json.dumps(raw, default=str, separators=(",", ":"))
+    if len(text) > PAYLOAD_LIMIT:
+        return text[:PAYLOAD_LIMIT] + f"...(cut from {len(text)} characters)"
+    return text

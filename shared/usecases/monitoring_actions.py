@@ -1,0 +1,100 @@
+"""Alert suppression: one alert processing rule per subscription and run.
+
+The rule's schedule ends at the window's end plus a grace period, so alerts come back by
+themselves even if the post-event and the fallback were both lost. Rules must be scoped
+within their own subscription, hence one per subscription.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared.errors import PermanentError
+from shared.models.ids import ResourceId
+from shared.models.messages import TaskMessage
+from shared.models.policy import RunPolicy
+from shared.models.run import Action, Phase, RunRecord, TaskStatus
+from shared.ports.azure import AlertSuppression
+from shared.ports.records import RunRecords
+from shared.usecases.task_runner import TaskResult
+
+RULE_NAME_LIMIT = 260
+
+
+@dataclass(frozen=True)
+class MonitoringPorts:
+    records: RunRecords
+    alerts: AlertSuppression
+    default_grace: timedelta
+    rule_resource_group: str | None
+    """Where rules live; None puts each in the resource group of the subscription's first machine."""
+
+
+def perform_monitoring_action(message: TaskMessage, ports: MonitoringPorts, *, now: datetime) -> TaskResult:
+    run = ports.records.get_run(message.run_key)
+    if message.action is Action.SUPPRESS_ALERTS:
+        return _suppress(message, run, ports, now)
+    if message.action is Action.REMOVE_SUPPRESSION:
+        return _remove(message, run, ports)
+    raise PermanentError(f"{message.action.value} is not a monitoring action")
+
+
+def rule_name(run: RunRecord) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"prepost-{run.run_key}")[:RULE_NAME_LIMIT]
+
+
+def _rule_id(run: RunRecord, subscription: str, machines: list[str], resource_group: str | None) -> str:
+    group = resource_group or sorted((ResourceId(m).resource_group or "" for m in machines), key=str.lower)[0]
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{group}"
+        f"/providers/Microsoft.AlertsManagement/actionRules/{rule_name(run)}"
+    )
+
+
+def _suppress(message: TaskMessage, run: RunRecord, ports: MonitoringPorts, now: datetime) -> TaskResult:
+    subscription = message.target.lower()
+    machines = sorted(
+        (m.resource_id for m in ports.records.list_machines(run.run_key) if m.subscription_id == subscription),
+        key=str.lower,
+    )
+    if not machines:
+        return TaskResult(TaskStatus.SKIPPED, f"no machines of this run in subscription {subscription}")
+    pre = ports.records.get_phase(run.run_key, Phase.PRE)
+    policy = RunPolicy.from_dict(pre.policy if pre else {})
+    grace = (
+        timedelta(minutes=policy.suppression_grace_minutes)
+        if policy.suppression_grace_minutes is not None
+        else ports.default_grace
+    )
+    until = run.end + grace
+    if until <= now:
+        return TaskResult(TaskStatus.SKIPPED, f"the window and its grace ended at {until.isoformat()}")
+    rule_id = _rule_id(run, subscription, machines, ports.rule_resource_group)
+    ports.alerts.put_rule(
+        rule_id,
+        scopes=machines,
+        effective_from=min(now, run.start),
+        effective_until=until,
+        description=f"prepost: alerts silenced for maintenance run {run.correlation_id}",
+        tags={"prepost-run": run.run_key, "prepost-configuration": run.configuration_name},
+    )
+    return TaskResult(
+        TaskStatus.SUCCEEDED,
+        f"alert processing rule for {len(machines)} machine(s) until {until.isoformat()}",
+        {"rule_id": rule_id, "effective_until": until.isoformat(), "machines": len(machines)},
+    )
+
+
+def _remove(message: TaskMessage, run: RunRecord, ports: MonitoringPorts) -> TaskResult:
+    rule_id = message.options.get("rule_id")
+    if not rule_id:
+        machines = [m.resource_id for m in ports.records.list_machines(run.run_key)
+                    if m.subscription_id == message.target.lower()]
+        if not machines:
+            return TaskResult(TaskStatus.SKIPPED, "no rule recorded and no machines in this subscription")
+        rule_id = _rule_id(run, message.target.lower(), machines, ports.rule_resource_group)
+    existed = ports.alerts.delete_rule(rule_id)
+    detail = "alert processing rule removed" if existed else "alert processing rule already gone"
+    return TaskResult(TaskStatus.SUCCEEDED, detail, {"rule_id": rule_id, "existed": existed})

@@ -1,0 +1,200 @@
+"""Planning: resolve a phase's machines and fan out one task per machine and action."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared.errors import PermanentError
+from shared.models.ids import MachineKind, ResourceId
+from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
+from shared.models.policy import RunPolicy, SnapshotDisks
+from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord, TaskStatus
+from shared.ports.azure import MachineInventory, MaintenanceConfigurations
+from shared.ports.records import RunRecords
+from shared.ports.transport import WorkTransport
+from shared.settings import AllowList
+from shared.usecases.supervision import complete_phase_if_done
+
+log = logging.getLogger(__name__)
+
+ARC_SNAPSHOT_REASON = "Azure cannot snapshot the disks of an Arc-enabled server; take a backup on the machine itself"
+# A post-event can overtake the pre-work (events are not ordered). Wait for the pre phase to
+# settle, but not forever: after this many checks the post phase undoes what is recorded.
+POST_WAIT_FOR_PRE = timedelta(minutes=2)
+POST_WAIT_ATTEMPTS = 15
+
+
+@dataclass(frozen=True)
+class PlanningPorts:
+    records: RunRecords
+    transport: WorkTransport
+    inventory: MachineInventory
+    configurations: MaintenanceConfigurations
+    allowed_subscriptions: AllowList
+
+
+def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> PhaseRecord:
+    """Plan one phase of a run, once.
+
+    Safe to repeat: task records are created only if absent and task messages carry
+    deterministic ids, so a redelivered plan message re-sends at most what a crash left unsent.
+
+    Raises:
+        TransientError: Resource Graph or ARM throttled or failed; the plan message is retried.
+    """
+    records = ports.records
+    run = records.get_run(message.run_key)
+    phase = records.get_phase(run.run_key, message.phase)
+    if phase is None:
+        raise PermanentError(f"{message.phase.value} phase of run {run.run_key} is not recorded")
+    if phase.status is not PhaseStatus.RECEIVED:
+        log.info("%s %s already planned (%s)", run.run_key, phase.phase.value, phase.status.value)
+        return phase
+
+    if message.phase is Phase.PRE:
+        tasks, outgoing, machines, policy, findings = _plan_pre(run, ports)
+    else:
+        waiting = _pre_still_running(run, records)
+        if waiting and message.attempt < POST_WAIT_ATTEMPTS:
+            ports.transport.send([message.next_attempt()], delay=POST_WAIT_FOR_PRE)
+            log.info("%s post waits for %d pre tasks", run.run_key, waiting)
+            return phase
+        tasks, outgoing, machines, policy, findings = _plan_post(run, ports)
+        if waiting:
+            findings.append(f"{waiting} pre tasks were still unfinished when the post phase was planned")
+
+    records.add_tasks(tasks)
+    ports.transport.send(outgoing)
+
+    phase.status = PhaseStatus.PLANNED
+    phase.planned_at = now
+    phase.expected_tasks = len(tasks)
+    phase.finished_tasks = sum(1 for task in tasks if task.status.is_final)
+    phase.machines = machines
+    phase.policy = policy.to_dict()
+    phase.findings = [*phase.findings, *policy.findings, *findings]
+    phase = records.replace_phase(phase)
+    log.info("%s %s planned: %d tasks, %d machines", run.run_key, phase.phase.value, len(tasks), machines)
+    complete_phase_if_done(run.run_key, message.phase, records=records, now=now)
+    return phase
+
+
+def _plan_pre(run: RunRecord, ports: PlanningPorts):
+    findings: list[str] = []
+    try:
+        policy = RunPolicy.from_tags(ports.configurations.get_tags(run.configuration_id))
+    except PermanentError as error:
+        policy = RunPolicy()
+        findings.append(f"could not read the configuration's policy tags ({error}); defaults used")
+
+    allowed = [sub for sub in run.subscription_ids if ports.allowed_subscriptions.allows(sub)]
+    refused = sorted(set(run.subscription_ids) - set(allowed))
+    if refused:
+        findings.append(f"subscriptions not in PREPOST_ALLOWED_SUBSCRIPTIONS are left alone: {', '.join(refused)}")
+    machine_ids = ports.inventory.list_run_machines(run.correlation_id, allowed) if allowed else []
+    machine_ids = _unique(machine_ids)
+    if not machine_ids:
+        findings.append(
+            "Resource Graph listed no machines for this run: either the schedule's scope is empty or the "
+            "identity lacks Reader on subscriptions " + ", ".join(allowed or run.subscription_ids)
+        )
+    ports.records.add_machines(run.run_key, machine_ids)
+
+    tasks: list[TaskRecord] = []
+    outgoing: list[TaskMessage] = []
+
+    def add(action: Action, target: str, *, status=TaskStatus.QUEUED, detail: str = "", options=None):
+        tasks.append(TaskRecord(run.run_key, Phase.PRE, action, target, status, detail, queued_at=None))
+        if status is TaskStatus.QUEUED:
+            cls = MonitoringMessage if action.is_monitoring else TaskMessage
+            outgoing.append(
+                cls(run_key=run.run_key, phase=Phase.PRE, action=action, target=target, options=options or {})
+            )
+
+    subscriptions_with_machines: dict[str, list[str]] = {}
+    for machine in machine_ids:
+        resource = ResourceId(machine)
+        kind = resource.machine_kind
+        if resource.subscription_id not in {sub.lower() for sub in allowed}:
+            add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED,
+                detail=f"subscription {resource.subscription_id} is not one prepost may act in")
+            continue
+        subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
+        if kind is MachineKind.AZURE_VM:
+            if policy.start_deallocated:
+                add(Action.START_VM, machine)
+            if policy.snapshot_disks is SnapshotDisks.NONE:
+                add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED,
+                    detail="policy tag prepost-snapshot-disks=none")
+            else:
+                add(Action.SNAPSHOT_DISKS, machine, options={"disks": policy.snapshot_disks.value})
+        elif kind is MachineKind.ARC_SERVER:
+            add(Action.CHECK_ARC_AGENT, machine)
+            add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED, detail=ARC_SNAPSHOT_REASON)
+        else:
+            add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED,
+                detail=f"resource type {resource.provider_type} is not a machine prepost handles")
+
+    if policy.suppress_alerts:
+        for subscription in sorted(subscriptions_with_machines):
+            add(Action.SUPPRESS_ALERTS, subscription)
+    return tasks, outgoing, len(machine_ids), policy, findings
+
+
+def _plan_post(run: RunRecord, ports: PlanningPorts):
+    """Undo what the pre phase recorded doing; never more."""
+    records = ports.records
+    findings: list[str] = []
+    pre = records.get_phase(run.run_key, Phase.PRE)
+    policy = RunPolicy.from_dict(pre.policy) if pre and pre.policy else None
+    if policy is None:
+        findings.append("no planned pre phase is recorded for this run: nothing to undo")
+        policy = RunPolicy()
+    pre_tasks = records.list_tasks(run.run_key, Phase.PRE)
+    machines = records.list_machines(run.run_key)
+
+    tasks: list[TaskRecord] = []
+    outgoing: list[TaskMessage] = []
+    for task in pre_tasks:
+        if task.action is Action.START_VM and (task.data.get("started_by_us") or task.data.get("start_requested")):
+            tasks.append(TaskRecord(run.run_key, Phase.POST, Action.DEALLOCATE_VM, task.target, TaskStatus.QUEUED))
+            outgoing.append(TaskMessage(run_key=run.run_key, phase=Phase.POST, action=Action.DEALLOCATE_VM,
+                                        target=task.target))
+        elif task.action is Action.SUPPRESS_ALERTS and task.data.get("rule_id"):
+            options = {"rule_id": task.data["rule_id"]}
+            tasks.append(TaskRecord(run.run_key, Phase.POST, Action.REMOVE_SUPPRESSION, task.target, TaskStatus.QUEUED))
+            outgoing.append(MonitoringMessage(run_key=run.run_key, phase=Phase.POST,
+                                              action=Action.REMOVE_SUPPRESSION, target=task.target, options=options))
+        elif task.action is Action.SUPPRESS_ALERTS and not task.status.is_final:
+            # The rule may exist even though its outcome never arrived: remove by its known name.
+            tasks.append(TaskRecord(run.run_key, Phase.POST, Action.REMOVE_SUPPRESSION, task.target, TaskStatus.QUEUED))
+            outgoing.append(MonitoringMessage(run_key=run.run_key, phase=Phase.POST,
+                                              action=Action.REMOVE_SUPPRESSION, target=task.target))
+    if policy.snapshot_retention_days > 0:
+        for machine in machines:
+            if ResourceId(machine.resource_id).machine_kind is MachineKind.AZURE_VM:
+                options = {"retention_days": policy.snapshot_retention_days}
+                tasks.append(TaskRecord(run.run_key, Phase.POST, Action.PRUNE_SNAPSHOTS, machine.resource_id,
+                                        TaskStatus.QUEUED))
+                outgoing.append(TaskMessage(run_key=run.run_key, phase=Phase.POST, action=Action.PRUNE_SNAPSHOTS,
+                                            target=machine.resource_id, options=options))
+    return tasks, outgoing, len(machines), policy, findings
+
+
+def _pre_still_running(run: RunRecord, records: RunRecords) -> int:
+    pre = records.get_phase(run.run_key, Phase.PRE)
+    if pre is None or pre.status.is_final:
+        return 0
+    if pre.status is PhaseStatus.RECEIVED:
+        return 1
+    return sum(1 for task in records.list_tasks(run.run_key, Phase.PRE) if not task.status.is_final)
+
+
+def _unique(resource_ids: Sequence[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for resource_id in resource_ids:
+        seen.setdefault(resource_id.lower(), resource_id)
+    return sorted(seen.values(), key=str.lower)

@@ -1,0 +1,136 @@
+"""Running one task message: idempotency, retries without sleeping, and the outcome message.
+
+Every machine or monitoring action goes through :func:`run_task`, so the rules are the same
+for all of them:
+- a task already done is not done again (duplicate deliveries);
+- throttling and transient failures re-queue the task with a delay (``Retry-After`` when
+  Azure gave one, else exponential backoff) instead of sleeping inside the function;
+- permanent failures, and transient ones after the last attempt, become a FAILED outcome;
+- an unexpected error is raised, so the platform retries it; on the last delivery it is
+  recorded as FAILED first, so the record never stays "queued" while the message sits in poison.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.errors import PermanentError, Throttled, TransientError
+from shared.models.events import format_time
+from shared.models.messages import TaskMessage, TaskOutcome
+from shared.models.run import TaskStatus
+from shared.ports.idempotency import AlreadyDone, AlreadyInProgress, IdempotencyStore
+from shared.ports.transport import WorkTransport
+
+log = logging.getLogger(__name__)
+
+MIN_RETRY_DELAY = timedelta(seconds=1)
+MAX_RETRY_DELAY = timedelta(minutes=15)
+IN_PROGRESS_RECHECK = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What an action reports when it did not raise."""
+
+    status: TaskStatus
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Facts about this delivery of the message, from the trigger."""
+
+    count: int = 1
+    max_count: int = 5
+
+    @property
+    def is_last(self) -> bool:
+        return self.count >= self.max_count
+
+
+def run_task(
+    message: TaskMessage,
+    action: Callable[[TaskMessage], TaskResult],
+    *,
+    idempotency: IdempotencyStore,
+    transport: WorkTransport,
+    max_attempts: int,
+    now: Callable[[], datetime],
+    delivery: Delivery = Delivery(),
+    rng: random.Random | None = None,
+) -> TaskOutcome | None:
+    """Run ``action`` for ``message`` once; return the outcome sent (None if nothing was sent)."""
+    key = f"task:{message.run_key}:{message.task_id}"
+    try:
+        begun = idempotency.begin(key, now=now())
+    except AlreadyInProgress:
+        # Another delivery is working on it (a duplicate). Look again later rather than fail.
+        transport.send([message], delay=IN_PROGRESS_RECHECK)
+        return None
+    if isinstance(begun, AlreadyDone):
+        log.info("%s already done; duplicate delivery ignored", key)
+        return None
+
+    started = now()
+    try:
+        result = action(message)
+    except (Throttled, TransientError) as error:
+        idempotency.release(key)
+        if message.attempt >= max_attempts:
+            return _finish(message, TaskResult(TaskStatus.FAILED, f"gave up after {message.attempt} attempts: {error}"),
+                           started, now(), transport, idempotency, key)
+        delay = _retry_delay(message.attempt, error.retry_after, rng or random.Random())
+        transport.send([message.next_attempt()], delay=delay)
+        outcome = _outcome(message, TaskResult(TaskStatus.RETRYING, f"attempt {message.attempt}: {error}; "
+                                               f"retrying in {int(delay.total_seconds())} s"), started, now())
+        transport.send([outcome])
+        return outcome
+    except PermanentError as error:
+        return _finish(message, TaskResult(TaskStatus.FAILED, str(error)), started, now(), transport, idempotency, key)
+    except Exception as error:
+        idempotency.release(key)
+        if delivery.is_last:
+            detail = f"unexpected {type(error).__name__} on delivery {delivery.count}: {error}"
+            transport.send([_outcome(message, TaskResult(TaskStatus.FAILED, detail), started, now())])
+        raise
+    return _finish(message, result, started, now(), transport, idempotency, key)
+
+
+def _finish(message, result, started, finished, transport, idempotency, key) -> TaskOutcome:
+    outcome = _outcome(message, result, started, finished)
+    # Outcome first, then completion: a crash in between repeats an idempotent action and a
+    # duplicate outcome (ignored by the recorder), never loses the outcome.
+    transport.send([outcome])
+    idempotency.complete(key, {"status": result.status.value, "detail": result.detail})
+    log.info("%s %s: %s", key, result.status.value, result.detail)
+    return outcome
+
+
+def _outcome(message: TaskMessage, result: TaskResult, started: datetime, finished: datetime) -> TaskOutcome:
+    return TaskOutcome(
+        run_key=message.run_key,
+        phase=message.phase,
+        action=message.action,
+        target=message.target,
+        status=result.status,
+        detail=result.detail,
+        attempts=message.attempt,
+        started_at=format_time(started),
+        finished_at=format_time(finished),
+        data=result.data,
+    )
+
+
+def _retry_delay(attempt: int, retry_after: timedelta | None, rng: random.Random) -> timedelta:
+    if retry_after is not None:
+        delay = retry_after
+    else:
+        # Exponential backoff with full jitter: 2, 4, 8 ... seconds, never synchronised.
+        delay = timedelta(seconds=rng.uniform(1, 2 ** min(attempt, 9)))
+    return min(max(delay, MIN_RETRY_DELAY), MAX_RETRY_DELAY)
