@@ -1,0 +1,34 @@
+"""Plain ARM requests for resource types without a stable SDK model here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.rest import HttpRequest
+
+from shared.adapters.arm.clients import ArmClients
+from shared.adapters.arm.errors import call
+from shared.models.ids import ResourceId
+
+
+def arm_request(
+    clients: ArmClients, method: str, resource_id: str, api_version: str, what: str, body: Any = None
+) -> tuple[int, Any]:
+    """Send one ARM request; returns (status, JSON body or None). 404 gives (404, None)."""
+    client = clients.resources(ResourceId(resource_id).subscription_id)
+    request = HttpRequest(method, f"{resource_id}?api-version={api_version}", json=body)
+
+    def send():
+        response = client.send_request(request)
+        if response.status_code == 404:
+            return response
+        response.raise_for_status()
+        return response
+
+    response = call(what, send)
+    if response.status_code == 404:
+        return 404, None
+    try:
+        return response.status_code, response.json() if response.content else None
+    except ValueError:
+        return response.status_code, None
