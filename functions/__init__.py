@@ -1,0 +1,1 @@
+"""Trigger adapters: decode what the trigger delivers, call a handler, let the host settle."""
