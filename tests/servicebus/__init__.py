@@ -1,0 +1,1 @@
+"""Live contract tests against a real Service Bus namespace or the official emulator."""
