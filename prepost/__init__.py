@@ -1,0 +1,1 @@
+"""prepost: pre- and post-maintenance work around Azure Update Manager maintenance windows."""

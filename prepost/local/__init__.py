@@ -1,0 +1,1 @@
+"""Local development helpers: running the Azure Storage emulator (Azurite) for tests and demos."""

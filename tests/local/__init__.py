@@ -1,0 +1,1 @@
+"""Tests of the local development tooling (Azurite process manager)."""
