@@ -1,0 +1,279 @@
+// prepost: the Azure resources around one Update Manager maintenance configuration.
+//
+// Deployed to the resource group that holds the function app:
+//
+//   az deployment group create -g <app-rg> -f infra/main.bicep -p @infra/main.parameters.json
+//
+// It also deploys, in other scopes:
+// - the Event Grid system topic, the event subscription and the cancel permission into the
+//   maintenance configuration's resource group (which may be in another subscription);
+// - the app's roles on every target subscription (target-subscription-roles.bicep, a
+//   subscription-scope module), unless assignTargetRoles is false.
+// Role assignments need Owner or User Access Administrator where they are made: see
+// docs/deploy.md.
+//
+// Two passes: Event Grid refuses a subscription to a function that does not exist yet, so
+// the first deployment leaves deployEventSubscription false; publish the code, then deploy
+// again with deployEventSubscription=true.
+
+@description('Region for the app, its storage and monitoring. Must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+param location string = resourceGroup().location
+
+@description('Prefix for resource names (letters, digits, hyphens).')
+@minLength(3)
+@maxLength(12)
+param namePrefix string = 'prepost'
+
+param tags object = {
+  application: 'prepost'
+}
+
+@description('Which service carries plans and VM tasks (PREPOST_TRANSPORT). Monitoring and outcomes always use Storage queues.')
+@allowed([
+  'storage'
+  'servicebus'
+])
+param transport string = 'storage'
+
+@description('Resource id of the maintenance configuration whose pre/post events prepost handles.')
+@minLength(1)
+param maintenanceConfigurationId string
+
+@description('Region of that maintenance configuration (its system topic must be in the same region).')
+@minLength(1)
+param maintenanceConfigurationLocation string
+
+@description('Name of the configuration\'s existing Event Grid system topic, if it has one (only one is allowed per configuration). Empty: a new topic is created.')
+param systemTopicName string = ''
+
+@description('Subscriptions whose machines the configuration patches. The app gets Reader, Virtual Machine Contributor, Disk Snapshot Contributor and Monitoring Contributor on each.')
+@minLength(1)
+param targetSubscriptionIds array
+
+@description('PREPOST_ALLOWED_CONFIGURATIONS: configuration ids the app acts for. Defaults to the configuration this deployment wires up; ["*"] allows any.')
+@minLength(1)
+param allowedConfigurationIds array = [
+  maintenanceConfigurationId
+]
+
+@description('PREPOST_ALLOWED_SUBSCRIPTIONS: subscriptions the app may touch. Defaults to the target subscriptions plus the configuration\'s own; ["*"] allows any.')
+@minLength(1)
+param allowedSubscriptionIds array = union(targetSubscriptionIds, [
+  split(maintenanceConfigurationId, '/')[2]
+])
+
+@description('Create the role assignments on the target subscriptions and on the maintenance configuration. False when someone else makes them (see docs/deploy.md); the app\'s principal id is an output.')
+param assignTargetRoles bool = true
+
+@description('Role that lets the app cancel a run: a custom role with Microsoft.Maintenance/applyUpdates/write on the configuration only, or the built-in Scheduled Patching Contributor.')
+@allowed([
+  'custom'
+  'ScheduledPatchingContributor'
+])
+param cancelRole string = 'custom'
+
+@description('PREPOST_SUPPRESSION_RESOURCE_GROUP: resource group, created in each target subscription, for the alert processing rules. Empty: not set.')
+param suppressionResourceGroupName string = ''
+
+@description('PREPOST_SUPPRESSION_GRACE_MINUTES.')
+@minValue(0)
+param suppressionGraceMinutes int = 60
+
+@description('PREPOST_CANCEL_MARGIN_MINUTES.')
+@minValue(0)
+param cancelMarginMinutes int = 2
+
+@description('PREPOST_MAX_TASK_ATTEMPTS.')
+@minValue(1)
+@maxValue(50)
+param maxTaskAttempts int = 8
+
+@description('Create the Event Grid subscription to the intake function. Leave false until the code is published (Event Grid checks that the function exists).')
+param deployEventSubscription bool = false
+
+@description('Event Grid delivery attempts per event (see eventgrid-subscription.bicep for the reasoning).')
+@minValue(1)
+@maxValue(30)
+param eventMaxDeliveryAttempts int = 10
+
+@description('Minutes Event Grid keeps retrying an event before dead-lettering it: pre-event work has about 20 minutes.')
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveInMinutes int = 20
+
+@description('Storage replication. ZRS where the region has availability zones, LRS otherwise.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param storageSku string = 'Standard_ZRS'
+
+@description('Flex Consumption instance cap (40 to 1000): also bounds how hard the app can hit ARM.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+// The Event Grid-triggered function, as shared/names.py INTAKE_FUNCTION names it.
+var intakeFunctionName = 'maintenance_event_intake'
+
+var configIdParts = split(maintenanceConfigurationId, '/')
+var configSubscriptionId = configIdParts[2]
+var configResourceGroupName = configIdParts[4]
+var configName = last(configIdParts)
+
+var token = uniqueString(resourceGroup().id, namePrefix)
+var compactPrefix = toLower(replace(namePrefix, '-', ''))
+var names = {
+  plan: '${namePrefix}-plan-${token}'
+  app: '${namePrefix}-func-${token}'
+  storage: take('${compactPrefix}${token}', 24)
+  logAnalytics: '${namePrefix}-log-${token}'
+  appInsights: '${namePrefix}-appi-${token}'
+  serviceBus: '${namePrefix}-sb-${token}'
+  deploymentContainer: 'app-package-${token}'
+  deadLetterContainer: 'eventgrid-deadletter'
+  systemTopic: empty(systemTopicName) ? '${namePrefix}-${uniqueString(maintenanceConfigurationId)}' : systemTopicName
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'prepost-monitoring'
+  params: {
+    logAnalyticsName: names.logAnalytics
+    applicationInsightsName: names.appInsights
+    location: location
+    tags: tags
+    retentionInDays: logRetentionInDays
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'prepost-storage'
+  params: {
+    name: names.storage
+    location: location
+    tags: tags
+    skuName: storageSku
+    deploymentContainerName: names.deploymentContainer
+    deadLetterContainerName: names.deadLetterContainer
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = if (transport == 'servicebus') {
+  name: 'prepost-servicebus'
+  params: {
+    name: names.serviceBus
+    location: location
+    tags: tags
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'prepost-functionapp'
+  params: {
+    planName: names.plan
+    appName: names.app
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    transport: transport
+    serviceBusFullyQualifiedNamespace: (transport == 'servicebus') ? serviceBus.outputs.fullyQualifiedNamespace : ''
+    allowedConfigurations: join(allowedConfigurationIds, ',')
+    allowedSubscriptions: join(allowedSubscriptionIds, ',')
+    suppressionResourceGroupName: suppressionResourceGroupName
+    suppressionGraceMinutes: suppressionGraceMinutes
+    cancelMarginMinutes: cancelMarginMinutes
+    maxTaskAttempts: maxTaskAttempts
+    maximumInstanceCount: maximumInstanceCount
+  }
+}
+
+module appAccess 'modules/app-access.bicep' = {
+  name: 'prepost-app-access'
+  params: {
+    principalId: functionApp.outputs.principalId
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    serviceBusNamespaceName: (transport == 'servicebus') ? serviceBus.outputs.name : ''
+  }
+}
+
+// One subscription-scope deployment per target subscription (targetScope = 'subscription').
+module targetRoles 'modules/target-subscription-roles.bicep' = [
+  for subscriptionId in (assignTargetRoles ? targetSubscriptionIds : []): {
+    name: 'prepost-roles-${subscriptionId}'
+    scope: subscription(subscriptionId)
+    params: {
+      principalId: functionApp.outputs.principalId
+      suppressionResourceGroupName: suppressionResourceGroupName
+      location: location
+      tags: tags
+    }
+  }
+]
+
+module maintenanceAccess 'modules/maintenance-access.bicep' = if (assignTargetRoles) {
+  name: 'prepost-maintenance-access'
+  scope: resourceGroup(configSubscriptionId, configResourceGroupName)
+  params: {
+    maintenanceConfigurationName: configName
+    principalId: functionApp.outputs.principalId
+    cancelRole: cancelRole
+  }
+}
+
+module eventTopic 'modules/eventgrid-topic.bicep' = {
+  name: 'prepost-eventgrid-topic'
+  scope: resourceGroup(configSubscriptionId, configResourceGroupName)
+  params: {
+    name: names.systemTopic
+    location: maintenanceConfigurationLocation
+    maintenanceConfigurationId: maintenanceConfigurationId
+    tags: tags
+  }
+}
+
+module deadLetterAccess 'modules/deadletter-access.bicep' = {
+  name: 'prepost-deadletter-access'
+  params: {
+    storageAccountName: storage.outputs.name
+    containerName: storage.outputs.deadLetterContainerName
+    principalId: eventTopic.outputs.principalId
+  }
+}
+
+module eventSubscription 'modules/eventgrid-subscription.bicep' = if (deployEventSubscription) {
+  name: 'prepost-eventgrid-subscription'
+  scope: resourceGroup(configSubscriptionId, configResourceGroupName)
+  params: {
+    systemTopicName: eventTopic.outputs.name
+    functionAppId: functionApp.outputs.id
+    intakeFunctionName: intakeFunctionName
+    deadLetterStorageAccountId: storage.outputs.id
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    maxDeliveryAttempts: eventMaxDeliveryAttempts
+    eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+  }
+  dependsOn: [
+    deadLetterAccess
+  ]
+}
+
+output functionAppName string = functionApp.outputs.name
+output functionAppId string = functionApp.outputs.id
+@description('Object id of the app\'s managed identity: for role assignments made outside this deployment.')
+output principalId string = functionApp.outputs.principalId
+output storageAccountName string = storage.outputs.name
+output deadLetterContainer string = storage.outputs.deadLetterContainerName
+output systemTopicId string = eventTopic.outputs.id
+output intakeFunctionResourceId string = '${functionApp.outputs.id}/functions/${intakeFunctionName}'
+output eventSubscriptionDeployed bool = deployEventSubscription
+output serviceBusNamespace string = (transport == 'servicebus') ? serviceBus.outputs.fullyQualifiedNamespace : ''
