@@ -215,15 +215,23 @@ def get_settings() -> Settings:
 
 
 def _is_guid(value: str) -> bool:
+    # uuid.UUID() ignores hyphens, so a length check alone lets misplaced hyphens through;
+    # such an entry would never match the canonical ids events carry.
     try:
-        uuid.UUID(value)
+        return len(value) == 36 and str(uuid.UUID(value)) == value.lower()
     except ValueError:
         return False
-    return len(value) == 36
 
 
 def _is_loopback(url: str) -> bool:
+    import ipaddress
     from urllib.parse import urlparse
 
     host = urlparse(url).hostname or ""
-    return host in {"localhost", "::1"} or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        # An IP literal only: a DNS name such as 127.example.com is not loopback.
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -120,6 +120,7 @@ def run_key(correlation_id: str) -> str:
     """
     config = configuration_of(correlation_id)
     stamp = schedule_stamp_of(correlation_id) or "run"
-    name = re.sub(r"[^A-Za-z0-9-]", "-", config.rsplit("/", 1)[-1]) if config else "unknown"
+    # Lower case: the same configuration may be spelled differently by two events.
+    name = re.sub(r"[^a-z0-9-]", "-", config.rsplit("/", 1)[-1].lower()) if config else "unknown"
     digest = hashlib.sha256(correlation_id.strip().lower().encode()).hexdigest()[:12]
     return f"{name[:60]}-{stamp}-{digest}"

@@ -166,6 +166,19 @@ _KINDS: dict[str, type[WorkMessage]] = {
     cls.kind: cls for cls in (PlanPhase, CheckPreDeadline, PostFallback, TaskMessage, MonitoringMessage, TaskOutcome)
 }
 _ENUMS = {"phase": Phase, "action": Action, "status": TaskStatus}
+# The JSON type of every other field: a body of the right shape but the wrong types would
+# otherwise decode and then fail on every delivery instead of being parked at once.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "run_key": (str,),
+    "attempt": (int,),
+    "target": (str,),
+    "options": (dict,),
+    "detail": (str,),
+    "attempts": (int,),
+    "started_at": (str, type(None)),
+    "finished_at": (str, type(None)),
+    "data": (dict,),
+}
 
 
 def decode_message(body: str | bytes) -> WorkMessage:
@@ -191,6 +204,13 @@ def decode_message(body: str | bytes) -> WorkMessage:
     unknown = set(raw) - known
     if unknown:
         raise InvalidMessage(f"{kind} message has unknown fields {sorted(unknown)}")
+    wrong = sorted(
+        key
+        for key, value in raw.items()
+        if key in _JSON_TYPES and (not isinstance(value, _JSON_TYPES[key]) or isinstance(value, bool))
+    )
+    if wrong:
+        raise InvalidMessage(f"{kind} message is malformed: fields of the wrong type {wrong}")
     try:
         values = {key: (_ENUMS[key](value) if key in _ENUMS else value) for key, value in raw.items()}
         message = cls(**values)

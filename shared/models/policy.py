@@ -81,7 +81,7 @@ class RunPolicy:
             raw = lowered.get(TAG_PREFIX + name)
             if raw is None:
                 return default
-            if raw.isdigit():
+            if raw.isascii() and raw.isdigit():  # str.isdigit() also accepts "²", which int() refuses
                 return int(raw)
             findings.append(f"tag {TAG_PREFIX}{name}={raw!r} is not a whole number; using {default}")
             return default

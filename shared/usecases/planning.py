@@ -122,7 +122,8 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED,
                 detail=f"subscription {resource.subscription_id} is not one prepost may act in")
             continue
-        subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
+        if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
+            subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
         if kind is MachineKind.AZURE_VM:
             if policy.start_deallocated:
                 add(Action.START_VM, machine)
