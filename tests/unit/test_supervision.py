@@ -1,0 +1,356 @@
+"""Supervision: outcomes counted once, phases closed, runs cancelled when the safety work failed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.errors import PermanentError, TransientError
+from shared.models.events import DEFAULT_CUTOFF_BEFORE_START
+from shared.models.messages import PlanPhase
+from shared.models.run import Action, Phase, PhaseSource, PhaseStatus, TaskStatus
+from shared.ports.idempotency import RecordChanged
+from shared.usecases.supervision import cancel_run, check_pre_deadline, post_fallback
+from tests.fakes import FakeRunRecords
+from tests.fakes_azure import FakeEstate
+
+
+def planned(tags=None, records=None) -> tuple[FakeEstate, str]:
+    """The sample run planned with one VM: start, snapshot and one suppression task."""
+    estate = FakeEstate(tags=tags)
+    if records is not None:
+        estate.records = records
+    vm = estate.add_vm("vm-web-01")
+    estate.planned_pre()
+    return estate, vm
+
+
+def finish_all_but_snapshot(estate: FakeEstate, vm: str) -> None:
+    estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED, data={"started_by_us": True})
+    estate.report(
+        Action.SUPPRESS_ALERTS, estate.subscriptions[0], TaskStatus.SUCCEEDED, data={"rule_id": "/r"}
+    )
+
+
+def deadline_check(estate: FakeEstate, *, now=None) -> str:
+    now = now or estate.event.cancel_deadline(timedelta(minutes=2))
+    return check_pre_deadline(estate.key, records=estate.records, cancellation=estate.cancellation, now=now)
+
+
+# -- outcomes ----------------------------------------------------------------------------
+
+
+def test_an_outcome_updates_the_task_record():
+    estate, vm = planned()
+
+    changed = estate.report(
+        Action.START_VM,
+        vm,
+        TaskStatus.SUCCEEDED,
+        detail="started from deallocated",
+        attempts=2,
+        data={"started_by_us": True},
+    )
+
+    task = estate.task(Phase.PRE, Action.START_VM, vm)
+    assert changed is True
+    assert task.status is TaskStatus.SUCCEEDED
+    assert task.detail == "started from deallocated"
+    assert task.attempts == 2
+    assert task.data["started_by_us"] is True
+    assert task.finished_at == estate.now
+
+
+def test_a_final_outcome_delivered_twice_is_counted_once():
+    estate, vm = planned()
+
+    first = estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
+    second = estate.report(Action.START_VM, vm, TaskStatus.FAILED, detail="late duplicate")
+
+    assert (first, second) == (True, False)
+    assert estate.phase().finished_tasks == 1
+    assert estate.phase().failed_tasks == 0
+    assert estate.task(Phase.PRE, Action.START_VM, vm).status is TaskStatus.SUCCEEDED
+
+
+def test_a_retrying_outcome_is_recorded_but_not_counted():
+    estate, vm = planned()
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.RETRYING, detail="throttled", attempts=1)
+
+    assert estate.task(Phase.PRE, Action.SNAPSHOT_DISKS, vm).status is TaskStatus.RETRYING
+    assert estate.phase().finished_tasks == 0
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.SUCCEEDED, attempts=2)
+
+    assert estate.phase().finished_tasks == 1
+    assert estate.task(Phase.PRE, Action.SNAPSHOT_DISKS, vm).attempts == 2
+
+
+def test_an_outcome_for_an_unknown_task_is_permanent():
+    estate, _ = planned()
+
+    with pytest.raises(PermanentError):
+        estate.report(Action.START_VM, estate.add_vm("vm-not-planned", in_run=False), TaskStatus.SUCCEEDED)
+
+
+def test_the_phase_completes_when_every_task_is_final():
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)
+    assert estate.phase().status is PhaseStatus.PLANNED
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.SUCCEEDED)
+
+    phase = estate.phase()
+    assert phase.status is PhaseStatus.COMPLETED
+    assert phase.completed_at == estate.now
+    assert phase.finished_tasks == phase.expected_tasks == len(estate.tasks(Phase.PRE))
+    assert estate.cancellation.calls == []
+
+
+def test_a_failure_that_is_not_safety_critical_completes_with_failures_without_cancelling():
+    estate, vm = planned()
+    estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.SUCCEEDED)
+
+    estate.report(Action.SUPPRESS_ALERTS, estate.subscriptions[0], TaskStatus.FAILED, detail="forbidden")
+
+    phase = estate.phase()
+    assert phase.status is PhaseStatus.COMPLETED_WITH_FAILURES
+    assert phase.failed_tasks == 1
+    assert estate.cancellation.calls == []
+
+
+class FlakyPhaseRecords(FakeRunRecords):
+    """Loses the first phase write after arming: another handler changed the phase meanwhile."""
+
+    armed = False
+
+    def replace_phase(self, phase):
+        if self.armed:
+            self.armed = False
+            raise RecordChanged("phase changed")
+        return super().replace_phase(phase)
+
+
+def test_a_concurrent_phase_change_does_not_lose_or_double_the_count():
+    records = FlakyPhaseRecords()
+    estate, vm = planned(records=records)
+    records.armed = True
+
+    estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
+
+    assert estate.phase().finished_tasks == 1
+
+
+# -- cancelling after a failed pre phase -------------------------------------------------
+
+
+def test_a_failed_snapshot_cancels_the_run_once():
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED, detail="disk not found")
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED, detail="disk not found")  # redelivered
+    deadline_check(estate)  # the deadline check still fires later
+
+    assert estate.cancellation.calls_to("cancel") == [(estate.event.correlation_id,)]
+    run = estate.records.get_run(estate.key)
+    assert run.cancel_requested_at == estate.now
+    assert "1 pre tasks failed" in run.cancel_reason and "vm-web-01" in run.cancel_reason
+    assert estate.cancellation.status in run.cancel_result
+    assert estate.phase().status is PhaseStatus.COMPLETED_WITH_FAILURES
+
+
+def test_a_failed_start_cancels_the_run_too():
+    estate, vm = planned()
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.SUCCEEDED)
+    estate.report(Action.SUPPRESS_ALERTS, estate.subscriptions[0], TaskStatus.SUCCEEDED)
+
+    estate.report(Action.START_VM, vm, TaskStatus.FAILED)
+
+    assert len(estate.cancellation.calls_to("cancel")) == 1
+
+
+def test_the_run_is_cancelled_only_when_the_phase_is_done():
+    estate, vm = planned()
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED)
+
+    assert estate.cancellation.calls == []
+
+
+def test_cancel_on_failure_false_does_not_cancel():
+    estate, vm = planned(tags={"prepost-cancel-on-failure": "false"})
+    finish_all_but_snapshot(estate, vm)
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED)
+
+    assert estate.phase().status is PhaseStatus.COMPLETED_WITH_FAILURES
+    assert estate.cancellation.calls == []
+    assert estate.records.get_run(estate.key).cancel_requested_at is None
+
+
+def test_a_refused_cancellation_is_recorded():
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)
+    estate.cancellation.fail("cancel", PermanentError("403 AuthorizationFailed"))
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED)
+
+    run = estate.records.get_run(estate.key)
+    assert run.cancel_result.startswith("cancel refused")
+    assert "AuthorizationFailed" in run.cancel_result
+
+
+def test_a_transient_cancellation_failure_is_raised_and_the_retry_cancels():
+    estate, vm = planned()
+    estate.cancellation.fail("cancel", TransientError("503"))
+
+    with pytest.raises(TransientError):
+        cancel_run(
+            estate.key, "test", records=estate.records, cancellation=estate.cancellation, now=estate.now
+        )
+    assert estate.records.get_run(estate.key).cancel_requested_at is None
+
+    cancel_run(estate.key, "test", records=estate.records, cancellation=estate.cancellation, now=estate.now)
+
+    assert estate.cancellation.cancelled == [estate.event.correlation_id]
+    assert estate.records.get_run(estate.key).cancel_requested_at == estate.now
+
+
+def test_a_cancellation_after_the_run_started_is_recorded_as_too_late():
+    estate, _ = planned()
+
+    cancel_run(
+        estate.key,
+        "pre-work failed",
+        records=estate.records,
+        cancellation=estate.cancellation,
+        now=estate.event.start,
+    )
+
+    run = estate.records.get_run(estate.key)
+    assert estate.cancellation.calls == []
+    assert run.cancel_result.startswith("too late")
+    assert run.cancel_reason == "pre-work failed"
+
+
+def test_a_cancellation_after_the_cutoff_is_tried_and_flagged():
+    estate, _ = planned()
+    after_cutoff = estate.event.start - DEFAULT_CUTOFF_BEFORE_START + timedelta(minutes=1)
+
+    cancel_run(estate.key, "late", records=estate.records, cancellation=estate.cancellation, now=after_cutoff)
+
+    assert len(estate.cancellation.calls_to("cancel")) == 1
+    assert "after the cut-off" in estate.records.get_run(estate.key).cancel_result
+
+
+# -- the deadline check ------------------------------------------------------------------
+
+
+def test_the_deadline_check_cancels_when_pre_tasks_are_pending():
+    estate, vm = planned()
+    estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
+
+    result = deadline_check(estate)
+
+    assert "2 tasks pending" in result
+    assert estate.cancellation.calls_to("cancel") == [(estate.event.correlation_id,)]
+    assert "not finished by the cancellation deadline" in estate.records.get_run(estate.key).cancel_reason
+
+
+def test_the_deadline_check_twice_cancels_once():
+    estate, _ = planned()
+
+    deadline_check(estate)
+    deadline_check(estate)
+
+    assert len(estate.cancellation.calls_to("cancel")) == 1
+
+
+def test_the_deadline_check_leaves_a_completed_pre_phase_alone():
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.SUCCEEDED)
+
+    result = deadline_check(estate)
+
+    assert "already completed" in result
+    assert estate.cancellation.calls == []
+
+
+def test_the_deadline_check_closes_a_phase_whose_last_count_was_lost():
+    estate, vm = planned()
+    for action in (Action.START_VM, Action.SNAPSHOT_DISKS):
+        task = estate.task(Phase.PRE, action, vm)
+        task.status = TaskStatus.SUCCEEDED
+        estate.records.replace_task(task)
+    task = estate.task(Phase.PRE, Action.SUPPRESS_ALERTS, estate.subscriptions[0])
+    task.status = TaskStatus.SUCCEEDED
+    estate.records.replace_task(task)
+    phase = estate.phase()
+    phase.finished_tasks = phase.expected_tasks  # the counters said done, nobody closed it
+    estate.records.replace_phase(phase)
+
+    result = deadline_check(estate)
+
+    assert result == "pre phase completed"
+    assert estate.phase().status is PhaseStatus.COMPLETED
+    assert estate.cancellation.calls == []
+
+
+def test_the_deadline_check_cancels_a_pre_phase_never_planned():
+    estate = FakeEstate()
+    estate.deliver()
+
+    result = deadline_check(estate)
+
+    assert "never planned" in result
+    assert len(estate.cancellation.calls_to("cancel")) == 1
+
+
+def test_the_deadline_check_respects_cancel_on_failure_false():
+    estate, _ = planned(tags={"prepost-cancel-on-failure": "false"})
+
+    deadline_check(estate)
+
+    assert estate.cancellation.calls == []
+    assert any("not cancelled (prepost-cancel-on-failure=false)" in f for f in estate.phase().findings)
+
+
+def test_the_deadline_check_without_a_pre_phase_does_nothing():
+    estate = FakeEstate()
+    estate.deliver("post-eventgrid.json")
+
+    assert deadline_check(estate) == "no pre phase recorded"
+    assert estate.cancellation.calls == []
+
+
+# -- the post fallback -------------------------------------------------------------------
+
+
+def test_the_fallback_starts_the_post_phase_when_no_post_event_came():
+    estate, _ = planned()
+    later = estate.event.end + timedelta(hours=1)
+
+    post_fallback(estate.key, records=estate.records, transport=estate.transport, now=later)
+
+    phase = estate.phase(Phase.POST)
+    assert phase.source is PhaseSource.FALLBACK
+    assert phase.status is PhaseStatus.RECEIVED
+    assert phase.received_at == later
+    assert [s.message for s in estate.transport.sent] == [PlanPhase(run_key=estate.key, phase=Phase.POST)]
+
+
+def test_the_fallback_does_nothing_when_the_post_event_came():
+    estate, _ = planned()
+    estate.deliver("post-eventgrid.json")
+    estate.transport.take()
+
+    result = post_fallback(estate.key, records=estate.records, transport=estate.transport, now=estate.now)
+
+    assert "already" in result
+    assert estate.transport.sent == []
+    assert estate.phase(Phase.POST).source is PhaseSource.EVENT

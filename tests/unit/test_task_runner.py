@@ -1,0 +1,272 @@
+"""The task runner: each task once, retries re-queued with a delay (never slept), failures recorded."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+import pytest
+
+from shared.errors import PermanentError, Throttled, TransientError
+from shared.models.events import format_time
+from shared.models.messages import TaskMessage, TaskOutcome
+from shared.models.run import Action, Phase, TaskStatus
+from shared.ports.idempotency import IdempotencyStatus
+from shared.usecases.task_runner import (
+    IN_PROGRESS_RECHECK,
+    MAX_RETRY_DELAY,
+    MIN_RETRY_DELAY,
+    Delivery,
+    TaskResult,
+    run_task,
+)
+from tests.fakes import FakeIdempotencyStore, FakeTransport
+from tests.fakes_azure import FakeEstate
+
+ESTATE = FakeEstate()
+T0 = ESTATE.now
+MAX_ATTEMPTS = 5
+VM = ESTATE.add_vm("vm-web-01")
+MESSAGE = TaskMessage(run_key=ESTATE.key, phase=Phase.PRE, action=Action.SNAPSHOT_DISKS, target=VM)
+KEY = f"task:{MESSAGE.run_key}:{MESSAGE.task_id}"
+
+
+class Clock:
+    def __init__(self, start: datetime):
+        self.value = start
+
+    def __call__(self) -> datetime:
+        current = self.value
+        self.value += timedelta(seconds=1)  # every reading moves on, so start and finish differ
+        return current
+
+
+class ScriptedAction:
+    """An action that answers from a script: a TaskResult, or an exception to raise."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls: list[TaskMessage] = []
+
+    def __call__(self, message: TaskMessage) -> TaskResult:
+        self.calls.append(message)
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+OK = TaskResult(TaskStatus.SUCCEEDED, "2 incremental snapshot(s)", {"snapshots": ["s1", "s2"]})
+
+
+@pytest.fixture
+def idempotency() -> FakeIdempotencyStore:
+    return FakeIdempotencyStore()
+
+
+@pytest.fixture
+def transport() -> FakeTransport:
+    return FakeTransport()
+
+
+def run(message, action, idempotency, transport, *, delivery=None, rng=None, clock=None):
+    return run_task(
+        message,
+        action,
+        idempotency=idempotency,
+        transport=transport,
+        max_attempts=MAX_ATTEMPTS,
+        now=clock or Clock(T0),
+        delivery=delivery or Delivery(),
+        rng=rng,
+    )
+
+
+def test_a_successful_action_sends_its_outcome_and_is_remembered(idempotency, transport):
+    outcome = run(MESSAGE, ScriptedAction(OK), idempotency, transport)
+
+    assert [s.message for s in transport.sent] == [outcome]
+    assert transport.sent[0].delay is None
+    assert outcome.status is TaskStatus.SUCCEEDED
+    assert (outcome.detail, outcome.data) == (OK.detail, OK.data)
+    assert (outcome.run_key, outcome.task_id, outcome.attempts) == (MESSAGE.run_key, MESSAGE.task_id, 1)
+    assert outcome.started_at == format_time(T0 + timedelta(seconds=1))
+    assert outcome.finished_at > outcome.started_at
+    assert idempotency.records[KEY].status is IdempotencyStatus.COMPLETED
+
+
+@pytest.mark.parametrize("status", [TaskStatus.SKIPPED, TaskStatus.FAILED])
+def test_what_the_action_reports_is_the_outcome(idempotency, transport, status):
+    outcome = run(MESSAGE, ScriptedAction(TaskResult(status, "because")), idempotency, transport)
+
+    assert (outcome.status, outcome.detail) == (status, "because")
+
+
+def test_a_task_already_done_is_not_done_again(idempotency, transport):
+    run(MESSAGE, ScriptedAction(OK), idempotency, transport)
+    transport.take()
+    again = ScriptedAction(OK)
+
+    assert run(MESSAGE, again, idempotency, transport) is None
+    assert again.calls == []
+    assert transport.sent == []
+
+
+def test_a_task_done_under_another_casing_of_the_target_is_not_done_again(idempotency, transport):
+    run(MESSAGE, ScriptedAction(OK), idempotency, transport)
+    transport.take()
+    respelled = TaskMessage(
+        run_key=MESSAGE.run_key, phase=MESSAGE.phase, action=MESSAGE.action, target=VM.lower()
+    )
+    again = ScriptedAction(OK)
+
+    assert run(respelled, again, idempotency, transport) is None
+    assert again.calls == []
+
+
+def test_a_task_in_progress_elsewhere_is_looked_at_again_later(idempotency, transport):
+    idempotency.begin(KEY, now=T0)
+    action = ScriptedAction(OK)
+
+    assert run(MESSAGE, action, idempotency, transport) is None
+
+    assert action.calls == []
+    assert [(s.message, s.delay) for s in transport.sent] == [(MESSAGE, IN_PROGRESS_RECHECK)]
+
+
+def test_throttling_requeues_with_retry_after_and_reports_retrying(idempotency, transport):
+    retry_after = timedelta(seconds=90)
+
+    outcome = run(
+        MESSAGE,
+        ScriptedAction(Throttled("429 Too Many Requests", retry_after=retry_after)),
+        idempotency,
+        transport,
+    )
+
+    requeued, reported = transport.sent
+    assert (requeued.message, requeued.delay) == (MESSAGE.next_attempt(), retry_after)
+    assert requeued.message.attempt == 2
+    assert reported.message == outcome
+    assert outcome.status is TaskStatus.RETRYING
+    assert "429" in outcome.detail and "90 s" in outcome.detail
+    assert KEY not in idempotency.records  # released: the next attempt may run it
+
+
+def test_the_requeued_attempt_runs_and_succeeds(idempotency, transport):
+    run(MESSAGE, ScriptedAction(Throttled("429", retry_after=timedelta(seconds=5))), idempotency, transport)
+    retry = transport.take()[0].message
+
+    outcome = run(retry, ScriptedAction(OK), idempotency, transport)
+
+    assert outcome.status is TaskStatus.SUCCEEDED
+    assert outcome.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("asked", "used"),
+    [
+        (timedelta(seconds=1200), MAX_RETRY_DELAY),
+        (timedelta(0), MIN_RETRY_DELAY),
+        (timedelta(seconds=-5), MIN_RETRY_DELAY),
+    ],
+    ids=["compute-1200s", "zero", "negative"],
+)
+def test_retry_after_is_kept_within_bounds(idempotency, transport, asked, used):
+    run(MESSAGE, ScriptedAction(Throttled("429", retry_after=asked)), idempotency, transport)
+
+    assert transport.sent[0].delay == used
+
+
+@pytest.mark.parametrize("attempt", range(1, MAX_ATTEMPTS))
+def test_a_transient_error_without_retry_after_backs_off_within_bounds(attempt, idempotency, transport):
+    message = TaskMessage(
+        run_key=MESSAGE.run_key, phase=MESSAGE.phase, action=MESSAGE.action, target=VM, attempt=attempt
+    )
+    delays = set()
+    for seed in range(20):
+        store, sent = FakeIdempotencyStore(), FakeTransport()
+        run(message, ScriptedAction(TransientError("503")), store, sent, rng=random.Random(seed))
+        requeued = sent.sent[0]
+        assert requeued.message.attempt == attempt + 1
+        assert MIN_RETRY_DELAY <= requeued.delay <= min(timedelta(seconds=2**attempt), MAX_RETRY_DELAY)
+        delays.add(requeued.delay)
+    assert len(delays) > 1  # jittered: retries of many tasks do not line up
+
+
+def test_backoff_never_exceeds_the_maximum_even_for_late_attempts(idempotency, transport):
+    message = TaskMessage(run_key=MESSAGE.run_key, action=MESSAGE.action, target=VM, attempt=40)
+    run_task(
+        message,
+        ScriptedAction(TransientError("503")),
+        idempotency=idempotency,
+        transport=transport,
+        max_attempts=50,
+        now=Clock(T0),
+        rng=random.Random(1),
+    )
+
+    assert transport.sent[0].delay <= MAX_RETRY_DELAY
+
+
+def test_the_last_attempt_fails_the_task_instead_of_requeueing(idempotency, transport):
+    last = TaskMessage(
+        run_key=MESSAGE.run_key, phase=MESSAGE.phase, action=MESSAGE.action, target=VM, attempt=MAX_ATTEMPTS
+    )
+
+    outcome = run(
+        last, ScriptedAction(Throttled("429", retry_after=timedelta(seconds=30))), idempotency, transport
+    )
+
+    assert [s.message for s in transport.sent] == [outcome]
+    assert outcome.status is TaskStatus.FAILED
+    assert f"gave up after {MAX_ATTEMPTS} attempts" in outcome.detail
+    assert idempotency.records[KEY].status is IdempotencyStatus.COMPLETED
+
+
+def test_a_permanent_error_fails_the_task_once(idempotency, transport):
+    outcome = run(
+        MESSAGE, ScriptedAction(PermanentError("virtual machine does not exist")), idempotency, transport
+    )
+
+    assert [s.message for s in transport.sent] == [outcome]
+    assert outcome.status is TaskStatus.FAILED
+    assert outcome.detail == "virtual machine does not exist"
+    transport.take()
+    assert run(MESSAGE, ScriptedAction(OK), idempotency, transport) is None  # redelivery: already done
+    assert transport.sent == []
+
+
+def test_an_unexpected_error_is_raised_and_nothing_recorded_before_the_last_delivery(idempotency, transport):
+    with pytest.raises(KeyError):
+        run(
+            MESSAGE,
+            ScriptedAction(KeyError("bug")),
+            idempotency,
+            transport,
+            delivery=Delivery(count=1, max_count=5),
+        )
+
+    assert transport.sent == []
+    assert KEY not in idempotency.records  # the next delivery may run it
+
+
+def test_an_unexpected_error_on_the_last_delivery_is_recorded_failed_then_raised(idempotency, transport):
+    with pytest.raises(KeyError):
+        run(
+            MESSAGE,
+            ScriptedAction(KeyError("bug")),
+            idempotency,
+            transport,
+            delivery=Delivery(count=5, max_count=5),
+        )
+
+    [sent] = transport.sent
+    assert isinstance(sent.message, TaskOutcome)
+    assert sent.message.status is TaskStatus.FAILED
+    assert "KeyError" in sent.message.detail and "delivery 5" in sent.message.detail
+
+
+@pytest.mark.parametrize(("count", "last"), [(1, False), (4, False), (5, True), (6, True)])
+def test_delivery_knows_the_last_one(count, last):
+    assert Delivery(count=count, max_count=5).is_last is last
