@@ -1,0 +1,44 @@
+"""Delivering events the way Event Grid does to a local Functions host."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlparse
+
+import requests
+
+from shared.names import INTAKE_FUNCTION
+
+DEFAULT_FUNC_URL = "http://localhost:7071/runtime/webhooks/EventGrid"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    status: int
+    body: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def webhook_url(base: str, function_name: str = INTAKE_FUNCTION) -> str:
+    """``http://host:port`` or a full webhook path, completed with ``?functionName=``."""
+    parsed = urlparse(base)
+    path = parsed.path if parsed.path and parsed.path != "/" else "/runtime/webhooks/EventGrid"
+    query = parsed.query or urlencode({"functionName": function_name})
+    return f"{parsed.scheme}://{parsed.netloc}{path}?{query}"
+
+
+def deliver(url: str, events: Sequence[dict[str, Any]], *, timeout: float = 30.0) -> DeliveryResult:
+    """POST a JSON array of events with ``aeg-event-type: Notification``, as Event Grid does."""
+    response = requests.post(
+        webhook_url(url),
+        data=json.dumps(list(events)),
+        headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
+        timeout=timeout,
+    )
+    return DeliveryResult(response.status_code, response.text)

@@ -1,0 +1,34 @@
+"""Text rendering of run reports for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def render_run(report: dict[str, Any], *, max_tasks: int = 400) -> str:
+    lines = [
+        f"Run        {report['correlationId']}",
+        f"Key        {report['runKey']}",
+        f"Window     {report['start']} .. {report['end']}",
+        f"Cut-off    {report.get('cancellationCutoff') or '-'}",
+    ]
+    cancellation = report.get("cancellation")
+    if cancellation:
+        lines.append(f"Cancelled  {cancellation['result']} — {cancellation['reason']}")
+    for phase in report["phases"]:
+        counts = ", ".join(f"{count} {status}" for status, count in phase.get("taskCounts", {}).items()) or "no tasks"
+        lines.append("")
+        lines.append(f"[{phase['phase']}] {phase['status']} ({phase['source']}): {phase['machines']} machines; {counts}")
+        for finding in phase["findings"]:
+            lines.append(f"  ! {finding}")
+    tasks = report["tasks"]
+    if tasks:
+        lines.append("")
+        lines.append(f"{'PHASE':<5} {'ACTION':<18} {'STATUS':<10} {'TRIES':<5} {'TARGET':<28} DETAIL")
+        for task in tasks[:max_tasks]:
+            target = task["resourceId"].rstrip("/").rsplit("/", 1)[-1]
+            lines.append(f"{task['phase']:<5} {task['action']:<18} {task['status']:<10} {task['attempts']:<5} "
+                         f"{target[:28]:<28} {task['detail']}")
+        if len(tasks) > max_tasks:
+            lines.append(f"... {len(tasks) - max_tasks} more (use --json)")
+    return "\n".join(lines)
