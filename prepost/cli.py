@@ -19,6 +19,7 @@ class CliError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prepost", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the function app does")
     commands = parser.add_subparsers(title="commands")
 
     local = commands.add_parser("local", help="the local stack (Azurite, management-API simulator, function app)")
@@ -92,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for each phase")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Library chatter that says nothing about the pipeline: HTTP access lines, pool reuse.
+    for name in ("werkzeug", "urllib3.connectionpool", "azure.core.pipeline.policies.http_logging_policy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("root").addFilter(lambda record: "Auth level is not applied" not in record.getMessage())
 
 
 def _storage_option(parser: argparse.ArgumentParser) -> None:

@@ -210,6 +210,8 @@ class AzuriteProcess:
         startup_timeout: seconds :meth:`start` waits for all three services to answer.
         stop_timeout: seconds :meth:`stop` waits after SIGTERM before sending SIGKILL.
         extra_args: further command-line options appended to :attr:`base_args`.
+        ports: fixed (blob, queue, table) ports, e.g. Azurite's usual 10000-10002 so that
+            ``UseDevelopmentStorage``-style settings work; a port in use is then an error.
     """
 
     #: Options always passed. ``--inMemoryPersistence`` excludes ``--location``; the
@@ -231,7 +233,9 @@ class AzuriteProcess:
         startup_timeout: float = 30.0,
         stop_timeout: float = 5.0,
         extra_args: Sequence[str] = (),
+        ports: tuple[int, int, int] | None = None,
     ) -> None:
+        self.fixed_ports = ports
         self._executable = Path(executable) if executable is not None else None
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
@@ -287,6 +291,11 @@ class AzuriteProcess:
                     return self.endpoints
                 except _PortInUse:
                     self._terminate()
+                    if self.fixed_ports:
+                        raise AzuriteStartError(
+                            f"ports {self.fixed_ports} are in use: is another Azurite running? "
+                            "(or use --ports random)"
+                        ) from None
                     if attempt == _MAX_PORT_ATTEMPTS:
                         raise AzuriteStartError(
                             f"Azurite could not bind free ports after {attempt} attempts"
@@ -332,7 +341,7 @@ class AzuriteProcess:
 
     def _launch(self, executable: Path) -> None:
         self._proc = None
-        blob, queue, table = _free_ports(3)
+        blob, queue, table = self.fixed_ports or _free_ports(3)
         self._endpoints = AzuriteEndpoints(_HOST, blob, queue, table)
         self._workdir = Path(tempfile.mkdtemp(prefix="prepost-azurite-"))
         args = [

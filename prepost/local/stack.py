@@ -137,14 +137,15 @@ class LocalStack:
         return "\n".join(lines)
 
     def wait_for_interrupt(self) -> None:
-        previous = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
+        """Block until Ctrl-C (SIGINT) or SIGTERM. Both are handled explicitly: a process
+        started in the background by a script inherits SIGINT as ignored."""
+        previous = {sig: signal.signal(sig, lambda *_: self._stopped.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while not self._stopped.wait(0.5):
                 pass
-        except KeyboardInterrupt:
-            pass
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def stop(self) -> None:
         for part in (self.runner, self.simulator, self.azurite):
