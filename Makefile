@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	@touch $@
 
 $(AZURITE): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	@touch $@
 
 demo: install
@@ -36,6 +36,8 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	@test -x $(VENV)/checkov/bin/checkov || ($(PYTHON) -m venv $(VENV)/checkov && $(VENV)/checkov/bin/pip install --quiet checkov==3.3.30)
+	$(VENV)/checkov/bin/checkov -d infra --framework bicep --compact --quiet --skip-download
 
 clean:
 	rm -rf $(VENV) node_modules .prepost .pytest_cache

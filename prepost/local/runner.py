@@ -16,13 +16,14 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 
 from prepost.local.host_config import QueuesConfig, load_queues_config
+import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +127,8 @@ class QueuePump:
         from azure.core.exceptions import ResourceExistsError
 
         for client in (self.queue, self.poison):
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 client.create_queue()
-            except ResourceExistsError:
-                pass
         self._thread.start()
 
     def join(self, timeout: float) -> None:
