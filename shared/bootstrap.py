@@ -10,7 +10,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from shared.ports.azure import AlertSuppression, ArcMachines, Compute, MachineInventory, MaintenanceConfigurations, RunCancellation
+from shared.ports.azure import (
+    AlertSuppression,
+    ArcMachines,
+    Compute,
+    MachineInventory,
+    MaintenanceConfigurations,
+    RunCancellation,
+)
 from shared.ports.idempotency import IdempotencyStore
 from shared.ports.records import RunRecords
 from shared.ports.transport import WorkTransport

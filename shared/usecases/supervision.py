@@ -4,7 +4,6 @@ and run the post phase when its event never comes."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from shared.errors import PermanentError, TransientError

@@ -48,7 +48,8 @@ class ArmCompute(Compute):
     def create_incremental_snapshot(
         self, snapshot_id: str, *, source_disk_id: str, location: str, tags: Mapping[str, str]
     ) -> Snapshot:
-        from azure.mgmt.compute.models import CreationData, Snapshot as SnapshotModel
+        from azure.mgmt.compute.models import CreationData
+        from azure.mgmt.compute.models import Snapshot as SnapshotModel
 
         resource = ResourceId(snapshot_id)
         snapshots = self._clients.compute(resource.subscription_id).snapshots

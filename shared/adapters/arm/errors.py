@@ -6,7 +6,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from shared.errors import PermanentError, Throttled, TransientError
 
