@@ -105,6 +105,7 @@ def _planning(container: Container) -> PlanningPorts:
         inventory=container.inventory,
         configurations=container.configurations,
         allowed_subscriptions=container.settings.allowed_subscriptions,
+        cancellation=container.cancellation,
     )
 
 

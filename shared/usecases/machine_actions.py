@@ -160,8 +160,16 @@ def _prune_snapshots(message: TaskMessage, run: RunRecord, ports: MachinePorts, 
     if retention <= timedelta(0):
         return TaskResult(TaskStatus.SKIPPED, "no retention configured")
     vm = ResourceId(message.target)
+    # Snapshots live beside their disks, which may sit in other resource groups than the VM.
+    groups = {(vm.subscription_id, (vm.resource_group or "").lower())}
+    current = ports.compute.get_vm(message.target)
+    if current is not None:
+        for disk_id in filter(None, (current.os_disk_id, *current.data_disk_ids)):
+            disk = ResourceId(disk_id)
+            groups.add((disk.subscription_id, (disk.resource_group or "").lower()))
+    snapshots = [s for sub, group in sorted(groups) for s in ports.compute.list_snapshots(sub, group)]
     deleted = []
-    for snapshot in ports.compute.list_snapshots(vm.subscription_id, vm.resource_group or ""):
+    for snapshot in snapshots:
         tags = {key.lower(): value for key, value in snapshot.tags.items()}
         if tags.get(TAG_MACHINE, "").lower() != vm.name.lower() or tags.get(TAG_RUN) == run.run_key:
             continue

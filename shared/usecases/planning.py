@@ -12,11 +12,11 @@ from shared.models.ids import MachineKind, ResourceId
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
 from shared.models.policy import RunPolicy, SnapshotDisks
 from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord, TaskStatus
-from shared.ports.azure import MachineInventory, MaintenanceConfigurations
+from shared.ports.azure import MachineInventory, MaintenanceConfigurations, RunCancellation
 from shared.ports.records import RunRecords
 from shared.ports.transport import WorkTransport
 from shared.settings import AllowList
-from shared.usecases.supervision import complete_phase_if_done
+from shared.usecases.supervision import cancel_run, complete_phase_if_done
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class PlanningPorts:
     inventory: MachineInventory
     configurations: MaintenanceConfigurations
     allowed_subscriptions: AllowList
+    cancellation: RunCancellation | None = None
+    """Used when the pre phase cannot be planned at all: patching must not go ahead blind."""
 
 
 def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> PhaseRecord:
@@ -55,7 +57,12 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
         return phase
 
     if message.phase is Phase.PRE:
-        tasks, outgoing, machines, policy, findings = _plan_pre(run, ports)
+        try:
+            tasks, outgoing, machines, policy, findings = _plan_pre(run, ports)
+        except PermanentError as error:
+            # Retrying cannot help (e.g. the identity lacks Reader): record why, and do not let
+            # patching proceed without the safety work.
+            return _planning_failed(run, phase, ports, str(error), now)
     else:
         waiting = _pre_still_running(run, records)
         if waiting and message.attempt < POST_WAIT_ATTEMPTS:
@@ -79,6 +86,19 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
     phase = records.replace_phase(phase)
     log.info("%s %s planned: %d tasks, %d machines", run.run_key, phase.phase.value, len(tasks), machines)
     complete_phase_if_done(run.run_key, message.phase, records=records, now=now)
+    return phase
+
+
+def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, reason: str, now: datetime):
+    phase.status = PhaseStatus.FAILED
+    phase.planned_at = now
+    phase.completed_at = now
+    phase.findings = [*phase.findings, f"planning failed: {reason}"]
+    phase = ports.records.replace_phase(phase)
+    log.error("%s pre phase could not be planned: %s", run.run_key, reason)
+    if ports.cancellation is not None:
+        cancel_run(run.run_key, f"pre phase could not be planned: {reason}", records=ports.records,
+                   cancellation=ports.cancellation, now=now)
     return phase
 
 

@@ -8,7 +8,7 @@ from shared.errors import PermanentError, Throttled, TransientError
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
 from shared.models.policy import RunPolicy
 from shared.models.run import Action, Phase, PhaseStatus, TaskStatus
-from shared.usecases.planning import ARC_SNAPSHOT_REASON, POST_WAIT_ATTEMPTS, POST_WAIT_FOR_PRE
+from shared.usecases.planning import ARC_SNAPSHOT_REASON, POST_WAIT_ATTEMPTS, POST_WAIT_FOR_PRE, plan_phase
 from tests.fakes_azure import POST_SAMPLE, FakeEstate
 
 
@@ -382,3 +382,18 @@ def test_post_without_a_planned_pre_phase_has_nothing_to_undo(estate):
     assert any("nothing to undo" in f for f in phase.findings)
     assert sent_task_messages(estate) == []
     assert estate.phase(Phase.POST).status is PhaseStatus.COMPLETED
+
+
+def test_a_pre_phase_that_cannot_be_planned_is_recorded_failed_and_the_run_cancelled(estate):
+    """GIVEN Resource Graph refuses (no Reader role) WHEN the pre phase is planned
+    THEN the phase is FAILED with the reason and the run is cancelled, instead of retrying blind."""
+    from dataclasses import replace
+
+    estate.deliver()
+    estate.inventory.fail("list_run_machines", PermanentError("HTTP 403 AuthorizationFailed"))
+    ports = replace(estate.planning(), cancellation=estate.cancellation)
+    phase = plan_phase(PlanPhase(run_key=estate.key, phase=Phase.PRE), ports, now=estate.now)
+    assert phase.status is PhaseStatus.FAILED
+    assert any("AuthorizationFailed" in finding for finding in phase.findings)
+    assert estate.cancellation.cancelled == [estate.event.correlation_id]
+    assert estate.records.get_run(estate.key).cancel_reason.startswith("pre phase could not be planned")
