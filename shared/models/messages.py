@@ -8,7 +8,7 @@ the run records instead.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from shared.errors import InvalidMessage
@@ -55,7 +55,7 @@ class PlanPhase(WorkMessage):
         return f"{self.run_key}:{self.kind}:{self.phase.value}:{self.attempt}"
 
     def next_attempt(self) -> PlanPhase:
-        return PlanPhase(run_key=self.run_key, phase=self.phase, attempt=self.attempt + 1)
+        return replace(self, attempt=self.attempt + 1)
 
     @property
     def properties(self) -> dict[str, str | int]:
@@ -109,14 +109,8 @@ class TaskMessage(WorkMessage):
         }
 
     def next_attempt(self) -> TaskMessage:
-        return TaskMessage(
-            run_key=self.run_key,
-            phase=self.phase,
-            action=self.action,
-            target=self.target,
-            attempt=self.attempt + 1,
-            options=self.options,
-        )
+        """The same task, one attempt later (same class, so monitoring stays monitoring)."""
+        return replace(self, attempt=self.attempt + 1)
 
 
 @dataclass(frozen=True)
@@ -125,16 +119,6 @@ class MonitoringMessage(TaskMessage):
 
     kind: ClassVar[str] = "monitoring"
     queue: ClassVar[QueueName] = QueueName.MONITORING
-
-    def next_attempt(self) -> MonitoringMessage:
-        return MonitoringMessage(
-            run_key=self.run_key,
-            phase=self.phase,
-            action=self.action,
-            target=self.target,
-            attempt=self.attempt + 1,
-            options=self.options,
-        )
 
 
 @dataclass(frozen=True)
