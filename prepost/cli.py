@@ -1,4 +1,4 @@
-"""The ``prepost`` command: run the local stack, send events, inspect runs, run the demo."""
+"""The ``prepost`` command: run the local stack, send events, inspect runs, replay dead letters, run the demo."""
 
 from __future__ import annotations
 
@@ -68,12 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     runs_list = runs_commands.add_parser("list", help="recent runs")
     runs_list.add_argument("--limit", type=int, default=20)
     runs_list.add_argument("--json", action="store_true")
-    _storage_option(runs_list)
+    _storage_options(runs_list)
     runs_list.set_defaults(handler=_runs_list)
     runs_show = runs_commands.add_parser("show", help="one run: phases and every task")
     runs_show.add_argument("run", help="correlation id or run key")
     runs_show.add_argument("--json", action="store_true")
-    _storage_option(runs_show)
+    _storage_options(runs_show)
     runs_show.set_defaults(handler=_runs_show)
 
     events = commands.add_parser("events", help="what the intake did with each delivered event")
@@ -81,8 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     events_list = events_commands.add_parser("list", help="recent deliveries: accepted, duplicate, ignored, rejected")
     events_list.add_argument("--limit", type=int, default=20)
     events_list.add_argument("--json", action="store_true")
-    _storage_option(events_list)
+    _storage_options(events_list)
     events_list.set_defaults(handler=_events_list)
+
+    _replay_parsers(commands)
 
     demo = commands.add_parser("demo", help="a whole maintenance window, offline, with a report")
     demo.add_argument("--machines", type=int, default=50, help="Azure VMs in the simulated estate")
@@ -96,6 +98,80 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _replay_parsers(commands) -> None:
+    from shared.names import QueueName
+
+    queue_names = [queue.value for queue in QueueName]
+    replay = commands.add_parser("replay", help="send dead-lettered work back: poison-queue messages, "
+                                                "dead-lettered Event Grid events")
+    replay_commands = replay.add_subparsers(title="replay commands")
+
+    poison = replay_commands.add_parser(
+        "poison",
+        help="send the messages of QUEUE-poison back to QUEUE",
+        description="Read QUEUE-poison, print each message's reason, send its original body back to QUEUE "
+                    "(base64, as the Functions host expects) and delete it from the poison queue once the send "
+                    "succeeded. Messages parked by prepost are unwrapped; messages poisoned by the host are "
+                    "sent as they are. Replaying is safe against repeats: every handler is idempotent (runs "
+                    "and phases are created only if absent, tasks have deterministic ids and idempotency records, "
+                    "outcomes of finished tasks are ignored, snapshots have deterministic names), so work that "
+                    "already took effect is not done again. A replayed task acts on the machine as it is now: "
+                    "check the run (prepost runs show) before replaying work of a window long past.",
+    )
+    poison.add_argument("queue", choices=queue_names, metavar="QUEUE", help=", ".join(queue_names))
+    poison.add_argument("--dry-run", action="store_true",
+                        help="only show what would be replayed (the first 32 messages); change nothing")
+    poison.add_argument("--limit", type=_positive, help="replay at most N messages")
+    poison.add_argument("--transport", choices=["storage", "servicebus"],
+                        help="the app's PREPOST_TRANSPORT (default: the environment's, else storage); with "
+                             "servicebus, prepost-plan and prepost-vm-tasks are Service Bus queues and are refused")
+    _storage_options(poison)
+    poison.set_defaults(handler=_replay_poison)
+
+    events = replay_commands.add_parser(
+        "events",
+        help="deliver Event Grid dead-lettered events to the intake again",
+        description="Read dead-lettered events (a blob Event Grid wrote, saved as --file, or every blob of "
+                    "--container except replayed/...), remove the fields Event Grid added (deadLetterReason, "
+                    "deliveryAttempts, lastDeliveryOutcome, lastHttpStatusCode, publishTime, "
+                    "lastDeliveryAttemptTime), print each reason and deliver the events to the Event Grid "
+                    "webhook of the function app. With --container, a blob delivered with HTTP 2xx is moved "
+                    "to replayed/ (copy, then delete), so nothing is replayed twice by accident. Replaying is safe "
+                    "against repeats: the intake is idempotent, so an event it already handled is recorded as a "
+                    "duplicate and starts no work twice. A pre-event of a window already past still starts its "
+                    "pre-work late (see docs/operations.md).",
+    )
+    source = events.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", type=Path, help="a dead-letter blob saved as a file (left as it is)")
+    source.add_argument("--container", help="the dead-letter blob container (eventgrid-deadletter in infra/)")
+    events.add_argument("--prefix", help="only blobs whose names start with this (e.g. the subscription's name)")
+    events.add_argument("--to", help="webhook: a func start host (http://localhost:7071) or the deployed app's "
+                                     "https://<app>.azurewebsites.net/runtime/webhooks/eventgrid?functionName="
+                                     "maintenance_event_intake&code=<system key> (default: the running local stack)")
+    events.add_argument("--dry-run", action="store_true", help="only show what would be replayed; change nothing")
+    _storage_options(events)
+    events.set_defaults(handler=_replay_events)
+
+    poison_list_parent = commands.add_parser("poison", help="what sits in the -poison queues")
+    poison_commands = poison_list_parent.add_subparsers(title="poison commands")
+    poison_list = poison_commands.add_parser("list", help="message count and reasons per poison queue")
+    poison_list.add_argument("queue", nargs="?", choices=queue_names, metavar="QUEUE",
+                             help="one queue (default: all of them)")
+    poison_list.add_argument("--json", action="store_true")
+    _storage_options(poison_list)
+    poison_list.set_defaults(handler=_poison_list)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return number
+
+
 def _configure_logging(verbose: bool) -> None:
     import logging
 
@@ -107,25 +183,41 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("root").addFilter(lambda record: "Auth level is not applied" not in record.getMessage())
 
 
-def _storage_option(parser: argparse.ArgumentParser) -> None:
+def _storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="storage connection string (default: AzureWebJobsStorage, "
-                                          "or the running local stack)")
+                                          "AzureWebJobsStorage__accountName, or the running local stack)")
+    parser.add_argument("--account", help="storage account name, reached with your Entra ID login "
+                                          "(DefaultAzureCredential): for accounts that refuse shared keys")
 
 
-def _records(args):
+def _storage_connection(args):
+    """--storage, --account, AzureWebJobsStorage(__accountName), or the running local stack."""
     from prepost.local.state import StackState
-    from shared.adapters.storage_clients import StorageClients
-    from shared.adapters.table_records import TableRunRecords
     from shared.names import STORAGE_CONNECTION
     from shared.settings import StorageConnection
 
-    connection = args.storage or os.environ.get(STORAGE_CONNECTION)
-    if not connection:
-        state = StackState.load()
-        connection = state.storage_connection if state else None
-    if not connection:
-        raise CliError("no storage to read: pass --storage, set AzureWebJobsStorage, or start `prepost local up`")
-    return TableRunRecords(StorageClients(StorageConnection(connection_string=connection)))
+    if args.storage and args.account:
+        raise CliError("give either --storage or --account, not both")
+    if args.storage:
+        return StorageConnection(connection_string=args.storage)
+    if args.account:
+        return StorageConnection(account_name=args.account)
+    if os.environ.get(STORAGE_CONNECTION):
+        return StorageConnection(connection_string=os.environ[STORAGE_CONNECTION])
+    if os.environ.get(f"{STORAGE_CONNECTION}__accountName"):
+        return StorageConnection(account_name=os.environ[f"{STORAGE_CONNECTION}__accountName"])
+    state = StackState.load()
+    if state:
+        return StorageConnection(connection_string=state.storage_connection)
+    raise CliError("no storage to read: pass --storage or --account, set AzureWebJobsStorage, "
+                   "or start `prepost local up`")
+
+
+def _records(args):
+    from shared.adapters.storage_clients import StorageClients
+    from shared.adapters.table_records import TableRunRecords
+
+    return TableRunRecords(StorageClients(_storage_connection(args)))
 
 
 def _runs_list(args) -> int:
@@ -187,6 +279,168 @@ def _events_list(args) -> int:
     if not deliveries:
         print("no deliveries recorded")
     return EXIT_OK
+
+
+def _replay_poison(args) -> int:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    from prepost.replay import MessageOutcome, poison_queue_clients, replay_poison
+    from shared.adapters.storage_clients import StorageClients
+    from shared.names import QueueName
+
+    queue = QueueName(args.queue)
+    if not args.dry_run:
+        _refuse_servicebus_queue(queue, args.transport)
+    storage = StorageClients(_storage_connection(args))
+    poison, target = poison_queue_clients(storage, queue)
+    verb = "would replay (dry run: nothing changes)" if args.dry_run else "replaying"
+    print(f"{verb} {queue.poison} -> {queue.value}")
+    try:
+        summary = replay_poison(poison, target, dry_run=args.dry_run, limit=args.limit, report=_print_poison_result)
+    except ResourceNotFoundError as error:
+        raise CliError(f"{queue.poison} does not exist in this storage account") from error
+    except AzureError as error:
+        print(f"prepost: reading {queue.poison} failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.dry_run:
+        shown = len(summary.results)
+        print(f"{shown} shown, {summary.remaining} in {queue.poison}"
+              + (" (a dry run shows at most 32)" if (summary.remaining or 0) > shown else ""))
+    else:
+        print(f"{summary.count(MessageOutcome.REPLAYED)} replayed, {summary.count(MessageOutcome.FAILED)} failed, "
+              f"about {summary.remaining} left in {queue.poison}")
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _refuse_servicebus_queue(queue, transport: str | None) -> None:
+    from shared.adapters.servicebus_transport import SERVICEBUS_QUEUES
+    from shared.errors import SettingsError
+    from shared.settings import Transport, selected_transport
+
+    try:
+        chosen = Transport(transport) if transport else selected_transport()
+    except SettingsError as error:
+        raise CliError(str(error)) from error
+    if chosen is Transport.SERVICEBUS and queue in SERVICEBUS_QUEUES:
+        raise CliError(f"with PREPOST_TRANSPORT=servicebus, {queue.value} is a Service Bus queue that no Storage "
+                       f"trigger reads: replaying into the Storage queue would strand the messages. Send the "
+                       f"bodies from {queue.poison} to the Service Bus queue instead (see docs/operations.md)")
+
+
+def _print_poison_result(result) -> None:
+    from prepost.replay import describe_body
+
+    message = result.message
+    print(f"  {result.outcome.value:<13} {describe_body(message.body)}")
+    print(f"  {'':<13} poisoned {message.poisoned_at}: {message.reason}")
+    if result.detail:
+        print(f"  {'':<13} {result.detail}")
+
+
+def _poison_list(args) -> int:
+    from azure.core.exceptions import AzureError
+
+    from prepost.replay import summarize_poison
+    from shared.adapters.storage_clients import StorageClients
+    from shared.names import QueueName
+
+    storage = StorageClients(_storage_connection(args))
+    queues = [QueueName(args.queue)] if args.queue else list(QueueName)
+    try:
+        summaries = [summarize_poison(queue.value, storage.queue_service.get_queue_client(queue.poison))
+                     for queue in queues]
+    except AzureError as error:
+        print(f"prepost: reading the poison queues failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps([{"queue": s.queue, "poisonQueue": s.poison_queue, "exists": s.exists, "count": s.count,
+                           "peeked": s.peeked, "reasons": s.reasons} for s in summaries], indent=2))
+        return EXIT_OK
+    for summary in summaries:
+        count = str(summary.count) if summary.exists else "(no such queue)"
+        print(f"{summary.poison_queue:<28} {count}")
+        for reason, times in sorted(summary.reasons.items(), key=lambda item: -item[1]):
+            print(f"    {times:>3}  {reason}")
+        if summary.count > summary.peeked:
+            print(f"         (reasons of the first {summary.peeked} only)")
+    return EXIT_OK
+
+
+def _replay_events(args) -> int:
+    from prepost.local.state import StackState
+    from prepost.replay import (
+        DeadLetterFormatError,
+        deliverer,
+        describe_delivery,
+        read_dead_letter_file,
+        redact_url,
+    )
+
+    state = StackState.load()
+    url = args.to or (state.webhook_url if state else None)
+    if not url and not args.dry_run:
+        raise CliError("no webhook to deliver to: start `prepost local up`, or pass --to URL")
+    target = redact_url(url) if url else "(none: dry run)"
+    if args.file:
+        try:
+            events = read_dead_letter_file(str(args.file))
+        except (OSError, DeadLetterFormatError) as error:
+            raise CliError(f"cannot read dead-lettered events from {args.file}: {error}") from error
+        print(f"{len(events)} dead-lettered event(s) in {args.file}")
+        for event in events:
+            print(f"  {event.describe()}")
+            print(f"      {event.reason}")
+        if args.dry_run or not events:
+            return EXIT_OK
+        result = deliverer(url)([event.event for event in events])
+        print(f"{'delivered' if result.ok else 'not delivered'} to {target}: {describe_delivery(result)}")
+        return EXIT_OK if result.ok else EXIT_FAILED
+    return _replay_container(args, url, target)
+
+
+def _replay_container(args, url: str | None, target: str) -> int:
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    from prepost.replay import BlobOutcome, blob_container, deliverer, replay_dead_letter_blobs
+
+    container = blob_container(_storage_connection(args), args.container)
+
+    def unreachable(events):  # dry runs never deliver
+        raise AssertionError("a dry run delivered events")
+
+    verb = "would replay (dry run: nothing changes)" if args.dry_run else "replaying"
+    print(f"{verb} dead-lettered events from container {args.container} to {target}")
+    try:
+        results = replay_dead_letter_blobs(
+            container,
+            unreachable if args.dry_run else deliverer(url),
+            destination=url or "",
+            dry_run=args.dry_run,
+            prefix=args.prefix,
+            report=_print_blob_result,
+        )
+    except ResourceNotFoundError as error:
+        raise CliError(f"container {args.container} does not exist in this storage account") from error
+    except AzureError as error:
+        print(f"prepost: reading container {args.container} failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    counts = {outcome: sum(1 for r in results if r.outcome is outcome) for outcome in BlobOutcome}
+    print(", ".join(f"{n} {outcome.value}" for outcome, n in counts.items() if n) or "no dead-letter blobs")
+    if counts[BlobOutcome.REPLAYED] or counts[BlobOutcome.MOVE_FAILED]:
+        print("what the intake did with them: prepost events list")
+    return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+
+
+def _print_blob_result(result) -> None:
+    from prepost.replay import REPLAYED_PREFIX, BlobOutcome
+
+    moved = f" -> {REPLAYED_PREFIX}{result.name}" if result.outcome is BlobOutcome.REPLAYED else ""
+    print(f"  {result.outcome.value:<20} {result.name}{moved}")
+    for event in result.events:
+        print(f"  {'':<20}   {event.describe()}")
+        print(f"  {'':<20}     {event.reason}")
+    if result.detail:
+        print(f"  {'':<20} {result.detail}")
 
 
 def _send_event(args) -> int:
