@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import requests
 
@@ -29,8 +29,11 @@ def webhook_url(base: str, function_name: str = INTAKE_FUNCTION) -> str:
     """``http://host:port`` or a full webhook path, completed with ``?functionName=``."""
     parsed = urlparse(base)
     path = parsed.path if parsed.path and parsed.path != "/" else "/runtime/webhooks/EventGrid"
-    query = parsed.query or urlencode({"functionName": function_name})
-    return f"{parsed.scheme}://{parsed.netloc}{path}?{query}"
+    query = parse_qsl(parsed.query, keep_blank_values=True)
+    if not any(key.lower() == "functionname" for key, _ in query):
+        # A deployed app's URL often carries only ?code=<system key>.
+        query.append(("functionName", function_name))
+    return f"{parsed.scheme}://{parsed.netloc}{path}?{urlencode(query)}"
 
 
 def deliver(url: str, events: Sequence[dict[str, Any]], *, timeout: float = 30.0) -> DeliveryResult:

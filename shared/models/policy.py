@@ -83,7 +83,8 @@ class RunPolicy:
                 return default
             if raw.isascii() and raw.isdigit():  # str.isdigit() also accepts "²", which int() refuses
                 return int(raw)
-            findings.append(f"tag {TAG_PREFIX}{name}={raw!r} is not a whole number; using {default}")
+            shown = "the app setting" if default is None else default
+            findings.append(f"tag {TAG_PREFIX}{name}={raw!r} is not a whole number; using {shown}")
             return default
 
         disks = defaults.snapshot_disks
