@@ -10,6 +10,8 @@ this runner and against ``func start``.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import logging
 import threading
 from collections import Counter
@@ -23,7 +25,6 @@ import azure.functions as func
 from azure.functions.queue import QueueMessage
 
 from prepost.local.host_config import QueuesConfig, load_queues_config
-import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +106,16 @@ class QueuePump:
 
     def __init__(self, function: RegisteredFunction, service, config: QueuesConfig, stats: RunnerStats,
                  stop: threading.Event):
-        from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
-
         self.function = function
         self.queue_name = function.binding["queueName"]
         self.config = config
         self.stats = stats
         self._stop = stop
-        self.queue = service.get_queue_client(
-            self.queue_name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
-        )
-        self.poison = service.get_queue_client(
-            f"{self.queue_name}-poison",
-            message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy(),
-        )
+        # Raw message text, decoded per message in _invoke: with a decode policy on the client,
+        # one message that is not base64 fails the whole receive, after every message of the
+        # batch was already leased.
+        self.queue = service.get_queue_client(self.queue_name)
+        self.poison = service.get_queue_client(f"{self.queue_name}-poison")
         self._pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix=f"fn-{function.name}")
         self._thread = threading.Thread(target=self._loop, name=f"pump-{self.queue_name}", daemon=True)
 
@@ -159,7 +155,11 @@ class QueuePump:
         return len(messages)
 
     def _invoke(self, message) -> None:
-        body = message.content.encode() if isinstance(message.content, str) else message.content
+        try:
+            body = self._decode(message.content)
+        except ValueError as error:
+            self._poison_undecodable(message, error)
+            return
         trigger_input = QueueMessage(
             id=message.id,
             body=body,
@@ -185,6 +185,22 @@ class QueuePump:
         finally:
             with self.stats.lock:
                 self.stats.in_flight -= 1
+
+    def _decode(self, content: str | bytes | None) -> bytes:
+        raw = content.encode() if isinstance(content, str) else (content or b"")
+        if self.config.message_encoding.lower() == "base64":
+            return base64.b64decode(raw, validate=True)
+        return raw
+
+    def _poison_undecodable(self, message, error: Exception) -> None:
+        # As the host's queue extension does: no delivery can decode it, so it goes to
+        # <queue>-poison at once, as it was sent, without invoking the function.
+        log.error("%s: message %s is not %s-encoded (%s); moved to %s-poison", self.function.name,
+                  message.id, self.config.message_encoding, error, self.queue_name)
+        self.poison.send_message(message.content, time_to_live=-1)
+        self.queue.delete_message(message.id, message.pop_receipt)
+        with self.stats.lock:
+            self.stats.poisoned[self.function.name] += 1
 
     def _after_failure(self, message) -> None:
         if message.dequeue_count >= self.config.max_dequeue_count:

@@ -121,7 +121,8 @@ class LocalStack:
 
     def describe(self) -> str:
         lines = ["prepost local stack is up (Ctrl-C stops it)", ""]
-        lines.append(f"  Azurite            {self.azurite.endpoints.blob_url} (blob), queue and table beside it")
+        lines.append(f"  Azurite            {self.azurite.endpoints.blob_url} (blob), queue and table beside it "
+                     f"(pid {self.azurite.pid})")
         lines.append(f"  ARM simulator      {self.simulator.url}  ({len(self.estate.vms)} VMs, "
                      f"{len(self.estate.arc_servers)} Arc servers, {len(self.subscription_ids)} subscriptions)")
         if self.runner:
