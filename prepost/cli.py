@@ -481,7 +481,9 @@ def _send_event(args) -> int:
     result = deliver(url, events)
     for event in events:
         data = event.get("data") if isinstance(event, dict) else None
-        correlation = (data or {}).get("correlationId") if isinstance(data, dict) else None
+        # Data keys come in either casing (correlationId / CorrelationId).
+        correlation = next((v for k, v in data.items() if k.lower() == "correlationid"), None) \
+            if isinstance(data, dict) else None
         event_type = str(event.get("eventType") or event.get("type") or "") if isinstance(event, dict) else ""
         if correlation and event_type.endswith("PreMaintenanceEvent"):
             remember_run(correlation)
