@@ -16,7 +16,5 @@ from types import ModuleType
 
 from bench import arm, cold_start, end_to_end, fanout, intake
 
-BENCHMARKS: dict[str, ModuleType] = {
-    module.NAME: module for module in (cold_start, intake, fanout, end_to_end, arm)
-}
+BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in (cold_start, intake, fanout, end_to_end, arm)}
 """Every benchmark by name, in the order they run."""

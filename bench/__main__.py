@@ -65,11 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds and a smaller fan-out")
     parser.add_argument(
-        "--only", action="append", metavar="NAME", default=[],
+        "--only",
+        action="append",
+        metavar="NAME",
+        default=[],
         help=f"run only this benchmark (repeatable, or comma-separated): {', '.join(BENCHMARKS)}",
     )
-    parser.add_argument("--json", default=str(DEFAULT_JSON), metavar="PATH",
-                        help=f"where to write the results (default: {DEFAULT_JSON})")
+    parser.add_argument(
+        "--json",
+        default=str(DEFAULT_JSON),
+        metavar="PATH",
+        help=f"where to write the results (default: {DEFAULT_JSON})",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the app's and the SDKs' warnings")
     return parser
 
@@ -114,14 +121,16 @@ def render(results: list[Result], *, mode: str, total: float) -> str:
             table.append((result.name, "could not run", "", "", "", result.error[:60]))
             continue
         for index, row in enumerate(result.rows):
-            table.append((
-                result.name if index == 0 else "",
-                row.measure,
-                f"{_number(row.pipeline)} {row.unit}",
-                f"{_number(row.baseline)} {row.unit}",
-                f"{row.ratio:.2f}x",
-                row.note,
-            ))
+            table.append(
+                (
+                    result.name if index == 0 else "",
+                    row.measure,
+                    f"{_number(row.pipeline)} {row.unit}",
+                    f"{_number(row.baseline)} {row.unit}",
+                    f"{row.ratio:.2f}x",
+                    row.note,
+                )
+            )
     widths = [max(len(row[column]) for row in table) for column in range(len(header))]
     for position, row in enumerate(table):
         cells = [

@@ -69,10 +69,20 @@ def _measure(url: str, estate, calls: int, rounds: int) -> Result:
     pipeline_cpu = [1000 * timing.cpu / calls for timing in pipeline_timings]
     baseline_cpu = [1000 * timing.cpu / calls for timing in baseline_timings]
     rows = [
-        Row.cost("get_vm latency", "ms/call", median(pipeline_ms), median(baseline_ms),
-                 f"{calls} sequential calls x {rounds} rounds"),
-        Row.cost("CPU per call", "ms/call", median(pipeline_cpu), median(baseline_cpu),
-                 "this process only; the simulator runs apart"),
+        Row.cost(
+            "get_vm latency",
+            "ms/call",
+            median(pipeline_ms),
+            median(baseline_ms),
+            f"{calls} sequential calls x {rounds} rounds",
+        ),
+        Row.cost(
+            "CPU per call",
+            "ms/call",
+            median(pipeline_cpu),
+            median(baseline_cpu),
+            "this process only; the simulator runs apart",
+        ),
     ]
     details = {
         "calls_per_round": calls,

@@ -54,8 +54,7 @@ def run(*, quick: bool) -> Result:
     mgmt = [name for name in packages if name.startswith("azure.mgmt")]
 
     rows = [
-        Row.cost("import time", "ms", median(app_times) * 1000, median(base_times) * 1000,
-                 f"median of {rounds}"),
+        Row.cost("import time", "ms", median(app_times) * 1000, median(base_times) * 1000, f"median of {rounds}"),
         Row.cost("RSS growth", "MiB", median(app_rss), median(base_rss), "peak RSS after - before the import"),
     ]
     details = {
@@ -73,9 +72,8 @@ def run(*, quick: bool) -> Result:
         "azure_mgmt_at_import": mgmt,
     }
     result = Result(NAME, TITLE, rows, details)
-    result.details["summary"] = (
-        f"azure packages: {', '.join(packages)}; "
-        + ("no azure.mgmt" if not mgmt else f"azure.mgmt IMPORTED: {', '.join(mgmt)}")
+    result.details["summary"] = f"azure packages: {', '.join(packages)}; " + (
+        "no azure.mgmt" if not mgmt else f"azure.mgmt IMPORTED: {', '.join(mgmt)}"
     )
     return result
 

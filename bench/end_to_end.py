@@ -57,11 +57,21 @@ def run(*, quick: bool) -> Result:
     same_calls = dict(pipeline_counts) == dict(direct_counts[0])
 
     rows = [
-        Row.cost("window: pre-event to post done", "s", window, direct,
-                 f"{machine_count} machines; baseline median of {baseline_rounds}"),
+        Row.cost(
+            "window: pre-event to post done",
+            "s",
+            window,
+            direct,
+            f"{machine_count} machines; baseline median of {baseline_rounds}",
+        ),
         Row.rate("machines per second", "machines/s", machine_count / window, machine_count / direct),
-        Row.cost("ARM calls", "calls", sum(pipeline_counts.values()), sum(direct_counts[0].values()),
-                 "same mix" if same_calls else "mix differs: see details"),
+        Row.cost(
+            "ARM calls",
+            "calls",
+            sum(pipeline_counts.values()),
+            sum(direct_counts[0].values()),
+            "same mix" if same_calls else "mix differs: see details",
+        ),
     ]
     details = {
         "machines": machine_count,
@@ -75,12 +85,15 @@ def run(*, quick: bool) -> Result:
         "direct_workers": _vm_task_concurrency(),
         "tasks": {phase: report["summary"][phase]["tasks"] for phase in ("pre", "post")},
         "retried_tasks": {phase: report["summary"][phase]["retried"] for phase in ("pre", "post")},
-        "arm_calls_by_operation": {"pipeline": dict(sorted(pipeline_counts.items())),
-                                   "baseline": dict(sorted(direct_counts[0].items()))},
+        "arm_calls_by_operation": {
+            "pipeline": dict(sorted(pipeline_counts.items())),
+            "baseline": dict(sorted(direct_counts[0].items())),
+        },
         "storage_requests_during_demo": demo["storage_requests"],
         "storage_requests_per_task": round(
             sum(demo["storage_requests"].values())
-            / max(1, sum(report["summary"][phase]["tasks"] for phase in ("pre", "post"))), 1
+            / max(1, sum(report["summary"][phase]["tasks"] for phase in ("pre", "post"))),
+            1,
         ),
         "throttled_429": {"pipeline": pipeline_throttled, "baseline": direct_throttled},
         "same_arm_calls": same_calls,
@@ -107,8 +120,7 @@ def _run_demo(options) -> dict:
             if self.simulator is not None:
                 kept["requests"] = self.simulator.state.requests()
             if self.azurite is not None:
-                kept["ports"] = {"table": self.azurite.endpoints.table_port,
-                                 "queue": self.azurite.endpoints.queue_port}
+                kept["ports"] = {"table": self.azurite.endpoints.table_port, "queue": self.azurite.endpoints.queue_port}
             kept["estate"] = self.estate
             super().stop()
 
@@ -122,8 +134,10 @@ def _run_demo(options) -> dict:
     report["ok"] = ok and report["ok"]
     progress = [(float(match[1]), match[2]) for line in err.getvalue().splitlines() if (match := PROGRESS.match(line))]
     delivered = next((t for t, text in progress if text.startswith("pre-event delivered")), None)
-    done = {phase: max((t for t, text in progress if text.startswith(f"{phase}: ")), default=None)
-            for phase in ("pre", "post")}
+    done = {
+        phase: max((t for t, text in progress if text.startswith(f"{phase}: ")), default=None)
+        for phase in ("pre", "post")
+    }
     if delivered is None or done["post"] is None:
         raise RuntimeError("the demo's progress lines were not as expected:\n" + err.getvalue()[-2000:])
     return {
@@ -221,11 +235,13 @@ def _window(estate, clients: _RawClients, workers: int) -> None:
     clients.maintenance(configuration.subscription_id).maintenance_configurations.get(
         configuration.resource_group, configuration.name
     )
-    page = clients.graph.resources(QueryRequest(
-        subscriptions=list(estate.subscription_ids),
-        query=run_machines_query(run.correlation_id),
-        options=QueryRequestOptions(top=1000, result_format="objectArray"),
-    ))
+    page = clients.graph.resources(
+        QueryRequest(
+            subscriptions=list(estate.subscription_ids),
+            query=run_machines_query(run.correlation_id),
+            options=QueryRequestOptions(top=1000, result_format="objectArray"),
+        )
+    )
     listed = {row["resourceId"].lower() for row in page.data}
     vms = [vm for vm in estate.vms if vm.id.lower() in listed]
     arcs = [arc for arc in estate.arc_servers if arc.id.lower() in listed]
@@ -249,8 +265,11 @@ def _window(estate, clients: _RawClients, workers: int) -> None:
                 continue
             except ResourceNotFoundError:
                 pass
-            body = Snapshot(location=found.location, incremental=True,
-                            creation_data=CreationData(create_option="Copy", source_resource_id=disk.id))
+            body = Snapshot(
+                location=found.location,
+                incremental=True,
+                creation_data=CreationData(create_option="Copy", source_resource_id=disk.id),
+            )
             compute.snapshots.begin_create_or_update(disk.resource_group, name, body).result()
 
     def arm(method: str, resource_id: str, api_version: str, body=None) -> None:
@@ -260,12 +279,16 @@ def _window(estate, clients: _RawClients, workers: int) -> None:
 
     def rule_id(subscription: str) -> str:
         group = sorted((vm.resource_group for vm in vms if vm.subscription_id == subscription), key=str.lower)[0]
-        return (f"/subscriptions/{subscription}/resourceGroups/{group}"
-                f"/providers/Microsoft.AlertsManagement/actionRules/direct-{run.correlation_id.rsplit('/', 1)[-1]}")
+        return (
+            f"/subscriptions/{subscription}/resourceGroups/{group}"
+            f"/providers/Microsoft.AlertsManagement/actionRules/direct-{run.correlation_id.rsplit('/', 1)[-1]}"
+        )
 
     subscriptions = sorted({vm.subscription_id for vm in vms} | {arc.subscription_id for arc in arcs})
-    rules = [rule_id(subscription) for subscription in subscriptions
-             if any(vm.subscription_id == subscription for vm in vms)]
+    rules = [
+        rule_id(subscription) for subscription in subscriptions if any(vm.subscription_id == subscription for vm in vms)
+    ]
+
     def rule_body(scopes: list[str]) -> dict:
         return {
             "location": "Global",
@@ -273,8 +296,11 @@ def _window(estate, clients: _RawClients, workers: int) -> None:
                 "scopes": scopes,
                 "enabled": True,
                 "actions": [{"actionType": "RemoveAllActionGroups"}],
-                "schedule": {"effectiveFrom": "2026-01-01T00:00:00", "effectiveUntil": "2036-01-01T00:00:00",
-                             "timeZone": "UTC"},
+                "schedule": {
+                    "effectiveFrom": "2026-01-01T00:00:00",
+                    "effectiveUntil": "2036-01-01T00:00:00",
+                    "timeZone": "UTC",
+                },
             },
         }
 
@@ -283,8 +309,13 @@ def _window(estate, clients: _RawClients, workers: int) -> None:
         work += [pool.submit(snapshot, vm) for vm in vms]
         work += [pool.submit(arm, "GET", arc.id, "2024-07-10") for arc in arcs]
         work += [
-            pool.submit(arm, "PUT", rule, "2021-08-08",
-                        rule_body([vm.id for vm in vms if vm.subscription_id == rule.split("/")[2]]))
+            pool.submit(
+                arm,
+                "PUT",
+                rule,
+                "2021-08-08",
+                rule_body([vm.id for vm in vms if vm.subscription_id == rule.split("/")[2]]),
+            )
             for rule in rules
         ]
         for future in work:
@@ -300,4 +331,3 @@ def _window(estate, clients: _RawClients, workers: int) -> None:
         work += [pool.submit(arm, "DELETE", rule, "2021-08-08") for rule in rules]
         for future in work:
             future.result()
-

@@ -94,8 +94,12 @@ def _measure(connection_string: str, simulator_url: str, estate, runs: Runs) -> 
 
     container = app_container(connection_string, simulator_url, estate)
     settings = container.settings
-    policy = IntakePolicy(settings.allowed_configurations, settings.allowed_subscriptions,
-                          settings.cancel_margin, settings.suppression_grace)
+    policy = IntakePolicy(
+        settings.allowed_configurations,
+        settings.allowed_subscriptions,
+        settings.cancel_margin,
+        settings.suppression_grace,
+    )
     workers = container.transport.max_workers
 
     def plan(correlation_id: str) -> tuple[Callable[[], Any], RecordingTransport]:
@@ -136,7 +140,7 @@ def _measure(connection_string: str, simulator_url: str, estate, runs: Runs) -> 
             machines = [_machine_like(partition, index) for index in range(sent.machine_count)]
             for table, entities in ((tasks_table, tasks), (machines_table, machines)):
                 for start in range(0, len(entities), BATCH):
-                    table.submit_transaction([("create", entity) for entity in entities[start:start + BATCH]])
+                    table.submit_transaction([("create", entity) for entity in entities[start : start + BATCH]])
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(queue(name).send_message, body, time_to_live=-1) for name, body in sent.messages]
                 for future in futures:
@@ -191,14 +195,34 @@ def _measure(connection_string: str, simulator_url: str, estate, runs: Runs) -> 
     baseline_cpu = [timing.cpu for timing in baseline_timings]
     ports = {**storage_ports(connection_string), "arm": urlparse(simulator_url).port}
     rows = [
-        Row.cost("plan wall time", "s", median(pipeline_times), median(baseline_times),
-                 f"{full.machine_count} machines: {len(full.messages)} messages, {full.writes} entities"),
-        Row.rate("tasks fanned out", "tasks/s", full.tasks / median(pipeline_times),
-                 full.tasks / median(baseline_times), f"median of {len(runs.timed)}"),
-        Row.cost("Python CPU per plan", "s", median(pipeline_cpu), median(baseline_cpu),
-                 "process_time (Azurite and the simulator run apart)"),
-        Row.cost("heap peak", "MiB", pipeline_peak / 2**20, baseline_peak / 2**20,
-                 f"tracemalloc, {traced.machine_count}-machine plan"),
+        Row.cost(
+            "plan wall time",
+            "s",
+            median(pipeline_times),
+            median(baseline_times),
+            f"{full.machine_count} machines: {len(full.messages)} messages, {full.writes} entities",
+        ),
+        Row.rate(
+            "tasks fanned out",
+            "tasks/s",
+            full.tasks / median(pipeline_times),
+            full.tasks / median(baseline_times),
+            f"median of {len(runs.timed)}",
+        ),
+        Row.cost(
+            "Python CPU per plan",
+            "s",
+            median(pipeline_cpu),
+            median(baseline_cpu),
+            "process_time (Azurite and the simulator run apart)",
+        ),
+        Row.cost(
+            "heap peak",
+            "MiB",
+            pipeline_peak / 2**20,
+            baseline_peak / 2**20,
+            f"tracemalloc, {traced.machine_count}-machine plan",
+        ),
     ]
     details = {
         "machines": full.machine_count,
@@ -244,14 +268,24 @@ class Planned:
 
 def _task_like(partition: str, index: int) -> dict:
     """About what a task record holds, for the baseline's inserts."""
-    target = f"/subscriptions/{uuid.UUID(int=index)}/resourceGroups/rg-bench/providers/Microsoft.Compute/" \
-             f"virtualMachines/vm-{index:05d}"
-    return {"PartitionKey": partition, "RowKey": f"pre:snapshot-disks:{index:08d}", "Phase": "pre",
-            "Action": "snapshot-disks", "Target": target, "Status": "queued", "Attempts": 0}
+    target = (
+        f"/subscriptions/{uuid.UUID(int=index)}/resourceGroups/rg-bench/providers/Microsoft.Compute/"
+        f"virtualMachines/vm-{index:05d}"
+    )
+    return {
+        "PartitionKey": partition,
+        "RowKey": f"pre:snapshot-disks:{index:08d}",
+        "Phase": "pre",
+        "Action": "snapshot-disks",
+        "Target": target,
+        "Status": "queued",
+        "Attempts": 0,
+    }
 
 
 def _machine_like(partition: str, index: int) -> dict:
-    resource_id = f"/subscriptions/{uuid.UUID(int=index)}/resourceGroups/rg-bench/providers/" \
-                  f"Microsoft.Compute/virtualMachines/vm-{index:05d}"
+    resource_id = (
+        f"/subscriptions/{uuid.UUID(int=index)}/resourceGroups/rg-bench/providers/"
+        f"Microsoft.Compute/virtualMachines/vm-{index:05d}"
+    )
     return {"PartitionKey": partition, "RowKey": f"{index:016x}", "ResourceId": resource_id}
-

@@ -67,8 +67,12 @@ def _measure(connection_string: str, events_per_round: int, rounds: int) -> Resu
         # Distinct runs: one schedule stamp per event, a minute apart (all within 7 days, the
         # longest delay a safety-net message can have).
         batch = [
-            build_event("pre", configuration_id=CONFIGURATION, subscription_ids=[SUBSCRIPTION],
-                        start=first_start + timedelta(minutes=used + index))
+            build_event(
+                "pre",
+                configuration_id=CONFIGURATION,
+                subscription_ids=[SUBSCRIPTION],
+                start=first_start + timedelta(minutes=used + index),
+            )
             for index in range(count)
         ]
         used += count
@@ -117,14 +121,27 @@ def _measure(connection_string: str, events_per_round: int, rounds: int) -> Resu
 
     accepted_all = outcomes.get(DeliveryOutcome.ACCEPTED.value, 0) == sum(outcomes.values())
     rows = [
-        Row.rate("accepted events", "events/s", median(pipeline_rates), median(baseline_rates),
-                 f"{events_per_round} distinct runs x {rounds} rounds"),
-        Row.cost("Python CPU per event", "ms", median(pipeline_cpu_ms), median(baseline_cpu_ms),
-                 "process_time of this process (Azurite excluded)"),
-        Row.cost("storage calls per event", "calls",
-                 (pipeline_calls[table_port] + pipeline_calls[queue_port]) / sample,
-                 (baseline_calls[table_port] + baseline_calls[queue_port]) / sample,
-                 f"table {pipeline_calls[table_port] / sample:g} + queue {pipeline_calls[queue_port] / sample:g}"),
+        Row.rate(
+            "accepted events",
+            "events/s",
+            median(pipeline_rates),
+            median(baseline_rates),
+            f"{events_per_round} distinct runs x {rounds} rounds",
+        ),
+        Row.cost(
+            "Python CPU per event",
+            "ms",
+            median(pipeline_cpu_ms),
+            median(baseline_cpu_ms),
+            "process_time of this process (Azurite excluded)",
+        ),
+        Row.cost(
+            "storage calls per event",
+            "calls",
+            (pipeline_calls[table_port] + pipeline_calls[queue_port]) / sample,
+            (baseline_calls[table_port] + baseline_calls[queue_port]) / sample,
+            f"table {pipeline_calls[table_port] / sample:g} + queue {pipeline_calls[queue_port] / sample:g}",
+        ),
     ]
     details = {
         "events_per_round": events_per_round,
@@ -158,4 +175,3 @@ def _run_like_entity(key: str) -> dict:
         "Subscriptions": json.dumps([SUBSCRIPTION]),
         "CreatedAt": now,
     }
-

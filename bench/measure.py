@@ -208,9 +208,7 @@ class ImportProbe:
     modules: list[str]
 
 
-def import_in_fresh_interpreter(
-    modules: list[str], *, cwd: str, env: Mapping[str, str] | None = None
-) -> ImportProbe:
+def import_in_fresh_interpreter(modules: list[str], *, cwd: str, env: Mapping[str, str] | None = None) -> ImportProbe:
     """Start ``python`` afresh, import ``modules`` and report what the imports cost.
 
     Interpreter start-up is left out: the clock and the RSS reading start after it, just

@@ -44,9 +44,7 @@ def work_on_servicebus() -> func.Blueprint:
         _handle(QueueName.PLAN, msg)
 
     @bp.function_name("vm_tasks_servicebus_queue")
-    @bp.service_bus_queue_trigger(
-        arg_name="msg", queue_name=QueueName.VM_TASKS.value, connection=SERVICEBUS_CONNECTION
-    )
+    @bp.service_bus_queue_trigger(arg_name="msg", queue_name=QueueName.VM_TASKS.value, connection=SERVICEBUS_CONNECTION)
     def vm_tasks(msg: func.ServiceBusMessage) -> None:
         _handle(QueueName.VM_TASKS, msg)
 

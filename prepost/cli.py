@@ -40,14 +40,21 @@ def _parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local", help="the local stack (Azurite, management-API simulator, function app)")
     local_commands = local.add_subparsers(title="local commands")
     up = local_commands.add_parser("up", help="start the local stack in the foreground; Ctrl-C stops it")
-    up.add_argument("--ports", choices=["default", "random"], default="default",
-                    help="default: Azurite on 10000-10002, simulator on 7480, webhook on 7071 "
-                         "(what local.settings.sample.json expects); random: free ports")
+    up.add_argument(
+        "--ports",
+        choices=["default", "random"],
+        default="default",
+        help="default: Azurite on 10000-10002, simulator on 7480, webhook on 7071 "
+        "(what local.settings.sample.json expects); random: free ports",
+    )
     up.add_argument("--machines", type=int, default=50, help="Azure VMs in the simulated estate")
     up.add_argument("--subscriptions", type=int, default=2, help="subscriptions in the simulated estate")
     up.add_argument("--arc", type=int, default=3, help="Arc-enabled servers in the simulated estate")
-    up.add_argument("--no-runner", action="store_true",
-                    help="start Azurite and the simulator only (to run the app under func start)")
+    up.add_argument(
+        "--no-runner",
+        action="store_true",
+        help="start Azurite and the simulator only (to run the app under func start)",
+    )
     up.set_defaults(handler=_local_up)
 
     send = commands.add_parser("send-event", help="build a maintenance event now and deliver it")
@@ -56,8 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--config", dest="configuration_id", help="maintenance configuration resource id")
     send.add_argument("--correlation-id", help="the run the event belongs to (post defaults to the last pre sent)")
     send.add_argument("--subscriptions", nargs="+", help="resourceSubscriptionIds of the event")
-    send.add_argument("--machines", nargs="+", metavar="RESOURCE_ID",
-                      help="register these machines in the simulator's run before sending")
+    send.add_argument(
+        "--machines",
+        nargs="+",
+        metavar="RESOURCE_ID",
+        help="register these machines in the simulator's run before sending",
+    )
     send.add_argument("--schema", choices=["eventgrid", "cloudevents"], default="eventgrid")
     send.add_argument("--to", help="a func start host (http://localhost:7071) instead of the running local stack")
     send.add_argument("--print", dest="print_only", action="store_true", help="print the event instead of sending")
@@ -102,29 +113,36 @@ def _replay_parsers(commands) -> None:
     from shared.names import QueueName
 
     queue_names = [queue.value for queue in QueueName]
-    replay = commands.add_parser("replay", help="send dead-lettered work back: poison-queue messages, "
-                                                "dead-lettered Event Grid events")
+    replay = commands.add_parser(
+        "replay", help="send dead-lettered work back: poison-queue messages, dead-lettered Event Grid events"
+    )
     replay_commands = replay.add_subparsers(title="replay commands")
 
     poison = replay_commands.add_parser(
         "poison",
         help="send the messages of QUEUE-poison back to QUEUE",
         description="Read QUEUE-poison, print each message's reason, send its original body back to QUEUE "
-                    "(base64, as the Functions host expects) and delete it from the poison queue once the send "
-                    "succeeded. Messages parked by prepost are unwrapped; messages poisoned by the host are "
-                    "sent as they are. Replaying is safe against repeats: every handler is idempotent (runs "
-                    "and phases are created only if absent, tasks have deterministic ids and idempotency records, "
-                    "outcomes of finished tasks are ignored, snapshots have deterministic names), so work that "
-                    "already took effect is not done again. A replayed task acts on the machine as it is now: "
-                    "check the run (prepost runs show) before replaying work of a window long past.",
+        "(base64, as the Functions host expects) and delete it from the poison queue once the send "
+        "succeeded. Messages parked by prepost are unwrapped; messages poisoned by the host are "
+        "sent as they are. Replaying is safe against repeats: every handler is idempotent (runs "
+        "and phases are created only if absent, tasks have deterministic ids and idempotency records, "
+        "outcomes of finished tasks are ignored, snapshots have deterministic names), so work that "
+        "already took effect is not done again. A replayed task acts on the machine as it is now: "
+        "check the run (prepost runs show) before replaying work of a window long past.",
     )
     poison.add_argument("queue", choices=queue_names, metavar="QUEUE", help=", ".join(queue_names))
-    poison.add_argument("--dry-run", action="store_true",
-                        help="only show what would be replayed (the first 32 messages); change nothing")
+    poison.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only show what would be replayed (the first 32 messages); change nothing",
+    )
     poison.add_argument("--limit", type=_positive, help="replay at most N messages")
-    poison.add_argument("--transport", choices=["storage", "servicebus"],
-                        help="the app's PREPOST_TRANSPORT (default: the environment's, else storage); with "
-                             "servicebus, prepost-plan and prepost-vm-tasks are Service Bus queues and are refused")
+    poison.add_argument(
+        "--transport",
+        choices=["storage", "servicebus"],
+        help="the app's PREPOST_TRANSPORT (default: the environment's, else storage); with "
+        "servicebus, prepost-plan and prepost-vm-tasks are Service Bus queues and are refused",
+    )
     _storage_options(poison)
     poison.set_defaults(handler=_replay_poison)
 
@@ -132,22 +150,25 @@ def _replay_parsers(commands) -> None:
         "events",
         help="deliver Event Grid dead-lettered events to the intake again",
         description="Read dead-lettered events (a blob Event Grid wrote, saved as --file, or every blob of "
-                    "--container except replayed/...), remove the fields Event Grid added (deadLetterReason, "
-                    "deliveryAttempts, lastDeliveryOutcome, lastHttpStatusCode, publishTime, "
-                    "lastDeliveryAttemptTime), print each reason and deliver the events to the Event Grid "
-                    "webhook of the function app. With --container, a blob delivered with HTTP 2xx is moved "
-                    "to replayed/ (copy, then delete), so nothing is replayed twice by accident. Replaying is safe "
-                    "against repeats: the intake is idempotent, so an event it already handled is recorded as a "
-                    "duplicate and starts no work twice. A pre-event of a window already past still starts its "
-                    "pre-work late (see docs/operations.md).",
+        "--container except replayed/...), remove the fields Event Grid added (deadLetterReason, "
+        "deliveryAttempts, lastDeliveryOutcome, lastHttpStatusCode, publishTime, "
+        "lastDeliveryAttemptTime), print each reason and deliver the events to the Event Grid "
+        "webhook of the function app. With --container, a blob delivered with HTTP 2xx is moved "
+        "to replayed/ (copy, then delete), so nothing is replayed twice by accident. Replaying is safe "
+        "against repeats: the intake is idempotent, so an event it already handled is recorded as a "
+        "duplicate and starts no work twice. A pre-event of a window already past still starts its "
+        "pre-work late (see docs/operations.md).",
     )
     source = events.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", type=Path, help="a dead-letter blob saved as a file (left as it is)")
     source.add_argument("--container", help="the dead-letter blob container (eventgrid-deadletter in infra/)")
     events.add_argument("--prefix", help="only blobs whose names start with this (e.g. the subscription's name)")
-    events.add_argument("--to", help="webhook: a func start host (http://localhost:7071) or the deployed app's "
-                                     "https://<app>.azurewebsites.net/runtime/webhooks/eventgrid?functionName="
-                                     "maintenance_event_intake&code=<system key> (default: the running local stack)")
+    events.add_argument(
+        "--to",
+        help="webhook: a func start host (http://localhost:7071) or the deployed app's "
+        "https://<app>.azurewebsites.net/runtime/webhooks/eventgrid?functionName="
+        "maintenance_event_intake&code=<system key> (default: the running local stack)",
+    )
     events.add_argument("--dry-run", action="store_true", help="only show what would be replayed; change nothing")
     _storage_options(events)
     events.set_defaults(handler=_replay_events)
@@ -155,8 +176,9 @@ def _replay_parsers(commands) -> None:
     poison_list_parent = commands.add_parser("poison", help="what sits in the -poison queues")
     poison_commands = poison_list_parent.add_subparsers(title="poison commands")
     poison_list = poison_commands.add_parser("list", help="message count and reasons per poison queue")
-    poison_list.add_argument("queue", nargs="?", choices=queue_names, metavar="QUEUE",
-                             help="one queue (default: all of them)")
+    poison_list.add_argument(
+        "queue", nargs="?", choices=queue_names, metavar="QUEUE", help="one queue (default: all of them)"
+    )
     poison_list.add_argument("--json", action="store_true")
     _storage_options(poison_list)
     poison_list.set_defaults(handler=_poison_list)
@@ -175,8 +197,9 @@ def _positive(value: str) -> int:
 def _configure_logging(verbose: bool) -> None:
     import logging
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # Library chatter that says nothing about the pipeline: HTTP access lines, pool reuse.
     for name in ("werkzeug", "urllib3.connectionpool", "azure.core.pipeline.policies.http_logging_policy"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -184,10 +207,16 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _storage_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", help="storage connection string (default: AzureWebJobsStorage, "
-                                          "AzureWebJobsStorage__accountName, or the running local stack)")
-    parser.add_argument("--account", help="storage account name, reached with your Entra ID login "
-                                          "(DefaultAzureCredential): for accounts that refuse shared keys")
+    parser.add_argument(
+        "--storage",
+        help="storage connection string (default: AzureWebJobsStorage, "
+        "AzureWebJobsStorage__accountName, or the running local stack)",
+    )
+    parser.add_argument(
+        "--account",
+        help="storage account name, reached with your Entra ID login "
+        "(DefaultAzureCredential): for accounts that refuse shared keys",
+    )
 
 
 def _storage_connection(args):
@@ -209,8 +238,9 @@ def _storage_connection(args):
     state = StackState.load()
     if state:
         return StorageConnection(connection_string=state.storage_connection)
-    raise CliError("no storage to read: pass --storage or --account, set AzureWebJobsStorage, "
-                   "or start `prepost local up`")
+    raise CliError(
+        "no storage to read: pass --storage or --account, set AzureWebJobsStorage, or start `prepost local up`"
+    )
 
 
 def _records(args):
@@ -240,8 +270,10 @@ def _runs_list(args) -> int:
             record = records.get_phase(run.run_key, phase)
             cells.append(f"{record.status.value} ({record.finished_tasks}/{record.expected_tasks})" if record else "-")
         cancelled = "yes" if run.cancel_requested_at else "no"
-        print(f"{run.start:%Y-%m-%d %H:%M}     {run.configuration_name[:24]:<24} {cells[0]:<24} {cells[1]:<24} "
-              f"{cancelled:<10} {run.run_key}")
+        print(
+            f"{run.start:%Y-%m-%d %H:%M}     {run.configuration_name[:24]:<24} {cells[0]:<24} {cells[1]:<24} "
+            f"{cancelled:<10} {run.run_key}"
+        )
     return EXIT_OK
 
 
@@ -267,12 +299,24 @@ def _events_list(args) -> int:
     records = _records(args)
     deliveries = records.list_deliveries(limit=args.limit)
     if args.json:
-        print(json.dumps([
-            {"receivedAt": d.received_at.isoformat(), "eventId": d.event_id, "eventType": d.event_type,
-             "outcome": d.outcome.value, "reason": d.reason, "correlationId": d.correlation_id,
-             "runKey": d.run_key, "phase": d.phase}
-            for d in deliveries
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "receivedAt": d.received_at.isoformat(),
+                        "eventId": d.event_id,
+                        "eventType": d.event_type,
+                        "outcome": d.outcome.value,
+                        "reason": d.reason,
+                        "correlationId": d.correlation_id,
+                        "runKey": d.run_key,
+                        "phase": d.phase,
+                    }
+                    for d in deliveries
+                ],
+                indent=2,
+            )
+        )
         return EXIT_OK
     for d in deliveries:
         print(f"{d.received_at:%Y-%m-%d %H:%M:%S}  {d.outcome.value:<9} {d.event_type or '-':<45} {d.reason}")
@@ -304,11 +348,15 @@ def _replay_poison(args) -> int:
         return EXIT_FAILED
     if args.dry_run:
         shown = len(summary.results)
-        print(f"{shown} shown, {summary.remaining} in {queue.poison}"
-              + (" (a dry run shows at most 32)" if (summary.remaining or 0) > shown else ""))
+        print(
+            f"{shown} shown, {summary.remaining} in {queue.poison}"
+            + (" (a dry run shows at most 32)" if (summary.remaining or 0) > shown else "")
+        )
     else:
-        print(f"{summary.count(MessageOutcome.REPLAYED)} replayed, {summary.count(MessageOutcome.FAILED)} failed, "
-              f"about {summary.remaining} left in {queue.poison}")
+        print(
+            f"{summary.count(MessageOutcome.REPLAYED)} replayed, {summary.count(MessageOutcome.FAILED)} failed, "
+            f"about {summary.remaining} left in {queue.poison}"
+        )
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
@@ -322,9 +370,11 @@ def _refuse_servicebus_queue(queue, transport: str | None) -> None:
     except SettingsError as error:
         raise CliError(str(error)) from error
     if chosen is Transport.SERVICEBUS and queue in SERVICEBUS_QUEUES:
-        raise CliError(f"with PREPOST_TRANSPORT=servicebus, {queue.value} is a Service Bus queue that no Storage "
-                       f"trigger reads: replaying into the Storage queue would strand the messages. Send the "
-                       f"bodies from {queue.poison} to the Service Bus queue instead (see docs/operations.md)")
+        raise CliError(
+            f"with PREPOST_TRANSPORT=servicebus, {queue.value} is a Service Bus queue that no Storage "
+            f"trigger reads: replaying into the Storage queue would strand the messages. Send the "
+            f"bodies from {queue.poison} to the Service Bus queue instead (see docs/operations.md)"
+        )
 
 
 def _print_poison_result(result) -> None:
@@ -347,14 +397,29 @@ def _poison_list(args) -> int:
     storage = StorageClients(_storage_connection(args))
     queues = [QueueName(args.queue)] if args.queue else list(QueueName)
     try:
-        summaries = [summarize_poison(queue.value, storage.queue_service.get_queue_client(queue.poison))
-                     for queue in queues]
+        summaries = [
+            summarize_poison(queue.value, storage.queue_service.get_queue_client(queue.poison)) for queue in queues
+        ]
     except AzureError as error:
         print(f"prepost: reading the poison queues failed: {error}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
-        print(json.dumps([{"queue": s.queue, "poisonQueue": s.poison_queue, "exists": s.exists, "count": s.count,
-                           "peeked": s.peeked, "reasons": s.reasons} for s in summaries], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "queue": s.queue,
+                        "poisonQueue": s.poison_queue,
+                        "exists": s.exists,
+                        "count": s.count,
+                        "peeked": s.peeked,
+                        "reasons": s.reasons,
+                    }
+                    for s in summaries
+                ],
+                indent=2,
+            )
+        )
         return EXIT_OK
     for summary in summaries:
         count = str(summary.count) if summary.exists else "(no such queue)"
@@ -465,8 +530,15 @@ def _send_event(args) -> int:
             if not correlation:
                 raise CliError("no pre-event sent yet: pass --correlation-id for the post-event")
         subscriptions = args.subscriptions or (state.subscription_ids if state else None)
-        events = [build_event(args.kind, configuration_id=configuration, correlation_id=correlation,
-                              subscription_ids=subscriptions, schema=args.schema)]
+        events = [
+            build_event(
+                args.kind,
+                configuration_id=configuration,
+                correlation_id=correlation,
+                subscription_ids=subscriptions,
+                schema=args.schema,
+            )
+        ]
     else:
         raise CliError("say which event: send-event pre|post, or send-event --file FILE")
 
@@ -482,8 +554,9 @@ def _send_event(args) -> int:
     for event in events:
         data = event.get("data") if isinstance(event, dict) else None
         # Data keys come in either casing (correlationId / CorrelationId).
-        correlation = next((v for k, v in data.items() if k.lower() == "correlationid"), None) \
-            if isinstance(data, dict) else None
+        correlation = (
+            next((v for k, v in data.items() if k.lower() == "correlationid"), None) if isinstance(data, dict) else None
+        )
         event_type = str(event.get("eventType") or event.get("type") or "") if isinstance(event, dict) else ""
         if correlation and event_type.endswith("PreMaintenanceEvent"):
             remember_run(correlation)
@@ -499,8 +572,9 @@ def _register_machines(state, events, machines) -> None:
         raise CliError("--machines needs the local stack's management-API simulator (prepost local up)")
     for event in events:
         correlation = event["data"]["correlationId"]
-        response = requests.post(f"{state.simulator_url}/_sim/runs",
-                                 json={"correlationId": correlation, "resourceIds": machines}, timeout=10)
+        response = requests.post(
+            f"{state.simulator_url}/_sim/runs", json={"correlationId": correlation, "resourceIds": machines}, timeout=10
+        )
         if response.status_code >= 300:
             raise CliError(f"the simulator refused the machines: HTTP {response.status_code} {response.text}")
 

@@ -55,8 +55,10 @@ def run_demo(options: DemoOptions, *, out=sys.stdout, err=sys.stderr) -> bool:
 
     faults = parse_faults(options.faults)
     progress = _Progress(err, quiet=False)
-    progress.say(f"starting Azurite, the simulator ({options.machines} VMs, {options.arc_servers} Arc servers, "
-                 f"{options.subscriptions} subscriptions) and the function app")
+    progress.say(
+        f"starting Azurite, the simulator ({options.machines} VMs, {options.arc_servers} Arc servers, "
+        f"{options.subscriptions} subscriptions) and the function app"
+    )
     stack = LocalStack(
         machines=options.machines,
         subscriptions=options.subscriptions,
@@ -163,29 +165,48 @@ def build_report(records, correlation: str, sim_url: str, before: dict[str, str]
     arc_skips = [t for t in tasks if t["resourceId"].lower() in arc_ids and t["action"] == "snapshot-disks"]
     was_deallocated = sorted(vm for vm, state in before.items() if state == "deallocated")
     checks = [
-        _check("every disk of every Azure VM has exactly one snapshot",
-               set(snapshot_sources) == expected_disks and len(snapshot_sources) == len(expected_disks),
-               f"{len(snapshot_sources)} snapshots for {len(expected_disks)} disks"),
-        _check("Arc servers skipped for snapshots, with a reason",
-               len(arc_skips) == len(arc_ids) and all(t["status"] == "skipped" and t["detail"] for t in arc_skips),
-               f"{len(arc_skips)} of {len(arc_ids)} Arc servers"),
-        _check("every VM deallocated before the run is deallocated after it",
-               all(after.get(vm) == "deallocated" for vm in was_deallocated),
-               f"{len(was_deallocated)} VMs were deallocated before"),
-        _check("every VM running before the run is still running",
-               all(after.get(vm) == "running" for vm, state in before.items() if state == "running"),
-               f"{sum(1 for s in before.values() if s == 'running')} VMs were running"),
-        _check("no VM was started or deallocated more than once",
-               all(c.get("start", 0) <= 1 and c.get("deallocate", 0) <= 1 for c in counts.values()),
-               f"{sum(c.get('start', 0) for c in counts.values())} starts, "
-               f"{sum(c.get('deallocate', 0) for c in counts.values())} deallocations"),
+        _check(
+            "every disk of every Azure VM has exactly one snapshot",
+            set(snapshot_sources) == expected_disks and len(snapshot_sources) == len(expected_disks),
+            f"{len(snapshot_sources)} snapshots for {len(expected_disks)} disks",
+        ),
+        _check(
+            "Arc servers skipped for snapshots, with a reason",
+            len(arc_skips) == len(arc_ids) and all(t["status"] == "skipped" and t["detail"] for t in arc_skips),
+            f"{len(arc_skips)} of {len(arc_ids)} Arc servers",
+        ),
+        _check(
+            "every VM deallocated before the run is deallocated after it",
+            all(after.get(vm) == "deallocated" for vm in was_deallocated),
+            f"{len(was_deallocated)} VMs were deallocated before",
+        ),
+        _check(
+            "every VM running before the run is still running",
+            all(after.get(vm) == "running" for vm, state in before.items() if state == "running"),
+            f"{sum(1 for s in before.values() if s == 'running')} VMs were running",
+        ),
+        _check(
+            "no VM was started or deallocated more than once",
+            all(c.get("start", 0) <= 1 and c.get("deallocate", 0) <= 1 for c in counts.values()),
+            f"{sum(c.get('start', 0) for c in counts.values())} starts, "
+            f"{sum(c.get('deallocate', 0) for c in counts.values())} deallocations",
+        ),
         _check("no alert processing rule left after the post-event", not rules, f"{len(rules)} rules left"),
-        _check("the run was not cancelled", not cancellations and run["cancellation"] is None,
-               f"{len(cancellations)} cancel calls"),
-        _check("both phases completed", [p["status"] for p in run["phases"]] == ["completed", "completed"],
-               ", ".join(f"{p['phase']} {p['status']}" for p in run["phases"]) or "no phases"),
-        _check("no task failed", all(t["status"] in ("succeeded", "skipped") for t in tasks),
-               f"{sum(1 for t in tasks if t['status'] == 'failed')} failed"),
+        _check(
+            "the run was not cancelled",
+            not cancellations and run["cancellation"] is None,
+            f"{len(cancellations)} cancel calls",
+        ),
+        _check(
+            "both phases completed",
+            [p["status"] for p in run["phases"]] == ["completed", "completed"],
+            ", ".join(f"{p['phase']} {p['status']}" for p in run["phases"]) or "no phases",
+        ),
+        _check(
+            "no task failed",
+            all(t["status"] in ("succeeded", "skipped") for t in tasks),
+            f"{sum(1 for t in tasks if t['status'] == 'failed')} failed",
+        ),
     ]
     summary = {}
     for phase in ("pre", "post"):
@@ -194,8 +215,11 @@ def build_report(records, correlation: str, sim_url: str, before: dict[str, str]
             "machines": next((p["machines"] for p in run["phases"] if p["phase"] == phase), 0),
             "tasks": len(items),
             "byAction": _by_action(items),
-            "failures": [{"resourceId": t["resourceId"], "action": t["action"], "detail": t["detail"]}
-                         for t in items if t["status"] == "failed"],
+            "failures": [
+                {"resourceId": t["resourceId"], "action": t["action"], "detail": t["detail"]}
+                for t in items
+                if t["status"] == "failed"
+            ],
             "retried": sum(1 for t in items if t["attempts"] > 1),
         }
     return {
@@ -231,16 +255,22 @@ def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
 def render_demo(report: dict[str, Any]) -> str:
     lines = [f"Maintenance run {report['correlationId']}", ""]
     for phase, summary in report["summary"].items():
-        lines.append(f"[{phase}] {summary['machines']} machines, {summary['tasks']} tasks, "
-                     f"{summary['retried']} needed more than one attempt")
+        lines.append(
+            f"[{phase}] {summary['machines']} machines, {summary['tasks']} tasks, "
+            f"{summary['retried']} needed more than one attempt"
+        )
         for action, counts in sorted(summary["byAction"].items()):
             lines.append(f"    {action:<20} " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
         for failure in summary["failures"][:20]:
-            lines.append(f"    FAILED {failure['action']} {failure['resourceId'].rsplit('/', 1)[-1]}: {failure['detail']}")
+            lines.append(
+                f"    FAILED {failure['action']} {failure['resourceId'].rsplit('/', 1)[-1]}: {failure['detail']}"
+            )
     sim = report["simulator"]
     lines.append("")
-    lines.append(f"Simulated Azure at the end: {len(sim['snapshots'])} snapshots, {len(sim['alertRules'])} alert "
-                 f"processing rules, {len(sim['cancellations'])} cancellations")
+    lines.append(
+        f"Simulated Azure at the end: {len(sim['snapshots'])} snapshots, {len(sim['alertRules'])} alert "
+        f"processing rules, {len(sim['cancellations'])} cancellations"
+    )
     lines.append("")
     for check in report["checks"]:
         lines.append(f"  [{'ok' if check['ok'] else 'FAIL'}] {check['check']} ({check['detail']})")

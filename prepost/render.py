@@ -18,7 +18,9 @@ def render_run(report: dict[str, Any], *, max_tasks: int = 400) -> str:
     for phase in report["phases"]:
         counts = ", ".join(f"{count} {status}" for status, count in phase.get("taskCounts", {}).items()) or "no tasks"
         lines.append("")
-        lines.append(f"[{phase['phase']}] {phase['status']} ({phase['source']}): {phase['machines']} machines; {counts}")
+        lines.append(
+            f"[{phase['phase']}] {phase['status']} ({phase['source']}): {phase['machines']} machines; {counts}"
+        )
         for finding in phase["findings"]:
             lines.append(f"  ! {finding}")
     tasks = report["tasks"]
@@ -27,8 +29,10 @@ def render_run(report: dict[str, Any], *, max_tasks: int = 400) -> str:
         lines.append(f"{'PHASE':<5} {'ACTION':<18} {'STATUS':<10} {'TRIES':<5} {'TARGET':<28} DETAIL")
         for task in tasks[:max_tasks]:
             target = task["resourceId"].rstrip("/").rsplit("/", 1)[-1]
-            lines.append(f"{task['phase']:<5} {task['action']:<18} {task['status']:<10} {task['attempts']:<5} "
-                         f"{target[:28]:<28} {task['detail']}")
+            lines.append(
+                f"{task['phase']:<5} {task['action']:<18} {task['status']:<10} {task['attempts']:<5} "
+                f"{target[:28]:<28} {task['detail']}"
+            )
         if len(tasks) > max_tasks:
             lines.append(f"... {len(tasks) - max_tasks} more (use --json)")
     return "\n".join(lines)

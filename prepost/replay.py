@@ -284,13 +284,18 @@ def replay_poison(
         return summary
     budget = present if limit is None else min(present, limit)
     while budget > 0:
-        batch = list(poison.receive_messages(max_messages=min(budget, PEEK_LIMIT),
-                                             visibility_timeout=RECEIVE_VISIBILITY_SECONDS))
+        batch = list(
+            poison.receive_messages(max_messages=min(budget, PEEK_LIMIT), visibility_timeout=RECEIVE_VISIBILITY_SECONDS)
+        )
         if not batch:
             break
         for index, received in enumerate(batch):
-            message = poison_message(received.content, message_id=received.id,
-                                     inserted_on=received.inserted_on, pop_receipt=received.pop_receipt)
+            message = poison_message(
+                received.content,
+                message_id=received.id,
+                inserted_on=received.inserted_on,
+                pop_receipt=received.pop_receipt,
+            )
             result = _replay_one(poison, target, message)
             _record(summary, report, result)
             if result.outcome is MessageOutcome.FAILED:
@@ -538,8 +543,9 @@ def replay_dead_letter_blobs(
     return results
 
 
-def _replay_blob(container: ContainerClient, name: str, deliver: Deliver, *, destination: str,
-                 dry_run: bool) -> BlobReplay:
+def _replay_blob(
+    container: ContainerClient, name: str, deliver: Deliver, *, destination: str, dry_run: bool
+) -> BlobReplay:
     content = container.download_blob(name).readall()
     try:
         events = parse_dead_letter_events(content)
@@ -574,4 +580,3 @@ def _move_to_replayed(container: ContainerClient, name: str, content: bytes, *, 
         metadata={"prepost_replayed_at": format_time(utcnow()), "prepost_replayed_to": redact_url(destination)},
     )
     container.delete_blob(name)
-

@@ -50,7 +50,9 @@ def handle_message(queue: QueueName, body: str | bytes, container: Container, de
     try:
         message = decode_message(body)
         expected = _EXPECTED[queue]
-        if not isinstance(message, expected) or (queue is QueueName.VM_TASKS and isinstance(message, MonitoringMessage)):
+        if not isinstance(message, expected) or (
+            queue is QueueName.VM_TASKS and isinstance(message, MonitoringMessage)
+        ):
             raise InvalidMessage(f"a {message.kind} message does not belong on {queue.value}")
     except InvalidMessage as error:
         park(queue, body, str(error), container)
@@ -59,8 +61,9 @@ def handle_message(queue: QueueName, body: str | bytes, container: Container, de
     if isinstance(message, PlanPhase):
         plan_phase(message, _planning(container), now=now)
     elif isinstance(message, CheckPreDeadline):
-        result = check_pre_deadline(message.run_key, records=container.records,
-                                    cancellation=container.cancellation, now=now)
+        result = check_pre_deadline(
+            message.run_key, records=container.records, cancellation=container.cancellation, now=now
+        )
         log.info("deadline check for %s: %s", message.run_key, result)
     elif isinstance(message, PostFallback):
         result = post_fallback(message.run_key, records=container.records, transport=container.transport, now=now)

@@ -21,7 +21,7 @@ _etags = itertools.count(1)
 
 
 def _etag() -> str:
-    return f"W/\"{next(_etags)}\""
+    return f'W/"{next(_etags)}"'
 
 
 class FakeIdempotencyStore(IdempotencyStore):

@@ -94,9 +94,7 @@ def disk_id(name: str, *, subscription: str, resource_group: str = "rg-app") -> 
     return f"{group}/providers/Microsoft.Compute/disks/{name}"
 
 
-SAFE_PATCH = PatchSettings(
-    os_type="Linux", patch_mode="AutomaticByPlatform", bypass_platform_safety_checks=True
-)
+SAFE_PATCH = PatchSettings(os_type="Linux", patch_mode="AutomaticByPlatform", bypass_platform_safety_checks=True)
 
 
 class FakeCompute(Compute, FaultInjection):
@@ -121,9 +119,7 @@ class FakeCompute(Compute, FaultInjection):
     ) -> VirtualMachine:
         vm = ResourceId(resource_id)
         os_disk_id = (
-            disk_id(
-                f"{vm.name}_OsDisk_1", subscription=vm.subscription_id, resource_group=vm.resource_group or ""
-            )
+            disk_id(f"{vm.name}_OsDisk_1", subscription=vm.subscription_id, resource_group=vm.resource_group or "")
             if os_disk
             else None
         )
@@ -350,9 +346,7 @@ class FakeEstate:
         in_run: bool = True,
         **kwargs: Any,
     ) -> str:
-        resource_id = vm_id(
-            name, subscription=subscription or self.subscriptions[0], resource_group=resource_group
-        )
+        resource_id = vm_id(name, subscription=subscription or self.subscriptions[0], resource_group=resource_group)
         self.compute.add_vm(resource_id, **kwargs)
         if in_run:
             self.inventory.machines[_key(self.event.correlation_id)].append(resource_id)
@@ -421,9 +415,7 @@ class FakeEstate:
             attempts=attempts,
             data=dict(data or {}),
         )
-        return record_outcome(
-            outcome, records=self.records, cancellation=self.cancellation, now=now or self.now
-        )
+        return record_outcome(outcome, records=self.records, cancellation=self.cancellation, now=now or self.now)
 
     def task(self, phase: Phase, action: Action, target: str) -> TaskRecord | None:
         return self.records.get_task(self.key, task_id(phase, action, target))

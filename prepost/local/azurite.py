@@ -293,13 +293,10 @@ class AzuriteProcess:
                     self._terminate()
                     if self.fixed_ports:
                         raise AzuriteStartError(
-                            f"ports {self.fixed_ports} are in use: is another Azurite running? "
-                            "(or use --ports random)"
+                            f"ports {self.fixed_ports} are in use: is another Azurite running? (or use --ports random)"
                         ) from None
                     if attempt == _MAX_PORT_ATTEMPTS:
-                        raise AzuriteStartError(
-                            f"Azurite could not bind free ports after {attempt} attempts"
-                        ) from None
+                        raise AzuriteStartError(f"Azurite could not bind free ports after {attempt} attempts") from None
                 except BaseException:
                     self._terminate()
                     raise
@@ -384,8 +381,7 @@ class AzuriteProcess:
                 if "EADDRINUSE" in tail:
                     raise _PortInUse
                 raise AzuriteStartError(
-                    f"Azurite exited with code {code} before it was ready.\n"
-                    f"--- last lines of its output ---\n{tail}"
+                    f"Azurite exited with code {code} before it was ready.\n--- last lines of its output ---\n{tail}"
                 )
             if not pending:
                 return

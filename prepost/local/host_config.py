@@ -48,9 +48,11 @@ def load_queues_config(path: Path | None = None) -> QueuesConfig:
         batch_size=int(queues.get("batchSize", defaults.batch_size)),
         new_batch_threshold=queues.get("newBatchThreshold"),
         max_dequeue_count=int(queues.get("maxDequeueCount", defaults.max_dequeue_count)),
-        visibility_timeout=_timespan(queues["visibilityTimeout"]) if "visibilityTimeout" in queues
+        visibility_timeout=_timespan(queues["visibilityTimeout"])
+        if "visibilityTimeout" in queues
         else defaults.visibility_timeout,
-        max_polling_interval=_timespan(queues["maxPollingInterval"]) if "maxPollingInterval" in queues
+        max_polling_interval=_timespan(queues["maxPollingInterval"])
+        if "maxPollingInterval" in queues
         else defaults.max_polling_interval,
         message_encoding=queues.get("messageEncoding", defaults.message_encoding),
     )

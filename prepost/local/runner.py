@@ -104,8 +104,9 @@ def event_grid_event(raw: Mapping[str, Any]) -> func.EventGridEvent:
 class QueuePump:
     """Feeds one queue-triggered function from its Storage queue, as the host would."""
 
-    def __init__(self, function: RegisteredFunction, service, config: QueuesConfig, stats: RunnerStats,
-                 stop: threading.Event):
+    def __init__(
+        self, function: RegisteredFunction, service, config: QueuesConfig, stats: RunnerStats, stop: threading.Event
+    ):
         self.function = function
         self.queue_name = function.binding["queueName"]
         self.config = config
@@ -195,8 +196,14 @@ class QueuePump:
     def _poison_undecodable(self, message, error: Exception) -> None:
         # As the host's queue extension does: no delivery can decode it, so it goes to
         # <queue>-poison at once, as it was sent, without invoking the function.
-        log.error("%s: message %s is not %s-encoded (%s); moved to %s-poison", self.function.name,
-                  message.id, self.config.message_encoding, error, self.queue_name)
+        log.error(
+            "%s: message %s is not %s-encoded (%s); moved to %s-poison",
+            self.function.name,
+            message.id,
+            self.config.message_encoding,
+            error,
+            self.queue_name,
+        )
         self.poison.send_message(message.content, time_to_live=-1)
         self.queue.delete_message(message.id, message.pop_receipt)
         with self.stats.lock:
@@ -265,8 +272,9 @@ class FunctionAppRunner:
         container.storage.ensure_storage()
         if self._wrap_transport is not None:
             # For the demo's at-least-once drill: every message the app sends is sent twice.
-            container = Container(settings, storage=container.storage,
-                                  transport=self._wrap_transport(container.transport))
+            container = Container(
+                settings, storage=container.storage, transport=self._wrap_transport(container.transport)
+            )
         set_container(container)
         self.container = container
 
@@ -337,5 +345,3 @@ def wait_for(condition: Callable[[], Any], *, timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what} not reached within {timeout:.0f} s")
         threading.Event().wait(interval)
-
-

@@ -16,8 +16,9 @@ DEFAULT_SIMULATOR_PORT = 7480
 DEFAULT_WEBHOOK_PORT = 7071
 
 
-def app_settings(storage_connection: str, simulator_url: str, configuration_ids: list[str],
-                 subscription_ids: list[str]) -> dict[str, str]:
+def app_settings(
+    storage_connection: str, simulator_url: str, configuration_ids: list[str], subscription_ids: list[str]
+) -> dict[str, str]:
     """What local.settings.json gives the host, for this stack."""
     from shared.names import STORAGE_CONNECTION, SettingName
 
@@ -53,7 +54,9 @@ class LocalStack:
         self.subscriptions = subscriptions
         self.arc_servers = arc_servers
         self.with_runner = with_runner
-        self.run_start = run_start or (datetime.now(timezone.utc) + timedelta(minutes=30)).replace(second=0, microsecond=0)
+        self.run_start = run_start or (datetime.now(timezone.utc) + timedelta(minutes=30)).replace(
+            second=0, microsecond=0
+        )
         self.configuration_tags = configuration_tags or {}
         self.wrap_transport = wrap_transport
         self.write_state = write_state
@@ -85,8 +88,9 @@ class LocalStack:
                 from prepost.local.runner import FunctionAppRunner
                 from shared.settings import Transport
 
-                self.runner = FunctionAppRunner(build_app(Transport.STORAGE), env=self.settings,
-                                                wrap_transport=self.wrap_transport)
+                self.runner = FunctionAppRunner(
+                    build_app(Transport.STORAGE), env=self.settings, wrap_transport=self.wrap_transport
+                )
                 self.runner.start(webhook_port=DEFAULT_WEBHOOK_PORT if self.fixed_ports else 0)
             if self.write_state:
                 self.state.save()
@@ -105,8 +109,9 @@ class LocalStack:
 
     @property
     def settings(self) -> dict[str, str]:
-        return app_settings(self.azurite.endpoints.connection_string, self.simulator.url,
-                            [self.configuration_id], self.subscription_ids)
+        return app_settings(
+            self.azurite.endpoints.connection_string, self.simulator.url, [self.configuration_id], self.subscription_ids
+        )
 
     @property
     def state(self) -> StackState:
@@ -121,10 +126,14 @@ class LocalStack:
 
     def describe(self) -> str:
         lines = ["prepost local stack is up (Ctrl-C stops it)", ""]
-        lines.append(f"  Azurite            {self.azurite.endpoints.blob_url} (blob), queue and table beside it "
-                     f"(pid {self.azurite.pid})")
-        lines.append(f"  ARM simulator      {self.simulator.url}  ({len(self.estate.vms)} VMs, "
-                     f"{len(self.estate.arc_servers)} Arc servers, {len(self.subscription_ids)} subscriptions)")
+        lines.append(
+            f"  Azurite            {self.azurite.endpoints.blob_url} (blob), queue and table beside it "
+            f"(pid {self.azurite.pid})"
+        )
+        lines.append(
+            f"  ARM simulator      {self.simulator.url}  ({len(self.estate.vms)} VMs, "
+            f"{len(self.estate.arc_servers)} Arc servers, {len(self.subscription_ids)} subscriptions)"
+        )
         if self.runner:
             lines.append(f"  Event Grid webhook {self.runner.webhook_url}?functionName=maintenance_event_intake")
         else:

@@ -61,7 +61,9 @@ class EventGridWebhook:
         events = body if isinstance(body, list) else [body]
         kind = request.headers.get("aeg-event-type", "Notification")
         if kind == "SubscriptionValidation":
-            code = (events[0].get("data") or {}).get("validationCode") if events and isinstance(events[0], dict) else None
+            code = (
+                (events[0].get("data") or {}).get("validationCode") if events and isinstance(events[0], dict) else None
+            )
             return _json({"validationResponse": code}, 200)
         if not all(isinstance(event, dict) for event in events):
             return _json({"error": "every event must be a JSON object"}, 400)

@@ -27,12 +27,8 @@ def _next_hour_plus_one() -> datetime:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m prepost.simulator", description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=50, help="Azure VMs to generate (default 50)")
-    parser.add_argument(
-        "--subscriptions", type=int, default=2, help="subscriptions to spread them over (default 2)"
-    )
-    parser.add_argument(
-        "--arc", type=int, default=3, help="Arc-enabled servers (default 3, the last one Disconnected)"
-    )
+    parser.add_argument("--subscriptions", type=int, default=2, help="subscriptions to spread them over (default 2)")
+    parser.add_argument("--arc", type=int, default=3, help="Arc-enabled servers (default 3, the last one Disconnected)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated estate (default 1)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")

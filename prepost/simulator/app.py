@@ -109,9 +109,7 @@ class SimulatorApp:
                 else:
                     raise _injected(fault)
             self._delay(operation)
-            ctx = RequestContext(
-                request, params, operation, self.state, self.config, self.clock, failure=failure
-            )
+            ctx = RequestContext(request, params, operation, self.state, self.config, self.clock, failure=failure)
             with self.state.lock:
                 response = route.handler(ctx)
         except ArmError as error:
@@ -187,8 +185,7 @@ def _throttled(verdict: Verdict, clock: Clock) -> ArmError:
         return ArmError(
             429,
             "OperationNotAllowed",
-            "The server rejected the request because too many requests have been received "
-            "for this subscription.",
+            "The server rejected the request because too many requests have been received for this subscription.",
             details=[
                 {
                     "code": "TooManyRequests",

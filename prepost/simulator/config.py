@@ -70,9 +70,7 @@ class LroConfig:
     def from_json(cls, data: Mapping[str, Any]) -> LroConfig:
         return cls(
             default=LroTiming.from_json(data.get("default") or {}),
-            per_operation={
-                name: LroTiming.from_json(t) for name, t in (data.get("operations") or {}).items()
-            },
+            per_operation={name: LroTiming.from_json(t) for name, t in (data.get("operations") or {}).items()},
         )
 
 

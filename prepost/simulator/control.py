@@ -71,9 +71,7 @@ class ControlApi:
             if handler is None:
                 methods = sorted(method for method, route in self._routes if route == name)
                 if methods:
-                    raise ControlError(
-                        405, f"{request.method} not allowed on /_sim/{name}; use {', '.join(methods)}"
-                    )
+                    raise ControlError(405, f"{request.method} not allowed on /_sim/{name}; use {', '.join(methods)}")
                 raise ControlError(404, f"no control endpoint /_sim/{name}")
             return handler(request)
         except ControlError as error:
@@ -89,9 +87,7 @@ class ControlApi:
     def _requests(self, request: Request) -> Response:
         since = int(request.args.get("since", "0"))
         records = self.app.state.requests(since)
-        return json_response(
-            200, {"value": [r.to_json() for r in records], "next": self.app.state.next_request_index}
-        )
+        return json_response(200, {"value": [r.to_json() for r in records], "next": self.app.state.next_request_index})
 
     def _set_power_state(self, request: Request) -> Response:
         body = _json(request)
@@ -139,9 +135,7 @@ class ControlApi:
     def _advance_clock(self, request: Request) -> Response:
         clock = self.app.clock
         if not isinstance(clock, ManualClock):
-            raise ControlError(
-                409, "the simulator runs on the system clock; start it with a ManualClock to move time"
-            )
+            raise ControlError(409, "the simulator runs on the system clock; start it with a ManualClock to move time")
         clock.advance(float(_json(request)["advanceSeconds"]))
         return self._clock(request)
 

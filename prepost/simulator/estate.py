@@ -188,11 +188,7 @@ class ArcServer:
         tags: Mapping[str, str] | None = None,
     ) -> ArcServer:
         parsed = ids.parse(resource_id)
-        if (
-            parsed is None
-            or parsed.resource_group is None
-            or parsed.full_type.lower() != HYBRID_MACHINE.lower()
-        ):
+        if parsed is None or parsed.resource_group is None or parsed.full_type.lower() != HYBRID_MACHINE.lower():
             raise ValueError(f"not an Arc server id: {resource_id}")
         return cls(
             subscription_id=parsed.subscription_id,
@@ -225,9 +221,7 @@ class MaintenanceConfiguration:
 
     @property
     def id(self) -> str:
-        return ids.resource_id(
-            self.subscription_id, self.resource_group, MAINTENANCE_CONFIGURATION, self.name
-        )
+        return ids.resource_id(self.subscription_id, self.resource_group, MAINTENANCE_CONFIGURATION, self.name)
 
 
 @dataclass
@@ -344,9 +338,7 @@ class Estate:
         raise KeyError(name_or_id)
 
     # ----------------------------------------------------------------- runs
-    def run_correlation_id(
-        self, start: datetime, configuration: MaintenanceConfiguration | None = None
-    ) -> str:
+    def run_correlation_id(self, start: datetime, configuration: MaintenanceConfiguration | None = None) -> str:
         """The correlation id of the run of the (first) configuration scheduled at ``start``."""
         return run_correlation_id((configuration or self.configuration).id, start)
 
@@ -355,9 +347,7 @@ class Estate:
         with the same correlation id."""
         parse_run_id(correlation_id)
         run = Run(correlation_id=correlation_id, resource_ids=list(resource_ids), status=status)
-        self.runs = [
-            existing for existing in self.runs if not ids.same(existing.correlation_id, correlation_id)
-        ]
+        self.runs = [existing for existing in self.runs if not ids.same(existing.correlation_id, correlation_id)]
         self.runs.append(run)
         return run
 

@@ -60,10 +60,7 @@ class FaultSpec:
             retry_after=int(data.get("retryAfter", 1)),
             timeout_seconds=float(data.get("timeoutSeconds", 30.0)),
         )
-        if (
-            spec.throttle + spec.error + spec.timeout > 1.0
-            or min(spec.throttle, spec.error, spec.timeout) < 0
-        ):
+        if spec.throttle + spec.error + spec.timeout > 1.0 or min(spec.throttle, spec.error, spec.timeout) < 0:
             raise ValueError("fault probabilities must be >= 0 and add up to at most 1")
         return spec
 
@@ -154,9 +151,7 @@ class FaultConfig:
     def from_json(cls, data: Mapping[str, Any]) -> FaultConfig:
         """Parse the ``POST /_sim/faults`` body."""
         return cls(
-            operations={
-                name: FaultSpec.from_json(spec) for name, spec in (data.get("operations") or {}).items()
-            },
+            operations={name: FaultSpec.from_json(spec) for name, spec in (data.get("operations") or {}).items()},
             rules=[FaultRule.from_json(rule) for rule in data.get("rules") or []],
             seed=data.get("seed", 0),
         )

@@ -26,9 +26,7 @@ def normalise_path(path: str) -> str:
 
 def resource_id(subscription_id: str, resource_group: str, resource_type: str, name: str) -> str:
     """``/subscriptions/S/resourceGroups/RG/providers/{resource_type}/{name}``."""
-    return (
-        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/{resource_type}/{name}"
-    )
+    return f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/{resource_type}/{name}"
 
 
 def subscription_of(resource_id_: str) -> str | None:

@@ -51,9 +51,7 @@ def tokenize(text: str) -> list[Token]:
             break
         match = _TOKEN.match(text, position)
         if match is None:
-            raise QueryError(
-                f"unexpected character at position {position}: {text[position : position + 20]!r}"
-            )
+            raise QueryError(f"unexpected character at position {position}: {text[position : position + 20]!r}")
         kind = match.lastgroup or ""
         value = match.group(kind)
         tokens.append(Token(kind, value))

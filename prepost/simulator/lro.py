@@ -146,9 +146,7 @@ class OperationBook:
     def pending_for(self, target_id: str) -> AsyncOperation | None:
         """The unfinished operation on a resource, if any."""
         target = target_id.lower()
-        return next(
-            (op for op in self._operations.values() if not op.done and op.target_id.lower() == target), None
-        )
+        return next((op for op in self._operations.values() if not op.done and op.target_id.lower() == target), None)
 
     def settle(self, now: datetime) -> None:
         """Finish every operation whose time has come (time-based completion)."""

@@ -71,9 +71,7 @@ class SnapshotRecord:
 
     @property
     def id(self) -> str:
-        return ids.resource_id(
-            self.subscription_id, self.resource_group, "Microsoft.Compute/snapshots", self.name
-        )
+        return ids.resource_id(self.subscription_id, self.resource_group, "Microsoft.Compute/snapshots", self.name)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -63,14 +63,10 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", _VM, Operation.VM_GET, compute.get_vm),
     _route("POST", _VM + "/start", Operation.VM_START, compute.start_vm, long_running=True),
     _route("POST", _VM + "/deallocate", Operation.VM_DEALLOCATE, compute.deallocate_vm, long_running=True),
-    _route(
-        "GET", _RG + r"/providers/microsoft\.compute/disks/" + _NAME, Operation.DISK_GET, compute.get_disk
-    ),
+    _route("GET", _RG + r"/providers/microsoft\.compute/disks/" + _NAME, Operation.DISK_GET, compute.get_disk),
     _route("GET", _SNAPSHOTS, Operation.SNAPSHOT_LIST, snapshots.list_snapshots),
     _route("GET", _SNAPSHOTS + "/" + _NAME, Operation.SNAPSHOT_GET, snapshots.get_snapshot),
-    _route(
-        "PUT", _SNAPSHOTS + "/" + _NAME, Operation.SNAPSHOT_CREATE, snapshots.put_snapshot, long_running=True
-    ),
+    _route("PUT", _SNAPSHOTS + "/" + _NAME, Operation.SNAPSHOT_CREATE, snapshots.put_snapshot, long_running=True),
     _route(
         "DELETE",
         _SNAPSHOTS + "/" + _NAME,

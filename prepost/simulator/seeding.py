@@ -71,9 +71,7 @@ def generate(
         windows = rng.random() < 0.4
         os_type = OsType.WINDOWS if windows else OsType.LINUX
         name = f"vm-{'win' if windows else 'lnx'}-{number:03d}"
-        os_disk = Disk(
-            sub, rg, f"{name}-osdisk", location, 127 if windows else 30, os_type, unique_id=_guid(rng)
-        )
+        os_disk = Disk(sub, rg, f"{name}-osdisk", location, 127 if windows else 30, os_type, unique_id=_guid(rng))
         data_disks = []
         if _every(number, data_disks_every):
             for lun in range(1 + rng.randrange(2)):
@@ -105,9 +103,7 @@ def generate(
                 os_type=os_type,
                 os_disk=os_disk,
                 data_disks=data_disks,
-                power_state=PowerState.DEALLOCATED
-                if _every(number, deallocated_every)
-                else PowerState.RUNNING,
+                power_state=PowerState.DEALLOCATED if _every(number, deallocated_every) else PowerState.RUNNING,
                 patch_mode=patch_mode,
                 bypass_platform_safety_checks=bypass,
                 vm_size=rng.choice(("Standard_D2s_v5", "Standard_B2ms", "Standard_E4s_v5")),
@@ -128,8 +124,7 @@ def generate(
                 os_type=OsType.WINDOWS if windows else OsType.LINUX,
                 status=ArcStatus.DISCONNECTED if disconnected else ArcStatus.CONNECTED,
                 agent_version=rng.choice(("1.46.02790.1995", "1.47.02825.2025", "1.48.02861.2034")),
-                last_status_change=start
-                - timedelta(days=9 if disconnected else 2, minutes=rng.randrange(600)),
+                last_status_change=start - timedelta(days=9 if disconnected else 2, minutes=rng.randrange(600)),
                 os_name="windows" if windows else "linux",
                 vm_id=_guid(rng),
             )
@@ -189,9 +184,7 @@ def from_machines(
                     data_disks=int(spec.get("dataDisks", 0)),
                     power_state=PowerState(spec.get("powerState", PowerState.RUNNING.value)),
                     patch_mode=PatchMode(spec.get("patchMode", PatchMode.AUTOMATIC_BY_PLATFORM.value)),
-                    bypass_platform_safety_checks=bool(
-                        spec.get("bypassPlatformSafetyChecksOnUserSchedule", True)
-                    ),
+                    bypass_platform_safety_checks=bool(spec.get("bypassPlatformSafetyChecksOnUserSchedule", True)),
                     tags=spec.get("tags"),
                 )
             )

@@ -62,9 +62,7 @@ class SimulatorServer:
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
         self._stopping.clear()
-        self._server = make_server(
-            self._host, self._port, self.app, threaded=True, request_handler=_QuietHandler
-        )
+        self._server = make_server(self._host, self._port, self.app, threaded=True, request_handler=_QuietHandler)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.02},
@@ -119,9 +117,7 @@ class SimulatorServer:
 
     def fail_next(self, operation: str, times: int = 1, status: int = 500, **options: object) -> FaultRule:
         """Fail the next ``times`` calls of ``operation`` with ``status``."""
-        return self.add_fault_rule(
-            FaultRule(str(getattr(operation, "value", operation)), status, times, **options)
-        )  # type: ignore[arg-type]
+        return self.add_fault_rule(FaultRule(str(getattr(operation, "value", operation)), status, times, **options))  # type: ignore[arg-type]
 
     def fail_matching(self, operation: str, contains: str, status: int = 500, **options: object) -> FaultRule:
         """Always fail ``operation`` for requests whose path or body contains ``contains``."""

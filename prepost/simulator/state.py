@@ -99,9 +99,7 @@ class SimulatorState:
         self, method: str, path: str, operation: str | None, status: int, fault: str | None = None
     ) -> RequestRecord:
         with self.lock:
-            record = RequestRecord(
-                self._next_request, self.clock.now(), method, path, operation, status, fault
-            )
+            record = RequestRecord(self._next_request, self.clock.now(), method, path, operation, status, fault)
             self._next_request += 1
             self._requests.append(record)
             return record
@@ -213,7 +211,4 @@ class SimulatorState:
     def vms_json(self) -> list[dict[str, Any]]:
         with self.lock:
             self.settle()
-            return [
-                record.to_json(self.operation_book.pending_for(record.id))
-                for record in self.vm_records.values()
-            ]
+            return [record.to_json(self.operation_book.pending_for(record.id)) for record in self.vm_records.values()]

@@ -260,13 +260,7 @@ class Throttler:
             allowed = bucket.take(now) or not config.enabled
             failed_policy = None if allowed else f"subscription-{kind.value}"
             retry_after = 0 if allowed else bucket.seconds_until_token(now)
-            if (
-                allowed
-                and policy
-                and policy_bucket is not None
-                and not policy_bucket.take(now)
-                and config.enabled
-            ):
+            if allowed and policy and policy_bucket is not None and not policy_bucket.take(now) and config.enabled:
                 allowed, failed_policy = False, policy.name
                 retry_after = policy_bucket.seconds_until_token(now)
             headers[f"x-ms-ratelimit-remaining-subscription-{kind.value}"] = str(bucket.remaining(now))

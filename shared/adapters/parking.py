@@ -19,8 +19,7 @@ PARKED_KEY = "prepostParked"
 
 def parked_body(queue: QueueName, body: str | bytes, reason: str) -> str:
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    return json.dumps({PARKED_KEY: {"queue": queue.value, "reason": reason, "at": format_time(utcnow())},
-                       "body": text})
+    return json.dumps({PARKED_KEY: {"queue": queue.value, "reason": reason, "at": format_time(utcnow())}, "body": text})
 
 
 def unpark(content: str) -> tuple[str, dict[str, Any] | None]:

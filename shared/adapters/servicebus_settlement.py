@@ -275,9 +275,7 @@ def is_permanent(error: BaseException) -> bool:
     """
     if isinstance(error, TransientError):
         return False
-    return isinstance(
-        error, InvalidMessage | PermanentError | InvalidEvent | UnsupportedEventType | MalformedPayload
-    )
+    return isinstance(error, InvalidMessage | PermanentError | InvalidEvent | UnsupportedEventType | MalformedPayload)
 
 
 def decide_settlement(
@@ -318,9 +316,7 @@ def decide_settlement(
             _truncate(f"gave up after attempt {attempt} (delivery {delivery_count}): {description}"),
         )
     retry_after = error.retry_after if isinstance(error, TransientError) else None
-    return Abandon(
-        retry_after=policy.backoff.delay(attempt, key=key, retry_after=retry_after), detail=description
-    )
+    return Abandon(retry_after=policy.backoff.delay(attempt, key=key, retry_after=retry_after), detail=description)
 
 
 def retry_message_id(original_id: str, retry: int) -> str:
@@ -358,9 +354,7 @@ class ClassicBindingSettler:
     Service Bus redelivers it (and dead-letters it after ``MaxDeliveryCount``).
     """
 
-    def __init__(
-        self, *, resender: Resender, parking: Parking, clock: Callable[[], datetime] = utcnow
-    ) -> None:
+    def __init__(self, *, resender: Resender, parking: Parking, clock: Callable[[], datetime] = utcnow) -> None:
         self.resender = resender
         self.parking = parking
         self._clock = clock
@@ -434,9 +428,7 @@ def process_delivery(
         handle(delivery)
     except Exception as caught:  # every failure is settled below, none is swallowed
         error = caught
-        log.warning(
-            "handler failed for %s on %s: %s", delivery.message_id, queue.value, caught, exc_info=True
-        )
+        log.warning("handler failed for %s on %s: %s", delivery.message_id, queue.value, caught, exc_info=True)
     settlement = decide_settlement(
         error,
         delivery.delivery_count,

@@ -200,17 +200,13 @@ def iter_batches(
             batch.add_message(message)
         except MessageSizeExceededError:
             if len(batch) == 0:
-                raise MessageTooLarge(
-                    queue_name, message.message_id, size_limit=batch.max_size_in_bytes
-                ) from None
+                raise MessageTooLarge(queue_name, message.message_id, size_limit=batch.max_size_in_bytes) from None
             yield batch
             batch = new_batch()
             try:
                 batch.add_message(message)
             except MessageSizeExceededError:
-                raise MessageTooLarge(
-                    queue_name, message.message_id, size_limit=batch.max_size_in_bytes
-                ) from None
+                raise MessageTooLarge(queue_name, message.message_id, size_limit=batch.max_size_in_bytes) from None
     if batch is not None and len(batch) > 0:
         yield batch
 

@@ -104,13 +104,9 @@ class StorageQueueTransport(WorkTransport):
             for queue, body in bodies:
                 self._send_one(queue, body, visibility_timeout)
             return
-        executor = ThreadPoolExecutor(
-            max_workers=min(self.max_workers, len(bodies)), thread_name_prefix="queue-send"
-        )
+        executor = ThreadPoolExecutor(max_workers=min(self.max_workers, len(bodies)), thread_name_prefix="queue-send")
         try:
-            futures = [
-                executor.submit(self._send_one, queue, body, visibility_timeout) for queue, body in bodies
-            ]
+            futures = [executor.submit(self._send_one, queue, body, visibility_timeout) for queue, body in bodies]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in done:
                 error = future.exception()
@@ -122,9 +118,7 @@ class StorageQueueTransport(WorkTransport):
             executor.shutdown(wait=True, cancel_futures=True)
 
     def _send_one(self, queue: str, body: str, visibility_timeout: int | None) -> None:
-        self._clients.queue(queue).send_message(
-            body, visibility_timeout=visibility_timeout, time_to_live=NEVER_EXPIRE
-        )
+        self._clients.queue(queue).send_message(body, visibility_timeout=visibility_timeout, time_to_live=NEVER_EXPIRE)
 
 
 def visibility_timeout_seconds(delay: timedelta | None) -> int | None:

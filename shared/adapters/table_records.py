@@ -196,9 +196,7 @@ class TableRunRecords(RunRecords):
             except ResourceExistsError:
                 raise RecordChanged(f"task {task.task_id} of {task.run_key} already exists") from None
             return _task_from_entity(entity, metadata["etag"])
-        etag = self._replace_if_unchanged(
-            self._tasks, entity, task.etag, f"task {task.task_id} of {task.run_key}"
-        )
+        etag = self._replace_if_unchanged(self._tasks, entity, task.etag, f"task {task.task_id} of {task.run_key}")
         return _task_from_entity(entity, etag)
 
     def list_tasks(self, run_key: str, phase: Phase | None = None) -> list[TaskRecord]:
@@ -440,9 +438,7 @@ def _phase_entity(phase: PhaseRecord) -> dict[str, Any]:
             "ReceivedAt": to_utc(phase.received_at),
             "Source": phase.source.value,
             "EventStatus": phase.event_status,
-            "Policy": _json_property(
-                phase.policy, what=f"policy of phase {phase.phase.value} of {phase.run_key}"
-            ),
+            "Policy": _json_property(phase.policy, what=f"policy of phase {phase.phase.value} of {phase.run_key}"),
             "PlannedAt": to_utc(phase.planned_at),
             "ExpectedTasks": phase.expected_tasks,
             "FinishedTasks": phase.finished_tasks,
@@ -603,9 +599,7 @@ def from_table_datetime(value: Any) -> datetime | None:
 def _required_datetime(entity: Mapping[str, Any], name: str) -> datetime:
     value = from_table_datetime(entity.get(name))
     if value is None:
-        raise PermanentError(
-            f"stored entity {entity.get('PartitionKey')}/{entity.get('RowKey')} has no {name}"
-        )
+        raise PermanentError(f"stored entity {entity.get('PartitionKey')}/{entity.get('RowKey')} has no {name}")
     return value
 
 
@@ -627,10 +621,7 @@ def fit_text(value: str | None, *, what: str, limit: int = MAX_PROPERTY_UNITS) -
     if len(value) * 2 <= limit or _utf16_units(value) <= limit:
         return value
     total = len(value)
-    note = (
-        f"\n[{what} truncated by prepost: first {{kept}} of {total} characters kept;"
-        " a table property holds 64 KiB]"
-    )
+    note = f"\n[{what} truncated by prepost: first {{kept}} of {total} characters kept; a table property holds 64 KiB]"
     budget = limit - _utf16_units(note.format(kept=total))
     # Cut on the UTF-16 encoding; "ignore" drops half a surrogate pair left at the cut.
     kept_text = value.encode("utf-16-le")[: 2 * budget].decode("utf-16-le", errors="ignore")
@@ -646,10 +637,7 @@ def _fit_json_list(items: Sequence[str], *, what: str) -> str:
     size = 2  # the brackets
     reserve = 200  # room for the note
     for item in items:
-        item = (
-            fit_text(item, what=what[:-1] if what.endswith("s") else what, limit=MAX_PROPERTY_UNITS // 4)
-            or ""
-        )
+        item = fit_text(item, what=what[:-1] if what.endswith("s") else what, limit=MAX_PROPERTY_UNITS // 4) or ""
         item_size = _utf16_units(json.dumps(item)) + 2
         if size + item_size > MAX_PROPERTY_UNITS - reserve:
             break

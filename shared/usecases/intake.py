@@ -117,8 +117,18 @@ def accept_event(
     if not created and stored.status is not PhaseStatus.RECEIVED:
         how = "by the fallback" if stored.source is PhaseSource.FALLBACK else "already"
         reason = f"{phase.value} phase of this run was {how} received at {stored.received_at.isoformat()}"
-        return _log(records, now, DeliveryOutcome.DUPLICATE, reason, event_id, event_type, payload, event=event,
-                    run=key, phase=phase)
+        return _log(
+            records,
+            now,
+            DeliveryOutcome.DUPLICATE,
+            reason,
+            event_id,
+            event_type,
+            payload,
+            event=event,
+            run=key,
+            phase=phase,
+        )
 
     # Send even for a duplicate whose phase is still RECEIVED: the first delivery may have died
     # between recording and sending. Plan messages have deterministic ids and planning is

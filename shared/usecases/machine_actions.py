@@ -89,8 +89,11 @@ def _deallocate_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, no
     if vm.power_state in TRANSITIONAL:
         raise TransientError(f"VM is {vm.power_state.value}", retry_after=TRANSITION_RECHECK)
     ports.compute.deallocate_vm(message.target)
-    return TaskResult(TaskStatus.SUCCEEDED, "deallocated (prepost had started it for the run)",
-                      {"power_state_before": vm.power_state.value})
+    return TaskResult(
+        TaskStatus.SUCCEEDED,
+        "deallocated (prepost had started it for the run)",
+        {"power_state_before": vm.power_state.value},
+    )
 
 
 def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult:
@@ -176,8 +179,11 @@ def _prune_snapshots(message: TaskMessage, run: RunRecord, ports: MachinePorts, 
         if snapshot.created_at is not None and snapshot.created_at < now - retention:
             ports.compute.delete_snapshot(snapshot.resource_id)
             deleted.append(snapshot.resource_id)
-    return TaskResult(TaskStatus.SUCCEEDED, f"{len(deleted)} snapshot(s) older than {retention.days} days deleted",
-                      {"deleted": deleted})
+    return TaskResult(
+        TaskStatus.SUCCEEDED,
+        f"{len(deleted)} snapshot(s) older than {retention.days} days deleted",
+        {"deleted": deleted},
+    )
 
 
 def _patch_warning(vm: VirtualMachine) -> str:
@@ -210,5 +216,3 @@ def _mark_task(records: RunRecords, message: TaskMessage, data: dict) -> None:
 
 def _join(detail: str, warning: str) -> str:
     return f"{detail}; {warning}" if warning else detail
-
-

@@ -90,8 +90,11 @@ def _suppress(message: TaskMessage, run: RunRecord, ports: MonitoringPorts, now:
 def _remove(message: TaskMessage, run: RunRecord, ports: MonitoringPorts) -> TaskResult:
     rule_id = message.options.get("rule_id")
     if not rule_id:
-        machines = [m.resource_id for m in ports.records.list_machines(run.run_key)
-                    if m.subscription_id == message.target.lower()]
+        machines = [
+            m.resource_id
+            for m in ports.records.list_machines(run.run_key)
+            if m.subscription_id == message.target.lower()
+        ]
         if not machines:
             return TaskResult(TaskStatus.SKIPPED, "no rule recorded and no machines in this subscription")
         rule_id = _rule_id(run, message.target.lower(), machines, ports.rule_resource_group)

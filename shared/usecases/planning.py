@@ -97,8 +97,13 @@ def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, r
     phase = ports.records.replace_phase(phase)
     log.error("%s pre phase could not be planned: %s", run.run_key, reason)
     if ports.cancellation is not None:
-        cancel_run(run.run_key, f"pre phase could not be planned: {reason}", records=ports.records,
-                   cancellation=ports.cancellation, now=now)
+        cancel_run(
+            run.run_key,
+            f"pre phase could not be planned: {reason}",
+            records=ports.records,
+            cancellation=ports.cancellation,
+            now=now,
+        )
     return phase
 
 
@@ -139,8 +144,12 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
         resource = ResourceId(machine)
         kind = resource.machine_kind
         if resource.subscription_id not in {sub.lower() for sub in allowed}:
-            add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED,
-                detail=f"subscription {resource.subscription_id} is not one prepost may act in")
+            add(
+                Action.SNAPSHOT_DISKS,
+                machine,
+                status=TaskStatus.SKIPPED,
+                detail=f"subscription {resource.subscription_id} is not one prepost may act in",
+            )
             continue
         if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
             subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
@@ -148,16 +157,24 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             if policy.start_deallocated:
                 add(Action.START_VM, machine)
             if policy.snapshot_disks is SnapshotDisks.NONE:
-                add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED,
-                    detail="policy tag prepost-snapshot-disks=none")
+                add(
+                    Action.SNAPSHOT_DISKS,
+                    machine,
+                    status=TaskStatus.SKIPPED,
+                    detail="policy tag prepost-snapshot-disks=none",
+                )
             else:
                 add(Action.SNAPSHOT_DISKS, machine, options={"disks": policy.snapshot_disks.value})
         elif kind is MachineKind.ARC_SERVER:
             add(Action.CHECK_ARC_AGENT, machine)
             add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED, detail=ARC_SNAPSHOT_REASON)
         else:
-            add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED,
-                detail=f"resource type {resource.provider_type} is not a machine prepost handles")
+            add(
+                Action.SNAPSHOT_DISKS,
+                machine,
+                status=TaskStatus.SKIPPED,
+                detail=f"resource type {resource.provider_type} is not a machine prepost handles",
+            )
 
     if policy.suppress_alerts:
         for subscription in sorted(subscriptions_with_machines):
@@ -182,26 +199,45 @@ def _plan_post(run: RunRecord, ports: PlanningPorts):
     for task in pre_tasks:
         if task.action is Action.START_VM and (task.data.get("started_by_us") or task.data.get("start_requested")):
             tasks.append(TaskRecord(run.run_key, Phase.POST, Action.DEALLOCATE_VM, task.target, TaskStatus.QUEUED))
-            outgoing.append(TaskMessage(run_key=run.run_key, phase=Phase.POST, action=Action.DEALLOCATE_VM,
-                                        target=task.target))
+            outgoing.append(
+                TaskMessage(run_key=run.run_key, phase=Phase.POST, action=Action.DEALLOCATE_VM, target=task.target)
+            )
         elif task.action is Action.SUPPRESS_ALERTS and task.data.get("rule_id"):
             options = {"rule_id": task.data["rule_id"]}
             tasks.append(TaskRecord(run.run_key, Phase.POST, Action.REMOVE_SUPPRESSION, task.target, TaskStatus.QUEUED))
-            outgoing.append(MonitoringMessage(run_key=run.run_key, phase=Phase.POST,
-                                              action=Action.REMOVE_SUPPRESSION, target=task.target, options=options))
+            outgoing.append(
+                MonitoringMessage(
+                    run_key=run.run_key,
+                    phase=Phase.POST,
+                    action=Action.REMOVE_SUPPRESSION,
+                    target=task.target,
+                    options=options,
+                )
+            )
         elif task.action is Action.SUPPRESS_ALERTS and not task.status.is_final:
             # The rule may exist even though its outcome never arrived: remove by its known name.
             tasks.append(TaskRecord(run.run_key, Phase.POST, Action.REMOVE_SUPPRESSION, task.target, TaskStatus.QUEUED))
-            outgoing.append(MonitoringMessage(run_key=run.run_key, phase=Phase.POST,
-                                              action=Action.REMOVE_SUPPRESSION, target=task.target))
+            outgoing.append(
+                MonitoringMessage(
+                    run_key=run.run_key, phase=Phase.POST, action=Action.REMOVE_SUPPRESSION, target=task.target
+                )
+            )
     if policy.snapshot_retention_days > 0:
         for machine in machines:
             if ResourceId(machine.resource_id).machine_kind is MachineKind.AZURE_VM:
                 options = {"retention_days": policy.snapshot_retention_days}
-                tasks.append(TaskRecord(run.run_key, Phase.POST, Action.PRUNE_SNAPSHOTS, machine.resource_id,
-                                        TaskStatus.QUEUED))
-                outgoing.append(TaskMessage(run_key=run.run_key, phase=Phase.POST, action=Action.PRUNE_SNAPSHOTS,
-                                            target=machine.resource_id, options=options))
+                tasks.append(
+                    TaskRecord(run.run_key, Phase.POST, Action.PRUNE_SNAPSHOTS, machine.resource_id, TaskStatus.QUEUED)
+                )
+                outgoing.append(
+                    TaskMessage(
+                        run_key=run.run_key,
+                        phase=Phase.POST,
+                        action=Action.PRUNE_SNAPSHOTS,
+                        target=machine.resource_id,
+                        options=options,
+                    )
+                )
     return tasks, outgoing, len(machines), policy, findings
 
 

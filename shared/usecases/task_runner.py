@@ -83,12 +83,25 @@ def run_task(
     except (Throttled, TransientError) as error:
         idempotency.release(key)
         if message.attempt >= max_attempts:
-            return _finish(message, TaskResult(TaskStatus.FAILED, f"gave up after {message.attempt} attempts: {error}"),
-                           started, now(), transport, idempotency, key)
+            return _finish(
+                message,
+                TaskResult(TaskStatus.FAILED, f"gave up after {message.attempt} attempts: {error}"),
+                started,
+                now(),
+                transport,
+                idempotency,
+                key,
+            )
         delay = _retry_delay(message.attempt, error.retry_after, rng or random.Random())
         transport.send([message.next_attempt()], delay=delay)
-        outcome = _outcome(message, TaskResult(TaskStatus.RETRYING, f"attempt {message.attempt}: {error}; "
-                                               f"retrying in {int(delay.total_seconds())} s"), started, now())
+        outcome = _outcome(
+            message,
+            TaskResult(
+                TaskStatus.RETRYING, f"attempt {message.attempt}: {error}; retrying in {int(delay.total_seconds())} s"
+            ),
+            started,
+            now(),
+        )
         transport.send([outcome])
         return outcome
     except PermanentError as error:
@@ -128,9 +141,7 @@ def _outcome(message: TaskMessage, result: TaskResult, started: datetime, finish
 
 
 def _retry_delay(attempt: int, retry_after: timedelta | None, rng: random.Random) -> timedelta:
-    if retry_after is not None:
-        delay = retry_after
-    else:
-        # Exponential backoff with full jitter: 2, 4, 8 ... seconds, never synchronised.
-        delay = timedelta(seconds=rng.uniform(1, 2 ** min(attempt, 9)))
+    # Azure's Retry-After wins; otherwise exponential backoff with full jitter (2, 4, 8 ... s)
+    # so that many throttled tasks do not come back in the same second.
+    delay = retry_after if retry_after is not None else timedelta(seconds=rng.uniform(1, 2 ** min(attempt, 9)))
     return min(max(delay, MIN_RETRY_DELAY), MAX_RETRY_DELAY)

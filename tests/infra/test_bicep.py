@@ -163,9 +163,7 @@ def test_checkov_suppressions_give_a_reason():
         for line in path.read_text().splitlines():
             match = suppression.search(line)
             if match:
-                assert (match.group(2) or "").strip(), (
-                    f"{path.name}: {match.group(1)} suppressed without a reason"
-                )
+                assert (match.group(2) or "").strip(), f"{path.name}: {match.group(1)} suppressed without a reason"
 
 
 # --- names from shared/names.py -----------------------------------------------------------------
@@ -387,9 +385,7 @@ def test_cancel_permission_is_apply_updates_write_on_the_configuration():
     role = body(access["resources"]["cancelRunRole"])["properties"]
     actions = role["permissions"][0]["actions"]
     assert "Microsoft.Maintenance/applyUpdates/write" in actions
-    assert all(
-        action.endswith("/read") or action == "Microsoft.Maintenance/applyUpdates/write" for action in actions
-    )
+    assert all(action.endswith("/read") or action == "Microsoft.Maintenance/applyUpdates/write" for action in actions)
     assert SCHEDULED_PATCHING_CONTRIBUTOR in role_ids(access)
     assert body(access["resources"]["cancelRunAssignment"])["scope"] == "configuration"
 

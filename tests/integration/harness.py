@@ -102,7 +102,8 @@ class AppHarness:
         env = app_settings(
             self.connection_string,
             self.simulator.url,
-            self.allowed_configurations if self.allowed_configurations is not None
+            self.allowed_configurations
+            if self.allowed_configurations is not None
             else [c.id for c in self.estate.configurations],
             self.allowed_subscriptions if self.allowed_subscriptions is not None else self.estate.subscription_ids,
         )
@@ -112,8 +113,9 @@ class AppHarness:
             self.recorder = RecordingTransport(inner)
             return self.recorder
 
-        self.runner = FunctionAppRunner(build_app(Transport.STORAGE), env=env, queues=self.queues,
-                                        wrap_transport=record)
+        self.runner = FunctionAppRunner(
+            build_app(Transport.STORAGE), env=env, queues=self.queues, wrap_transport=record
+        )
         self.runner.start(webhook_port=0)
         return self
 

@@ -38,8 +38,16 @@ def end_state(report: dict) -> dict:
     """What the simulated Azure holds at the end, without times."""
     sim = report["simulator"]
     return {
-        "snapshots": sorted((s["id"].lower(), s["sourceDiskId"].lower(), s["provisioningState"],
-                             json.dumps(s["tags"], sort_keys=True), s["putCount"]) for s in sim["snapshots"]),
+        "snapshots": sorted(
+            (
+                s["id"].lower(),
+                s["sourceDiskId"].lower(),
+                s["provisioningState"],
+                json.dumps(s["tags"], sort_keys=True),
+                s["putCount"],
+            )
+            for s in sim["snapshots"]
+        ),
         "alertRules": sim["alertRules"],
         "cancellations": sim["cancellations"],
         "powerStatesBefore": sim["powerStatesBefore"],

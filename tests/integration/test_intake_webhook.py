@@ -121,11 +121,11 @@ def test_the_same_event_twice_records_one_run_and_one_plan(start_app, storage_co
     # ... and every side effect happens once: one snapshot per disk, one start per stopped VM.
     estate = app.estate
     snapshots = app.sim.state.snapshots()
-    assert sorted(s.source_resource_id.lower() for s in snapshots) == sorted(d.id.lower() for d in estate.disks
-                                                                                 if d.os_type is not None)
+    assert sorted(s.source_resource_id.lower() for s in snapshots) == sorted(
+        d.id.lower() for d in estate.disks if d.os_type is not None
+    )
     assert all(s.put_count == 1 for s in snapshots)
-    assert all(app.sim.state.count("vm.start", vm.id) == (vm.power_state.value == "deallocated")
-               for vm in estate.vms)
+    assert all(app.sim.state.count("vm.start", vm.id) == (vm.power_state.value == "deallocated") for vm in estate.vms)
     suppressed = [t for t in tasks if t.action is Action.SUPPRESS_ALERTS and t.status is TaskStatus.SUCCEEDED]
     assert len(app.sim.state.alert_rules()) == len(suppressed)
     assert all(rule.put_count == 1 for rule in app.sim.state.alert_rules())
@@ -176,7 +176,7 @@ def test_an_event_outside_the_allow_list_is_rejected_and_not_retried(start_app, 
     assert app.recorder.sent == []
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[{\"id\": 1}, 2]"], ids=["not-json", "not-objects"])
+@pytest.mark.parametrize("body", [b"{not json", b'[{"id": 1}, 2]'], ids=["not-json", "not-objects"])
 def test_a_malformed_body_gets_400(start_app, storage_connection_string, capsys, body):
     app = start_app(sample_estate())
     response = requests.post(
@@ -226,6 +226,6 @@ def test_runs_show_json_prints_one_object_with_every_task(start_app, storage_con
         assert task["status"] in {"succeeded", "skipped"}, task
         assert task["detail"]
     # The run key works as well as the correlation id.
-    assert cli_json(capsys, "runs", "show", RUN_KEY, "--json", "--storage", storage_connection_string)["runKey"] \
-        == RUN_KEY
-
+    assert (
+        cli_json(capsys, "runs", "show", RUN_KEY, "--json", "--storage", storage_connection_string)["runKey"] == RUN_KEY
+    )

@@ -71,14 +71,20 @@ def test_local_up_serves_the_pipeline_and_stops_everything_on_ctrl_c():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "prepost.cli", "local", "up", "--ports", "random", "--machines", "4", "--arc", "1"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = Output(process.stdout)
     azurite_pid = None
     try:
-        webhook = wait_for(lambda: output.find(r"Event Grid webhook\s+(http://127\.0\.0\.1:\d+/\S+)")
-                           or process.poll() is not None,
-                           timeout=STARTUP_TIMEOUT, what="the webhook URL printed")
+        webhook = wait_for(
+            lambda: output.find(r"Event Grid webhook\s+(http://127\.0\.0\.1:\d+/\S+)") or process.poll() is not None,
+            timeout=STARTUP_TIMEOUT,
+            what="the webhook URL printed",
+        )
         assert process.poll() is None, "\n".join(output.collected())
         webhook_url = webhook.group(1)
         azurite_pid = int(output.find(r"Azurite\s+\S+.*\(pid (\d+)\)").group(1))
@@ -93,8 +99,11 @@ def test_local_up_serves_the_pipeline_and_stops_everything_on_ctrl_c():
         assert main(["send-event", "pre", "--correlation-id", seeded_run]) == 0
         records = TableRunRecords(StorageClients(StorageConnection(connection_string=state["storage_connection"])))
         key = run_key(seeded_run)
-        pre = wait_for(lambda: (p := records.get_phase(key, Phase.PRE)) and p.status.is_final and p,
-                       timeout=60, what="the pre phase finished in the local stack")
+        pre = wait_for(
+            lambda: (p := records.get_phase(key, Phase.PRE)) and p.status.is_final and p,
+            timeout=60,
+            what="the pre phase finished in the local stack",
+        )
         assert pre.status is PhaseStatus.COMPLETED
         assert pre.machines == 5
         assert records.get_run(key).correlation_id == seeded_run

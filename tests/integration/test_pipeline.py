@@ -73,8 +73,9 @@ def test_pre_then_post_does_the_work_once_and_undoes_exactly_it(start_app):
     # snapshot, per subscription one alert suppression.
     assert pre.expected_tasks == len(tasks) == 2 * 6 + 2 * 2 + 2
     assert {t.target.lower() for t in tasks if t.action is Action.START_VM} == {vm.id.lower() for vm in estate.vms}
-    assert {t.target.lower() for t in tasks if t.action is Action.SUPPRESS_ALERTS} == \
-        {s.lower() for s in estate.subscription_ids}
+    assert {t.target.lower() for t in tasks if t.action is Action.SUPPRESS_ALERTS} == {
+        s.lower() for s in estate.subscription_ids
+    }
 
     # Outcomes recorded with attempts and timings; Arc snapshots skipped with the reason.
     for task in tasks:
@@ -109,8 +110,9 @@ def test_pre_then_post_does_the_work_once_and_undoes_exactly_it(start_app):
             "prepost-disk": disk.name,
         }
     for vm in estate.vms:
-        assert set(snapshot_tasks[vm.id.lower()].data["snapshots"]) == \
-            {snapshot_id_for(run, disk.id) for disk in vm.disks}
+        assert set(snapshot_tasks[vm.id.lower()].data["snapshots"]) == {
+            snapshot_id_for(run, disk.id) for disk in vm.disks
+        }
 
     # The deallocated VM was started (and marked as ours); the running ones were left alone.
     starts = by_target(tasks, Action.START_VM)
@@ -202,8 +204,11 @@ def test_an_empty_resource_graph_answer_is_a_finding(start_app, scope):
     assert app.sim.state.snapshots() == [] and app.sim.state.alert_rules() == []
 
 
-@pytest.mark.parametrize(("status", "cancel_on_failure"), [(403, True), (400, False)],
-                         ids=["403-cancelled", "400-prepost-cancel-on-failure=false"])
+@pytest.mark.parametrize(
+    ("status", "cancel_on_failure"),
+    [(403, True), (400, False)],
+    ids=["403-cancelled", "400-prepost-cancel-on-failure=false"],
+)
 def test_a_failed_snapshot_fails_its_task_and_cancels_the_run_once(start_app, status, cancel_on_failure):
     tags = {} if cancel_on_failure else {"prepost-cancel-on-failure": "false"}
     app = start_app(small_estate(**tags))
@@ -255,14 +260,17 @@ def test_throttled_start_is_requeued_with_retry_after_and_succeeds(start_app):
     # No sleeping inside the function: each 429 re-queued the task as a new message, delayed
     # by the Retry-After Azure gave, and reported the retry as an outcome.
     requeued = [
-        sent for sent in app.recorder.of_kind(TaskMessage)
-        if sent.message.action is Action.START_VM and sent.message.target.lower() == vm.id.lower()
+        sent
+        for sent in app.recorder.of_kind(TaskMessage)
+        if sent.message.action is Action.START_VM
+        and sent.message.target.lower() == vm.id.lower()
         and sent.message.attempt > 1
     ]
     assert [s.message.attempt for s in requeued] == [2, 3]
     assert all(s.delay == timedelta(seconds=1) for s in requeued)
     retrying = [
-        sent for sent in app.recorder.of_kind(TaskOutcome)
+        sent
+        for sent in app.recorder.of_kind(TaskOutcome)
         if sent.message.status is TaskStatus.RETRYING and sent.message.target.lower() == vm.id.lower()
     ]
     assert len(retrying) == 2 and all("429" in s.message.detail for s in retrying)

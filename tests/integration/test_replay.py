@@ -31,8 +31,10 @@ from tests.conftest import load_events
 pytestmark = pytest.mark.integration
 
 QUEUE = QueueName.VM_TASKS
-VM = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute"
-      "/virtualMachines/vm-1")
+VM = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute"
+    "/virtualMachines/vm-1"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -82,8 +84,9 @@ def bodies_in(storage: StorageClients, name: str) -> list[str]:
 
 
 class TestReplayPoison:
-    def test_parked_and_host_poisoned_messages_go_back_to_the_queue(self, queues, storage_connection_string,
-                                                                     unique_suffix, capsys):
+    def test_parked_and_host_poisoned_messages_go_back_to_the_queue(
+        self, queues, storage_connection_string, unique_suffix, capsys
+    ):
         parked, host_poisoned = poison_two(queues, unique_suffix)
 
         code = main(["replay", "poison", QUEUE.value, "--storage", storage_connection_string])
@@ -202,9 +205,14 @@ def container(storage_connection_string, unique_suffix):
 def dead_lettered(name: str, *, cloud_events: bool = False) -> tuple[dict, dict]:
     """(the original event, the event as Event Grid dead-letters it)."""
     original = load_events(name)[0]
-    facts = {"deadLetterReason": "MaxDeliveryAttemptsExceeded", "deliveryAttempts": 6,
-             "lastDeliveryOutcome": "GenericError", "lastHttpStatusCode": 500,
-             "publishTime": "2026-11-22T01:25:00.40Z", "lastDeliveryAttemptTime": "2026-11-22T01:45:01.10Z"}
+    facts = {
+        "deadLetterReason": "MaxDeliveryAttemptsExceeded",
+        "deliveryAttempts": 6,
+        "lastDeliveryOutcome": "GenericError",
+        "lastHttpStatusCode": 500,
+        "publishTime": "2026-11-22T01:25:00.40Z",
+        "lastDeliveryAttemptTime": "2026-11-22T01:45:01.10Z",
+    }
     if cloud_events:
         facts = {key.lower(): value for key, value in facts.items()}
     return original, {**copy.deepcopy(original), **facts}
@@ -220,16 +228,27 @@ def names_in(container) -> list[str]:
 
 
 class TestReplayEvents:
-    def test_a_blob_is_delivered_without_dead_letter_fields_and_moved(self, container, webhook,
-                                                                      storage_connection_string, capsys):
+    def test_a_blob_is_delivered_without_dead_letter_fields_and_moved(
+        self, container, webhook, storage_connection_string, capsys
+    ):
         server, runner = webhook
         pre, pre_dead = dead_lettered("pre-eventgrid-camelcase.json")
         post, post_dead = dead_lettered("post-eventgrid.json")
         name = blob_name()
         container.upload_blob(name, json.dumps([pre_dead, post_dead]))
 
-        code = main(["replay", "events", "--container", container.container_name,
-                     "--storage", storage_connection_string, "--to", server.url])
+        code = main(
+            [
+                "replay",
+                "events",
+                "--container",
+                container.container_name,
+                "--storage",
+                storage_connection_string,
+                "--to",
+                server.url,
+            ]
+        )
 
         out = capsys.readouterr().out
         assert code == 0
@@ -246,31 +265,63 @@ class TestReplayEvents:
         original, dead = dead_lettered("pre-cloudevents.json", cloud_events=True)
         container.upload_blob(blob_name(), json.dumps([dead]))
 
-        assert main(["replay", "events", "--container", container.container_name,
-                     "--storage", storage_connection_string, "--to", server.url]) == 0
+        assert (
+            main(
+                [
+                    "replay",
+                    "events",
+                    "--container",
+                    container.container_name,
+                    "--storage",
+                    storage_connection_string,
+                    "--to",
+                    server.url,
+                ]
+            )
+            == 0
+        )
 
         assert runner.delivered == [[original]]
 
     def test_replayed_blobs_are_not_replayed_again(self, container, webhook, storage_connection_string):
         server, runner = webhook
         container.upload_blob(blob_name(), json.dumps([dead_lettered("post-eventgrid.json")[1]]))
-        arguments = ["replay", "events", "--container", container.container_name,
-                     "--storage", storage_connection_string, "--to", server.url]
+        arguments = [
+            "replay",
+            "events",
+            "--container",
+            container.container_name,
+            "--storage",
+            storage_connection_string,
+            "--to",
+            server.url,
+        ]
 
         assert main(arguments) == 0
         assert main(arguments) == 0
 
         assert len(runner.delivered) == 1
 
-    def test_a_failed_delivery_leaves_the_blob_where_it_was(self, container, webhook, storage_connection_string,
-                                                            capsys):
+    def test_a_failed_delivery_leaves_the_blob_where_it_was(
+        self, container, webhook, storage_connection_string, capsys
+    ):
         server, runner = webhook
         runner.fail = True
         name = blob_name()
         container.upload_blob(name, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        code = main(["replay", "events", "--container", container.container_name,
-                     "--storage", storage_connection_string, "--to", server.url])
+        code = main(
+            [
+                "replay",
+                "events",
+                "--container",
+                container.container_name,
+                "--storage",
+                storage_connection_string,
+                "--to",
+                server.url,
+            ]
+        )
 
         out = capsys.readouterr().out
         assert code == 1
@@ -281,8 +332,18 @@ class TestReplayEvents:
         name = blob_name()
         container.upload_blob(name, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        code = main(["replay", "events", "--container", container.container_name,
-                     "--storage", storage_connection_string, "--to", "http://127.0.0.1:9?code=k3y"])
+        code = main(
+            [
+                "replay",
+                "events",
+                "--container",
+                container.container_name,
+                "--storage",
+                storage_connection_string,
+                "--to",
+                "http://127.0.0.1:9?code=k3y",
+            ]
+        )
 
         out = capsys.readouterr().out
         assert code == 1
@@ -290,15 +351,26 @@ class TestReplayEvents:
         assert "no answer: ConnectionError" in out
         assert "k3y" not in out
 
-    def test_an_unreadable_blob_is_reported_and_left_while_the_others_go(self, container, webhook,
-                                                                         storage_connection_string, capsys):
+    def test_an_unreadable_blob_is_reported_and_left_while_the_others_go(
+        self, container, webhook, storage_connection_string, capsys
+    ):
         server, runner = webhook
         broken, good = blob_name("A"), blob_name("B")
         container.upload_blob(broken, b"not json")
         container.upload_blob(good, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        code = main(["replay", "events", "--container", container.container_name,
-                     "--storage", storage_connection_string, "--to", server.url])
+        code = main(
+            [
+                "replay",
+                "events",
+                "--container",
+                container.container_name,
+                "--storage",
+                storage_connection_string,
+                "--to",
+                server.url,
+            ]
+        )
 
         assert code == 1
         assert names_in(container) == [broken, f"replayed/{good}"]
@@ -311,8 +383,23 @@ class TestReplayEvents:
         for name in (mine, other):
             container.upload_blob(name, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        assert main(["replay", "events", "--container", container.container_name, "--prefix", "PREPOST-INTAKE/",
-                     "--storage", storage_connection_string, "--to", server.url]) == 0
+        assert (
+            main(
+                [
+                    "replay",
+                    "events",
+                    "--container",
+                    container.container_name,
+                    "--prefix",
+                    "PREPOST-INTAKE/",
+                    "--storage",
+                    storage_connection_string,
+                    "--to",
+                    server.url,
+                ]
+            )
+            == 0
+        )
 
         assert names_in(container) == [other, f"replayed/{mine}"]
 
@@ -321,8 +408,19 @@ class TestReplayEvents:
         name = blob_name()
         container.upload_blob(name, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        code = main(["replay", "events", "--container", container.container_name,
-                     "--storage", storage_connection_string, "--to", server.url, "--dry-run"])
+        code = main(
+            [
+                "replay",
+                "events",
+                "--container",
+                container.container_name,
+                "--storage",
+                storage_connection_string,
+                "--to",
+                server.url,
+                "--dry-run",
+            ]
+        )
 
         assert code == 0
         assert runner.delivered == []

@@ -106,13 +106,12 @@ def test_the_repository_host_json_is_what_the_runner_reads():
     assert config.batch_size == 8
 
 
-def test_a_failing_message_is_retried_then_poisoned_with_its_original_body(
-    tmp_path, queue_name, queues, run_app
-):
+def test_a_failing_message_is_retried_then_poisoned_with_its_original_body(tmp_path, queue_name, queues, run_app):
     queue, poison = queues
     recorder = Recorder(queue_name, failing=True)
-    host_json = write_host_json(tmp_path, maxDequeueCount=3, visibilityTimeout="00:00:00",
-                                maxPollingInterval="00:00:00.200", batchSize=4)
+    host_json = write_host_json(
+        tmp_path, maxDequeueCount=3, visibilityTimeout="00:00:00", maxPollingInterval="00:00:00.200", batchSize=4
+    )
     runner = run_app(recorder.app, host_json)
     body = json.dumps({"kind": "anything", "text": "grüße"})
     queue.send_message(body)
@@ -134,8 +133,9 @@ def test_a_failure_waits_for_the_visibility_timeout(tmp_path, queue_name, queues
     """After a failure the message stays invisible for ``visibilityTimeout``, then comes back."""
     queue, _ = queues
     recorder = Recorder(queue_name, failing=True)
-    host_json = write_host_json(tmp_path, maxDequeueCount=2, visibilityTimeout="00:00:30",
-                                maxPollingInterval="00:00:00.200")
+    host_json = write_host_json(
+        tmp_path, maxDequeueCount=2, visibilityTimeout="00:00:30", maxPollingInterval="00:00:00.200"
+    )
     run_app(recorder.app, host_json)
     queue.send_message("once")
 
@@ -162,8 +162,9 @@ def test_base64_bodies_reach_the_function_decoded(tmp_path, queue_name, queues, 
     wait_for(lambda: not list(queue.peek_messages()), timeout=10, what="messages deleted after success")
 
 
-def test_a_message_that_is_not_base64_goes_to_poison_at_once(tmp_path, queue_name, queues, run_app,
-                                                             storage_connection_string):
+def test_a_message_that_is_not_base64_goes_to_poison_at_once(
+    tmp_path, queue_name, queues, run_app, storage_connection_string
+):
     """As the host's queue extension does: retrying cannot decode it, and it must not hold up
     the messages received in the same batch."""
     queue, poison = queues
@@ -192,8 +193,9 @@ def test_a_message_that_is_not_base64_goes_to_poison_at_once(tmp_path, queue_nam
     ],
     ids=["not-json", "wrong-queue", "newer-schema", "plan-on-vm-tasks"],
 )
-def test_an_undecodable_work_message_is_parked_on_its_first_delivery(clean_storage, storage_connection_string,
-                                                                     queue, body, reason):
+def test_an_undecodable_work_message_is_parked_on_its_first_delivery(
+    clean_storage, storage_connection_string, queue, body, reason
+):
     from function_app import build_app
     from shared.settings import Transport
 
@@ -202,8 +204,11 @@ def test_an_undecodable_work_message_is_parked_on_its_first_delivery(clean_stora
     try:
         clean_storage.queue(queue).send_message(body)
         poison = clean_storage.queue(queue.poison)
-        parked = wait_for(lambda: [m.content for m in poison.peek_messages()], timeout=20,
-                          what=f"the message parked in {queue.poison}")
+        parked = wait_for(
+            lambda: [m.content for m in poison.peek_messages()],
+            timeout=20,
+            what=f"the message parked in {queue.poison}",
+        )
         stats = runner.stats.snapshot()
     finally:
         runner.stop()

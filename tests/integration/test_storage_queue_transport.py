@@ -102,9 +102,7 @@ def receive_all(queue: QueueClient, expected: int, *, timeout: float = 30.0) -> 
     def more() -> bool:
         wanted = expected - len(received)
         received.extend(
-            queue.receive_messages(
-                messages_per_page=min(32, wanted), max_messages=wanted, visibility_timeout=600
-            )
+            queue.receive_messages(messages_per_page=min(32, wanted), max_messages=wanted, visibility_timeout=600)
         )
         return len(received) >= expected
 
@@ -117,9 +115,7 @@ def test_messages_arrive_base64_and_decode_to_the_same_message(transport, raw_qu
         PlanPhase(run_key="run-a", phase=Phase.POST),
         CheckPreDeadline(run_key="run-a"),
         PostFallback(run_key="run-a"),
-        TaskMessage(
-            run_key="run-a", phase=Phase.PRE, action=Action.SNAPSHOT_DISKS, target=VM, options={"keep": 3}
-        ),
+        TaskMessage(run_key="run-a", phase=Phase.PRE, action=Action.SNAPSHOT_DISKS, target=VM, options={"keep": 3}),
         MonitoringMessage(run_key="run-a", action=Action.SUPPRESS_ALERTS, target=SUB, attempt=2),
         TaskOutcome(run_key="run-a", target=VM, status=TaskStatus.FAILED, detail="ünïcödé", data={"x": [1]}),
     ]
@@ -197,8 +193,7 @@ def test_a_delay_over_seven_days_sends_nothing(transport, raw_queue):
 
 def test_many_messages_sent_in_parallel_all_arrive_exactly_once(transport, raw_queue):
     messages = [
-        TaskMessage(run_key="run-g", action=Action.START_VM, target=f"{VM}{index:04d}")
-        for index in range(1_000)
+        TaskMessage(run_key="run-g", action=Action.START_VM, target=f"{VM}{index:04d}") for index in range(1_000)
     ]
 
     started = time.perf_counter()

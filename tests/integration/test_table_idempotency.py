@@ -79,9 +79,7 @@ class TestContract:
         assert store.begin(key, now=T0) == Begun(key)
         store.complete(key, {"snapshots": ["s1"], "count": 1}, now=T0 + timedelta(minutes=1))
 
-        assert store.begin(key, now=T0 + timedelta(minutes=2)) == AlreadyDone(
-            key, {"snapshots": ["s1"], "count": 1}
-        )
+        assert store.begin(key, now=T0 + timedelta(minutes=2)) == AlreadyDone(key, {"snapshots": ["s1"], "count": 1})
 
     def test_in_progress_until_the_lock_expires_then_taken_over(self, make_store, key):
         first, second = make_store(), make_store()
@@ -171,16 +169,12 @@ class TestContract:
         store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 2 * LOCK, etag=read.etag))
 
         with pytest.raises(RecordChanged):  # the etag it read is stale now
-            store._replace(
-                IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 3 * LOCK, etag=read.etag)
-            )
+            store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 3 * LOCK, etag=read.etag))
         with pytest.raises(RecordChanged):  # no etag at all
             store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 3 * LOCK))
         assert store._get(key).expires_at == T0 + 2 * LOCK
 
-        store._replace(
-            IdempotencyRecord(key, IdempotencyStatus.COMPLETED, T0 + KEEP, "1"), unconditional=True
-        )
+        store._replace(IdempotencyRecord(key, IdempotencyStatus.COMPLETED, T0 + KEEP, "1"), unconditional=True)
         assert store._get(key).status is IdempotencyStatus.COMPLETED
 
     def test_conditional_replace_of_a_missing_record_raises(self, store, key):
@@ -192,9 +186,7 @@ class TestContract:
             store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + LOCK, etag=etag))
 
     def test_unconditional_replace_creates_a_missing_record(self, store, key):
-        store._replace(
-            IdempotencyRecord(key, IdempotencyStatus.COMPLETED, T0 + KEEP, "2"), unconditional=True
-        )
+        store._replace(IdempotencyRecord(key, IdempotencyStatus.COMPLETED, T0 + KEEP, "2"), unconditional=True)
 
         assert store._get(key).result == "2"
 

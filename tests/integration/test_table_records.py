@@ -39,17 +39,13 @@ from tests.fakes import FakeRunRecords
 
 SUB = "00000000-0000-0000-0000-000000000001"
 SUB2 = "00000000-0000-0000-0000-000000000002"
-CONFIG = (
-    f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Maintenance/maintenanceConfigurations/weekly"
-)
+CONFIG = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Maintenance/maintenanceConfigurations/weekly"
 T0 = datetime(2026, 11, 15, 15, 0, tzinfo=timezone.utc)
 RECORD_TABLES = (TableName.RUNS, TableName.TASKS, TableName.MACHINES, TableName.EVENTS)
 
 
 def vm(name: str, subscription: str = SUB) -> str:
-    return (
-        f"/subscriptions/{subscription}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}"
-    )
+    return f"/subscriptions/{subscription}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}"
 
 
 def make_run(key: str = "weekly-20261115150000-abc", *, start: datetime = T0, **changes) -> RunRecord:
@@ -65,9 +61,7 @@ def make_run(key: str = "weekly-20261115150000-abc", *, start: datetime = T0, **
     return replace(run, **changes)
 
 
-def make_phase(
-    run_key: str = "weekly-20261115150000-abc", phase: Phase = Phase.PRE, **changes
-) -> PhaseRecord:
+def make_phase(run_key: str = "weekly-20261115150000-abc", phase: Phase = Phase.PRE, **changes) -> PhaseRecord:
     record = PhaseRecord(
         run_key=run_key,
         phase=phase,
@@ -259,9 +253,7 @@ class TestContract:
         assert [without_etag(t) for t in records.list_tasks(pre[0].run_key, Phase.PRE)] == sorted(
             pre, key=lambda task: task.task_id
         )
-        assert {t.task_id for t in records.list_tasks(pre[0].run_key, Phase.POST)} == {
-            t.task_id for t in post
-        }
+        assert {t.task_id for t in records.list_tasks(pre[0].run_key, Phase.POST)} == {t.task_id for t in post}
         assert records.list_tasks("other-run") == []
 
     def test_get_task_reads_every_field(self, records):
@@ -407,9 +399,7 @@ class TestContract:
 
 
 def test_datetimes_read_back_as_plain_utc_datetimes(table_records):
-    table_records.create_run(
-        make_run(start=datetime(2026, 11, 15, 16, 0, tzinfo=timezone(timedelta(hours=1))))
-    )
+    table_records.create_run(make_run(start=datetime(2026, 11, 15, 16, 0, tzinfo=timezone(timedelta(hours=1)))))
 
     run = table_records.get_run("weekly-20261115150000-abc")
 

@@ -107,9 +107,7 @@ def test_finds_the_repository_copy_first() -> None:
     assert exe == REPO_ROOT / "node_modules" / ".bin" / "azurite"
 
 
-def test_missing_executable_tells_the_user_to_run_npm_ci(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_executable_tells_the_user_to_run_npm_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(AzuriteNotInstalled, match=r"npm ci.*make"):
         find_azurite_executable(tmp_path)
@@ -325,9 +323,7 @@ def test_bogus_executable_path_raises_start_error(tmp_path: Path) -> None:
 
 
 def test_early_exit_raises_start_error_with_log_tail(tmp_path: Path) -> None:
-    exe = _fake_executable(
-        tmp_path, 'echo "first line"; echo "Exit due to unhandled error: boom" >&2; exit 3'
-    )
+    exe = _fake_executable(tmp_path, 'echo "first line"; echo "Exit due to unhandled error: boom" >&2; exit 3')
     with pytest.raises(AzuriteStartError) as excinfo:
         AzuriteProcess(exe).start()
     message = str(excinfo.value)
@@ -358,9 +354,7 @@ def test_interrupted_session_leaves_no_orphan(tmp_path: Path) -> None:
         "time.sleep(60)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    session = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
+    session = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         assert session.stdout is not None
         line = session.stdout.readline()

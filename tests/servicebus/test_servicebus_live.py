@@ -46,8 +46,7 @@ pytestmark = pytest.mark.skipif(
 
 QUEUE = QueueName.VM_TASKS.value
 VM = (
-    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
-    "/providers/Microsoft.Compute/virtualMachines/"
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/"
 )
 
 
@@ -102,9 +101,7 @@ def receive_ours(
 
     ours: list = []
     deadline = time.monotonic() + within
-    receiver = client.get_queue_receiver(
-        QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER if dead_letter else None
-    )
+    receiver = client.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER if dead_letter else None)
     with receiver:
         while time.monotonic() < deadline and (expected is None or len(ours) < expected):
             wait = max(min(deadline - time.monotonic(), 5.0), 0.5)

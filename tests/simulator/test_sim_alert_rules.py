@@ -98,9 +98,7 @@ def test_delete_of_a_missing_rule_is_204(resources, server: SimulatorServer, est
     assert [r.status for r in server.state.requests(since=start)] == [204]
 
 
-def test_scopes_in_another_subscription_are_rejected(
-    resources, server: SimulatorServer, estate: Estate
-) -> None:
+def test_scopes_in_another_subscription_are_rejected(resources, server: SimulatorServer, estate: Estate) -> None:
     sub, other = estate.subscription_ids
     other_vm = next(vm.id for vm in estate.vms if vm.subscription_id == other)
 

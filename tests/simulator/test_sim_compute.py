@@ -76,9 +76,7 @@ def test_patch_settings_show_unsafe_orchestration() -> None:
     from .conftest import StaticCredential, client_options
 
     with SimulatorServer(estate) as server:
-        client = ComputeManagementClient(
-            StaticCredential(), estate.vms[0].subscription_id, **client_options(server)
-        )
+        client = ComputeManagementClient(StaticCredential(), estate.vms[0].subscription_id, **client_options(server))
         windows = client.virtual_machines.get("rg", "win-1").os_profile.windows_configuration.patch_settings
         linux = client.virtual_machines.get("RG", "LNX-1").os_profile.linux_configuration.patch_settings
 
@@ -147,9 +145,7 @@ def test_operations_can_take_several_polls(compute, server: SimulatorServer, est
     accepted = requests.post(f"{server.url}{vm.id}/start?api-version=2024-07-01", headers=AUTH, timeout=5)
 
     transitional = power_code(client.get(vm.resource_group, vm.name, expand="instanceView"))
-    statuses = [
-        requests.get(accepted.headers["Azure-AsyncOperation"], headers=AUTH, timeout=5) for _ in range(3)
-    ]
+    statuses = [requests.get(accepted.headers["Azure-AsyncOperation"], headers=AUTH, timeout=5) for _ in range(3)]
 
     assert transitional == "PowerState/starting"
     assert [s.json()["status"] for s in statuses] == ["InProgress", "InProgress", "Succeeded"]
@@ -185,9 +181,7 @@ def test_operations_can_take_time_on_the_clock(
     assert server.state.power_state(vm.id) is PowerState.DEALLOCATED
 
 
-def test_a_second_action_during_an_operation_conflicts(
-    compute, server: SimulatorServer, estate: Estate
-) -> None:
+def test_a_second_action_during_an_operation_conflicts(compute, server: SimulatorServer, estate: Estate) -> None:
     server.configure_lro(LroConfig(default=LroTiming(polls=5, seconds=None)))
     vm = first_vm(estate, PowerState.DEALLOCATED)
     client = compute(vm.subscription_id).virtual_machines
@@ -199,9 +193,7 @@ def test_a_second_action_during_an_operation_conflicts(
     assert raised.value.status_code == 409
 
 
-def test_start_of_a_running_vm_succeeds_and_is_counted(
-    compute, server: SimulatorServer, estate: Estate
-) -> None:
+def test_start_of_a_running_vm_succeeds_and_is_counted(compute, server: SimulatorServer, estate: Estate) -> None:
     vm = first_vm(estate, PowerState.RUNNING)
 
     compute(vm.subscription_id).virtual_machines.begin_start(vm.resource_group, vm.name).result()
@@ -212,9 +204,9 @@ def test_start_of_a_running_vm_succeeds_and_is_counted(
 
 def test_paths_match_case_insensitively(server: SimulatorServer, estate: Estate) -> None:
     vm = estate.vms[0]
-    shouting = vm.id.replace(
-        "Microsoft.Compute/virtualMachines", "MICROSOFT.COMPUTE/VIRTUALMACHINES"
-    ).replace("resourceGroups", "resourcegroups")
+    shouting = vm.id.replace("Microsoft.Compute/virtualMachines", "MICROSOFT.COMPUTE/VIRTUALMACHINES").replace(
+        "resourceGroups", "resourcegroups"
+    )
 
     response = requests.get(f"{server.url}{shouting.upper()}?api-version=2024-07-01", headers=AUTH, timeout=5)
 
@@ -241,9 +233,7 @@ def test_get_disk(compute, estate: Estate) -> None:
         client.get(vm.resource_group, "missing-disk")
 
 
-def test_concurrent_clients_each_get_their_own_answer(
-    compute, server: SimulatorServer, estate: Estate
-) -> None:
+def test_concurrent_clients_each_get_their_own_answer(compute, server: SimulatorServer, estate: Estate) -> None:
     def cycle(vm) -> str:
         client = compute(vm.subscription_id).virtual_machines
         client.begin_start(vm.resource_group, vm.name).result()

@@ -158,8 +158,7 @@ def test_post_throttling_scales_buckets(server: SimulatorServer, estate: Estate)
     sim(server, "throttling", {"reads": {"capacity": 1, "refillPerSecond": 0.001}})
 
     statuses = [
-        requests.get(f"{server.url}{vm.id}?api-version=1", headers=AUTH, timeout=5).status_code
-        for _ in range(2)
+        requests.get(f"{server.url}{vm.id}?api-version=1", headers=AUTH, timeout=5).status_code for _ in range(2)
     ]
 
     assert statuses == [200, 429]

@@ -46,9 +46,7 @@ def test_generate_seeds_configuration_and_run() -> None:
     config = estate.configuration
     assert (config.resource_group, config.name, config.tags) == ("rg-patching", "mc-weekly", {"owner": "ops"})
     assert config.subscription_id == estate.subscription_ids[0]
-    assert estate.run.correlation_id == (
-        f"{config.id}/providers/microsoft.maintenance/applyupdates/20261206030000"
-    )
+    assert estate.run.correlation_id == (f"{config.id}/providers/microsoft.maintenance/applyupdates/20261206030000")
     assert estate.run.start == start
     assert estate.run.resource_ids == estate.machine_ids
     assert len(estate.machine_ids) == 5
@@ -68,16 +66,14 @@ def test_from_machines_builds_an_explicit_estate() -> None:
         [
             f"/subscriptions/{sub}/resourceGroups/rg-a/providers/Microsoft.Compute/virtualMachines/web-1",
             {
-                "id": f"/subscriptions/{sub}/resourceGroups/rg-a/providers/Microsoft.Compute"
-                "/virtualMachines/db-1",
+                "id": f"/subscriptions/{sub}/resourceGroups/rg-a/providers/Microsoft.Compute/virtualMachines/db-1",
                 "powerState": "deallocated",
                 "osType": "Windows",
                 "patchMode": "AutomaticByOS",
                 "dataDisks": 2,
             },
             {
-                "id": f"/subscriptions/{sub}/resourceGroups/rg-onprem/providers/Microsoft.HybridCompute"
-                "/machines/arc-1",
+                "id": f"/subscriptions/{sub}/resourceGroups/rg-onprem/providers/Microsoft.HybridCompute/machines/arc-1",
                 "status": "Disconnected",
             },
         ],

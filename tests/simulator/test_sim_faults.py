@@ -48,19 +48,13 @@ def test_fail_next_n_calls_then_succeed(compute, server: SimulatorServer, estate
 
 def test_always_fail_for_matching_resources(compute, server: SimulatorServer, estate: Estate) -> None:
     broken, healthy = [vm for vm in estate.vms if vm.power_state is PowerState.RUNNING][:2]
-    server.fail_matching(
-        "vm.deallocate", contains=f"/virtualMachines/{broken.name}/", status=409, code="Conflict"
-    )
+    server.fail_matching("vm.deallocate", contains=f"/virtualMachines/{broken.name}/", status=409, code="Conflict")
 
     for _ in range(2):
         with pytest.raises(HttpResponseError) as raised:
-            compute(broken.subscription_id).virtual_machines.begin_deallocate(
-                broken.resource_group, broken.name
-            )
+            compute(broken.subscription_id).virtual_machines.begin_deallocate(broken.resource_group, broken.name)
         assert raised.value.status_code == 409
-    compute(healthy.subscription_id).virtual_machines.begin_deallocate(
-        healthy.resource_group, healthy.name
-    ).result()
+    compute(healthy.subscription_id).virtual_machines.begin_deallocate(healthy.resource_group, healthy.name).result()
 
     assert server.state.power_state(broken.id) is PowerState.RUNNING
     assert server.state.power_state(healthy.id) is PowerState.DEALLOCATED
@@ -93,9 +87,7 @@ def test_injected_429_carries_retry_after(compute, server: SimulatorServer, esta
 
 def test_a_failed_start_leaves_the_vm_deallocated(compute, server: SimulatorServer, estate: Estate) -> None:
     vm = next(v for v in estate.vms if v.power_state is PowerState.DEALLOCATED)
-    server.fail_next(
-        "vm.start", status=409, on_completion=True, code="AllocationFailed", message="No capacity."
-    )
+    server.fail_next("vm.start", status=409, on_completion=True, code="AllocationFailed", message="No capacity.")
 
     with pytest.raises(HttpResponseError) as raised:
         compute(vm.subscription_id).virtual_machines.begin_start(vm.resource_group, vm.name).result()
@@ -105,9 +97,7 @@ def test_a_failed_start_leaves_the_vm_deallocated(compute, server: SimulatorServ
     assert server.state.count("vm.start", vm.id) == 0
 
 
-def test_timeout_holds_the_request_and_changes_nothing(
-    compute, server: SimulatorServer, estate: Estate
-) -> None:
+def test_timeout_holds_the_request_and_changes_nothing(compute, server: SimulatorServer, estate: Estate) -> None:
     vm = next(v for v in estate.vms if v.power_state is PowerState.DEALLOCATED)
     server.fail_next("vm.start", timeout=True, timeout_seconds=30)
     client = compute(vm.subscription_id, read_timeout=0.3).virtual_machines

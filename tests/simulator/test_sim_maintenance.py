@@ -18,9 +18,7 @@ AUTH = {"Authorization": "Bearer test"}
 def test_configuration_parses_with_the_maintenance_sdk(maintenance, estate: Estate) -> None:
     config = estate.configuration
 
-    got = maintenance(config.subscription_id).maintenance_configurations.get(
-        config.resource_group, config.name
-    )
+    got = maintenance(config.subscription_id).maintenance_configurations.get(config.resource_group, config.name)
 
     assert got.id == config.id
     assert got.tags == {"prepost-snapshot": "true"}
@@ -32,9 +30,7 @@ def test_configuration_parses_with_the_maintenance_sdk(maintenance, estate: Esta
 
 def test_missing_configuration_is_404(maintenance, estate: Estate) -> None:
     with pytest.raises(ResourceNotFoundError):
-        maintenance(estate.configuration.subscription_id).maintenance_configurations.get(
-            "rg-patching", "nope"
-        )
+        maintenance(estate.configuration.subscription_id).maintenance_configurations.get("rg-patching", "nope")
 
 
 def cancel(resources, correlation_id: str, subscription_id: str):
@@ -61,9 +57,7 @@ def test_cancel_is_recorded_and_idempotent(resources, server: SimulatorServer, e
     (record,) = server.state.cancellations()
     assert (record.correlation_id, record.count) == (run.correlation_id, 2)
     assert server.state.count("applyupdates.put", run.correlation_id) == 2
-    status = requests.get(
-        f"{server.url}{run.correlation_id}?api-version={CANCEL_API}", headers=AUTH, timeout=5
-    )
+    status = requests.get(f"{server.url}{run.correlation_id}?api-version={CANCEL_API}", headers=AUTH, timeout=5)
     assert status.json()["properties"]["status"] == "Cancel"
 
 
@@ -112,9 +106,7 @@ def test_arc_server_through_get_by_id(resources, estate: Estate) -> None:
     assert online.properties["status"] == ArcStatus.CONNECTED.value
     assert offline.properties["status"] == ArcStatus.DISCONNECTED.value
     assert offline.properties["agentVersion"] == disconnected.agent_version
-    assert offline.properties["lastStatusChange"].startswith(
-        disconnected.last_status_change.strftime("%Y-%m-%dT%H:%M")
-    )
+    assert offline.properties["lastStatusChange"].startswith(disconnected.last_status_change.strftime("%Y-%m-%dT%H:%M"))
     assert online.properties["osType"] in ("linux", "windows")
 
 

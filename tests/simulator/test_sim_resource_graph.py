@@ -59,9 +59,7 @@ def test_scopes_rows_to_the_requested_subscriptions(graph, estate: Estate) -> No
     assert 0 < len(expected) < len(estate.machine_ids)
 
 
-def test_pages_more_than_a_thousand_rows_with_skip_tokens(
-    graph, server: SimulatorServer, estate: Estate
-) -> None:
+def test_pages_more_than_a_thousand_rows_with_skip_tokens(graph, server: SimulatorServer, estate: Estate) -> None:
     sub = estate.subscription_ids[0]
     machines = [
         f"/subscriptions/{sub}/resourceGroups/rg-big/providers/Microsoft.Compute/virtualMachines/vm-{n:05d}"
@@ -115,9 +113,7 @@ def test_projects_other_columns_and_orders(graph, estate: Estate) -> None:
 
 def test_unknown_correlation_id_returns_no_rows(graph, estate: Estate) -> None:
     response = graph.resources(
-        QueryRequest(
-            subscriptions=estate.subscription_ids, query=machines_query(estate.run.correlation_id + "9")
-        )
+        QueryRequest(subscriptions=estate.subscription_ids, query=machines_query(estate.run.correlation_id + "9"))
     )
 
     assert (response.total_records, response.data) == (0, [])
@@ -165,9 +161,7 @@ def test_per_caller_quota_answers_429_until_the_window_resets(
     graph, server: SimulatorServer, estate: Estate, clock: ManualClock
 ) -> None:
     server.configure_throttling(ThrottleConfig(resource_graph=GraphQuota(queries=2, window_seconds=5)))
-    request = QueryRequest(
-        subscriptions=estate.subscription_ids, query=machines_query(estate.run.correlation_id)
-    )
+    request = QueryRequest(subscriptions=estate.subscription_ids, query=machines_query(estate.run.correlation_id))
     seen: list[dict] = []
 
     def keep_headers(response) -> None:

@@ -66,12 +66,8 @@ def test_put_answers_202_never_201(server: SimulatorServer, vm) -> None:
 def test_putting_the_same_name_again_updates_it(compute, server: SimulatorServer, vm) -> None:
     client = compute(vm.subscription_id).snapshots
 
-    client.begin_create_or_update(
-        vm.resource_group, "snap-os", snapshot_of(vm.os_disk, {"try": "1"})
-    ).result()
-    again = client.begin_create_or_update(
-        vm.resource_group, "snap-os", snapshot_of(vm.os_disk, {"try": "2"})
-    ).result()
+    client.begin_create_or_update(vm.resource_group, "snap-os", snapshot_of(vm.os_disk, {"try": "1"})).result()
+    again = client.begin_create_or_update(vm.resource_group, "snap-os", snapshot_of(vm.os_disk, {"try": "2"})).result()
 
     snapshots = server.state.snapshots()
     assert len(snapshots) == 1
@@ -99,9 +95,7 @@ def test_at_most_seven_incremental_snapshots_per_disk_in_five_minutes(
 
     with pytest.raises(HttpResponseError) as raised:
         client.begin_create_or_update(vm.resource_group, "snap-7", snapshot_of(vm.os_disk))
-    other_disk = client.begin_create_or_update(
-        vm.resource_group, "other", snapshot_of(vm.data_disks[0])
-    ).result()
+    other_disk = client.begin_create_or_update(vm.resource_group, "other", snapshot_of(vm.data_disks[0])).result()
     clock.advance(301)
     later = client.begin_create_or_update(vm.resource_group, "snap-7", snapshot_of(vm.os_disk)).result()
 

@@ -65,9 +65,7 @@ def test_reads_over_budget_get_429_until_the_bucket_refills(
 
 def test_budgets_are_per_subscription(compute, server: SimulatorServer, estate: Estate) -> None:
     server.configure_throttling(ThrottleConfig(reads=BucketConfig(capacity=1, refill_per_second=0.01)))
-    first, second = (
-        next(vm for vm in estate.vms if vm.subscription_id == sub) for sub in estate.subscription_ids
-    )
+    first, second = (next(vm for vm in estate.vms if vm.subscription_id == sub) for sub in estate.subscription_ids)
     compute(first.subscription_id).virtual_machines.get(first.resource_group, first.name)
 
     other = compute(second.subscription_id).virtual_machines.get(second.resource_group, second.name)
@@ -90,9 +88,7 @@ def test_writes_and_reads_have_separate_buckets(compute, server: SimulatorServer
     assert server.state.count("vm.deallocate") == 0
 
 
-def test_compute_policies_throttle_with_operation_not_allowed(
-    compute, server: SimulatorServer, estate: Estate
-) -> None:
+def test_compute_policies_throttle_with_operation_not_allowed(compute, server: SimulatorServer, estate: Estate) -> None:
     server.configure_throttling(
         ThrottleConfig(
             compute=(ComputePolicy("LowCostGet3Min", capacity=1, window_seconds=180, operations=("vm.get",)),)
@@ -108,21 +104,14 @@ def test_compute_policies_throttle_with_operation_not_allowed(
     assert raised.value.status_code == 429
     assert raised.value.error.code == "OperationNotAllowed"
     assert raised.value.error.details[0].code == "TooManyRequests"
-    assert (
-        raised.value.response.headers["x-ms-ratelimit-remaining-resource"]
-        == "Microsoft.Compute/LowCostGet3Min;0"
-    )
+    assert raised.value.response.headers["x-ms-ratelimit-remaining-resource"] == "Microsoft.Compute/LowCostGet3Min;0"
     assert raised.value.response.headers["Retry-After"] == "180"
 
 
 def test_disabled_throttling_never_answers_429(compute, server: SimulatorServer, estate: Estate) -> None:
-    server.configure_throttling(
-        ThrottleConfig(enabled=False, reads=BucketConfig(capacity=1, refill_per_second=0))
-    )
+    server.configure_throttling(ThrottleConfig(enabled=False, reads=BucketConfig(capacity=1, refill_per_second=0)))
     vm = estate.vms[0]
 
-    names = [
-        compute(vm.subscription_id).virtual_machines.get(vm.resource_group, vm.name).name for _ in range(3)
-    ]
+    names = [compute(vm.subscription_id).virtual_machines.get(vm.resource_group, vm.name).name for _ in range(3)]
 
     assert names == [vm.name] * 3

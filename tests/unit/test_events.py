@@ -57,9 +57,7 @@ def test_event_grid_and_cloudevents_envelopes_give_the_same_event():
 
 
 def test_camelcase_and_pascalcase_data_keys_give_the_same_event():
-    assert parse_event(sample("pre-eventgrid-pascalcase.json")) == parse_event(
-        sample("pre-eventgrid-camelcase.json")
-    )
+    assert parse_event(sample("pre-eventgrid-pascalcase.json")) == parse_event(sample("pre-eventgrid-camelcase.json"))
 
 
 def test_a_pre_event_is_typed_with_utc_times_and_lower_case_subscriptions():
@@ -118,9 +116,7 @@ def test_envelope_keys_are_read_regardless_of_case():
 def test_ids_differing_only_in_case_are_accepted_and_kept_as_given():
     raw = pre()
     correlation = raw["data"]["correlationId"].replace("applyupdates", "applyUpdates")
-    configuration = (
-        raw["data"]["maintenanceConfigurationId"].upper().replace("/SUBSCRIPTIONS/", "/subscriptions/")
-    )
+    configuration = raw["data"]["maintenanceConfigurationId"].upper().replace("/SUBSCRIPTIONS/", "/subscriptions/")
     raw["data"]["correlationId"] = correlation
     raw["data"]["maintenanceConfigurationId"] = configuration
 
@@ -232,9 +228,7 @@ def test_subscription_ids_that_are_not_guids_are_invalid(subscriptions):
     assert any("is not a subscription id" in reason for reason in reasons_of(raw))
 
 
-@pytest.mark.parametrize(
-    "value", [[], None, "6f1d2c4e-8a7b-4c21-9e3f-2b5a7d9c1e40"], ids=["empty", "null", "string"]
-)
+@pytest.mark.parametrize("value", [[], None, "6f1d2c4e-8a7b-4c21-9e3f-2b5a7d9c1e40"], ids=["empty", "null", "string"])
 def test_subscription_ids_must_be_a_non_empty_array(value):
     raw = pre()
     raw["data"]["resourceSubscriptionIds"] = value
@@ -257,9 +251,7 @@ def test_an_event_time_that_does_not_parse_is_invalid():
     assert any("event time" in reason for reason in reasons_of(raw))
 
 
-@pytest.mark.parametrize(
-    "key", ["correlationId", "maintenanceConfigurationId", "startDateTime", "endDateTime"]
-)
+@pytest.mark.parametrize("key", ["correlationId", "maintenanceConfigurationId", "startDateTime", "endDateTime"])
 def test_missing_required_fields_are_invalid(key):
     raw = pre()
     del raw["data"][key]

@@ -78,9 +78,7 @@ def test_machine_kind(resource_id, kind):
     assert ResourceId(resource_id).machine_kind is kind
 
 
-@pytest.mark.parametrize(
-    "text", ["", "/", "vm-web-01", "/resourceGroups/rg", "/subscriptions/", "/subscriptions//rg"]
-)
+@pytest.mark.parametrize("text", ["", "/", "vm-web-01", "/resourceGroups/rg", "/subscriptions/", "/subscriptions//rg"])
 def test_text_that_is_not_a_resource_id_is_refused(text):
     with pytest.raises(ValueError):
         ResourceId(text)
@@ -135,17 +133,13 @@ def test_is_guid(value, expected):
 def test_run_key_is_stable_and_case_insensitive():
     camel = CORRELATION.replace("applyupdates", "applyUpdates")
 
-    assert (
-        run_key(CORRELATION) == run_key(camel) == run_key(CORRELATION.upper()) == run_key(f"  {CORRELATION} ")
-    )
+    assert run_key(CORRELATION) == run_key(camel) == run_key(CORRELATION.upper()) == run_key(f"  {CORRELATION} ")
 
 
 def test_run_key_is_readable_and_a_valid_table_key():
     key = run_key(CORRELATION)
 
-    assert key.startswith(
-        f"{configuration_of(CORRELATION).rsplit('/', 1)[-1]}-{schedule_stamp_of(CORRELATION)}-"
-    )
+    assert key.startswith(f"{configuration_of(CORRELATION).rsplit('/', 1)[-1]}-{schedule_stamp_of(CORRELATION)}-")
     assert not TABLE_KEY_FORBIDDEN.search(key)
     assert len(key) <= 1024
 

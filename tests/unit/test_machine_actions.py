@@ -37,9 +37,7 @@ def planned(**vm) -> tuple[FakeEstate, str]:
 
 
 def act(estate: FakeEstate, action: Action, target: str, *, phase: Phase = Phase.PRE, options=None, now=None):
-    message = TaskMessage(
-        run_key=estate.key, phase=phase, action=action, target=target, options=options or {}
-    )
+    message = TaskMessage(run_key=estate.key, phase=phase, action=action, target=target, options=options or {})
     ports = MachinePorts(records=estate.records, compute=estate.compute, arc=estate.arc)
     return perform_machine_action(message, ports, now=now or estate.now)
 
@@ -143,9 +141,7 @@ def test_an_unsafe_patch_mode_is_a_warning_in_the_data(patch):
     assert (patch.patch_mode or "unset") in result.data["warning"]
 
 
-@pytest.mark.parametrize(
-    "patch", [PatchSettings("Linux", "AutomaticByPlatform", True), None], ids=["safe", "unknown"]
-)
+@pytest.mark.parametrize("patch", [PatchSettings("Linux", "AutomaticByPlatform", True), None], ids=["safe", "unknown"])
 def test_a_safe_or_unknown_patch_mode_gives_no_warning(patch):
     estate, vm = planned(power_state=PowerState.RUNNING, patch=patch)
 
@@ -199,9 +195,7 @@ def test_a_snapshot_lives_next_to_its_disk():
     assert snapshot.provider_type == "microsoft.compute/snapshots"
 
 
-@pytest.mark.parametrize(
-    "name", ["d", "vm-web-01_OsDisk_1_" + "a" * 100, "x" * 47 + "--..--", "disk with spaces"]
-)
+@pytest.mark.parametrize("name", ["d", "vm-web-01_OsDisk_1_" + "a" * 100, "x" * 47 + "--..--", "disk with spaces"])
 def test_snapshot_names_fit_azure_rules_and_stay_unique_when_cut(name):
     estate, _ = planned()
     run = run_record(estate)
@@ -273,9 +267,7 @@ def test_an_existing_snapshot_that_did_not_succeed_is_created_again(state):
 
 def test_a_throttled_snapshot_retried_creates_no_duplicates():
     estate, vm = planned(data_disks=1)
-    estate.compute.fail(
-        "create_incremental_snapshot", None, Throttled("429", retry_after=timedelta(seconds=60))
-    )
+    estate.compute.fail("create_incremental_snapshot", None, Throttled("429", retry_after=timedelta(seconds=60)))
 
     with pytest.raises(Throttled):
         act(estate, Action.SNAPSHOT_DISKS, vm, options={"disks": "all"})

@@ -141,9 +141,7 @@ def test_outcome_ids_differ_by_status_and_attempt_so_retries_are_not_dropped():
     assert TaskOutcome(**base).task_id == TaskMessage(**base).task_id
 
 
-@pytest.mark.parametrize(
-    "message", [m for m in EVERY_KIND if hasattr(m, "next_attempt")], ids=lambda m: m.kind
-)
+@pytest.mark.parametrize("message", [m for m in EVERY_KIND if hasattr(m, "next_attempt")], ids=lambda m: m.kind)
 def test_next_attempt_keeps_everything_but_the_attempt(message):
     following = message.next_attempt()
 

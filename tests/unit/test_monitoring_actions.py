@@ -33,9 +33,7 @@ def estate_with_machines(tags=None) -> tuple[FakeEstate, dict[str, list[str]]]:
 
 def act(estate: FakeEstate, action: Action, target: str, *, options=None, now=None, resource_group=None):
     phase = Phase.PRE if action is Action.SUPPRESS_ALERTS else Phase.POST
-    message = MonitoringMessage(
-        run_key=estate.key, phase=phase, action=action, target=target, options=options or {}
-    )
+    message = MonitoringMessage(run_key=estate.key, phase=phase, action=action, target=target, options=options or {})
     ports = MonitoringPorts(
         records=estate.records, alerts=estate.alerts, default_grace=GRACE, rule_resource_group=resource_group
     )
@@ -107,9 +105,7 @@ def test_a_late_suppression_starts_now():
 def test_no_rule_when_the_window_and_grace_are_already_over(after):
     estate, _ = estate_with_machines()
 
-    result = act(
-        estate, Action.SUPPRESS_ALERTS, estate.subscriptions[0], now=estate.event.end + GRACE + after
-    )
+    result = act(estate, Action.SUPPRESS_ALERTS, estate.subscriptions[0], now=estate.event.end + GRACE + after)
 
     assert result.status is TaskStatus.SKIPPED
     assert estate.alerts.calls_to("put_rule") == []
@@ -199,12 +195,8 @@ def test_removing_by_name_without_machines_in_the_subscription_is_skipped():
 
 def test_a_machine_action_is_not_a_monitoring_action():
     estate, machines = estate_with_machines()
-    message = MonitoringMessage(
-        run_key=estate.key, action=Action.START_VM, target=machines[estate.subscriptions[0]][0]
-    )
-    ports = MonitoringPorts(
-        records=estate.records, alerts=estate.alerts, default_grace=GRACE, rule_resource_group=None
-    )
+    message = MonitoringMessage(run_key=estate.key, action=Action.START_VM, target=machines[estate.subscriptions[0]][0])
+    ports = MonitoringPorts(records=estate.records, alerts=estate.alerts, default_grace=GRACE, rule_resource_group=None)
 
     with pytest.raises(PermanentError):
         perform_monitoring_action(message, ports, now=estate.now)

@@ -76,9 +76,7 @@ def test_resource_graph_is_asked_for_this_run_in_its_subscriptions(estate):
 
     estate.plan()
 
-    assert estate.inventory.calls_to("list_run_machines") == [
-        (estate.event.correlation_id, estate.subscriptions)
-    ]
+    assert estate.inventory.calls_to("list_run_machines") == [(estate.event.correlation_id, estate.subscriptions)]
 
 
 def test_an_empty_resource_graph_answer_is_a_finding_not_silence(estate):
@@ -347,9 +345,7 @@ def test_post_waits_while_pre_was_received_but_not_planned(estate):
 
     estate.plan(Phase.POST, attempt=3)
 
-    assert [s.message for s in estate.transport.sent] == [
-        PlanPhase(run_key=estate.key, phase=Phase.POST, attempt=4)
-    ]
+    assert [s.message for s in estate.transport.sent] == [PlanPhase(run_key=estate.key, phase=Phase.POST, attempt=4)]
 
 
 def test_post_stops_waiting_after_the_last_attempt_and_says_so(estate):

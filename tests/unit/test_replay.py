@@ -38,8 +38,10 @@ from shared.models.run import Action, Phase
 from shared.names import QueueName
 from tests.conftest import load_events
 
-VM = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute"
-      "/virtualMachines/vm-7")
+VM = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute"
+    "/virtualMachines/vm-7"
+)
 TASK = TaskMessage(run_key="mc-weekly-20261122020000-abc", phase=Phase.PRE, action=Action.START_VM, target=VM)
 
 
@@ -134,16 +136,23 @@ class TestDescribeBody:
 
 
 class TestStripDeadLetterFields:
-    @pytest.mark.parametrize("name", ["pre-eventgrid-camelcase.json", "pre-eventgrid-pascalcase.json",
-                                      "post-eventgrid.json"])
+    @pytest.mark.parametrize(
+        "name", ["pre-eventgrid-camelcase.json", "pre-eventgrid-pascalcase.json", "post-eventgrid.json"]
+    )
     def test_event_grid_schema_gets_the_original_event_back(self, name):
         original = load_events(name)[0]
 
         stripped = strip_dead_letter_fields(dead_lettered(original))
 
         assert stripped.event == original
-        assert set(stripped.facts) == {"deadLetterReason", "deliveryAttempts", "lastDeliveryOutcome",
-                                       "lastHttpStatusCode", "publishTime", "lastDeliveryAttemptTime"}
+        assert set(stripped.facts) == {
+            "deadLetterReason",
+            "deliveryAttempts",
+            "lastDeliveryOutcome",
+            "lastHttpStatusCode",
+            "publishTime",
+            "lastDeliveryAttemptTime",
+        }
 
     def test_cloudevents_lower_case_fields_are_stripped_too(self):
         original = load_events("pre-cloudevents.json")[0]
@@ -163,8 +172,9 @@ class TestStripDeadLetterFields:
     def test_the_reason_says_why_how_often_and_when(self):
         stripped = strip_dead_letter_fields(dead_lettered(load_events("post-eventgrid.json")[0]))
 
-        assert stripped.reason == ("MaxDeliveryAttemptsExceeded (10 attempts, last: TimedOut 408, "
-                                   "at 2026-11-22T01:44:10.1011Z)")
+        assert stripped.reason == (
+            "MaxDeliveryAttemptsExceeded (10 attempts, last: TimedOut 408, at 2026-11-22T01:44:10.1011Z)"
+        )
         assert stripped.describe().startswith("Microsoft.Maintenance.PostMaintenanceEvent /subscriptions/")
 
     def test_an_event_without_dead_letter_fields_says_so(self):
@@ -181,8 +191,10 @@ class TestParseDeadLetterEvents:
 
         parsed = parse_dead_letter_events(json.dumps(events).encode())
 
-        assert [p.event["eventType"] for p in parsed] == ["Microsoft.Maintenance.PreMaintenanceEvent",
-                                                         "Microsoft.Maintenance.PostMaintenanceEvent"]
+        assert [p.event["eventType"] for p in parsed] == [
+            "Microsoft.Maintenance.PreMaintenanceEvent",
+            "Microsoft.Maintenance.PostMaintenanceEvent",
+        ]
 
     def test_a_single_object_is_accepted(self):
         assert len(parse_dead_letter_events(json.dumps(dead_lettered({"id": "1"})))) == 1
@@ -200,17 +212,22 @@ class TestRedactUrl:
     def test_the_function_key_is_hidden(self):
         url = "https://app.azurewebsites.net/runtime/webhooks/eventgrid?functionName=maintenance_event_intake&code=s3cr3t=="
 
-        assert redact_url(url) == ("https://app.azurewebsites.net/runtime/webhooks/eventgrid?"
-                                   "functionName=maintenance_event_intake&code=***")
+        assert redact_url(url) == (
+            "https://app.azurewebsites.net/runtime/webhooks/eventgrid?functionName=maintenance_event_intake&code=***"
+        )
 
     def test_a_key_quoted_in_an_error_message_is_hidden(self):
         text = "Max retries exceeded with url: /runtime/webhooks/eventgrid?code=abc%3D%3D&functionName=x (Caused by"
 
-        assert redact_url(text) == ("Max retries exceeded with url: /runtime/webhooks/eventgrid?code=***&functionName=x"
-                                    " (Caused by")
+        assert redact_url(text) == (
+            "Max retries exceeded with url: /runtime/webhooks/eventgrid?code=***&functionName=x (Caused by"
+        )
 
     def test_a_url_without_a_key_is_unchanged(self):
-        assert redact_url("http://127.0.0.1:7071/runtime/webhooks/EventGrid") == "http://127.0.0.1:7071/runtime/webhooks/EventGrid"
+        assert (
+            redact_url("http://127.0.0.1:7071/runtime/webhooks/EventGrid")
+            == "http://127.0.0.1:7071/runtime/webhooks/EventGrid"
+        )
 
 
 class TestDescribeDelivery:
@@ -238,8 +255,11 @@ class FakeQueue:
 
     def add(self, content: str) -> None:
         self._next += 1
-        self.messages.append(SimpleNamespace(id=f"m{self._next}", content=content, pop_receipt=f"r{self._next}",
-                                             inserted_on=None, visible=True))
+        self.messages.append(
+            SimpleNamespace(
+                id=f"m{self._next}", content=content, pop_receipt=f"r{self._next}", inserted_on=None, visible=True
+            )
+        )
 
     def get_queue_properties(self):
         return SimpleNamespace(approximate_message_count=len(self.messages))

@@ -185,9 +185,7 @@ def test_a_delivery_is_read_from_the_classic_binding_message():
 
 
 def test_a_first_delivery_without_properties_is_attempt_one():
-    message = FunctionServiceBusMessage(
-        body=BODY, message_id="m", application_properties={}, user_properties={}
-    )
+    message = FunctionServiceBusMessage(body=BODY, message_id="m", application_properties={}, user_properties={})
 
     delivery = ReceivedDelivery.from_trigger(message)
 
@@ -331,9 +329,7 @@ def test_a_handled_message_completes():
     settler, resender, parking = make_settler()
     seen = []
 
-    settlement = process_delivery(
-        QueueName.VM_TASKS, first_delivery(), seen.append, settler=settler, policy=POLICY
-    )
+    settlement = process_delivery(QueueName.VM_TASKS, first_delivery(), seen.append, settler=settler, policy=POLICY)
 
     assert settlement == Complete()
     assert len(seen) == 1 and resender.sent == [] and parking.parked == []
@@ -362,9 +358,7 @@ def test_a_transient_failure_is_rescheduled_with_backoff_and_the_function_return
     def handle(delivery):
         raise TransientError("records busy")
 
-    settlement = process_delivery(
-        QueueName.VM_TASKS, first_delivery(), handle, settler=settler, policy=POLICY
-    )
+    settlement = process_delivery(QueueName.VM_TASKS, first_delivery(), handle, settler=settler, policy=POLICY)
 
     assert isinstance(settlement, Abandon)
     [(_, [copy])] = resender.sent

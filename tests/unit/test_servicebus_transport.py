@@ -89,10 +89,7 @@ def test_message_carries_the_deterministic_id_properties_content_type_and_subjec
 
 
 def test_the_same_message_always_gets_the_same_id_so_duplicate_detection_can_drop_repeats():
-    assert (
-        build_servicebus_message(task(), now=NOW).message_id
-        == build_servicebus_message(task(), now=NOW).message_id
-    )
+    assert build_servicebus_message(task(), now=NOW).message_id == build_servicebus_message(task(), now=NOW).message_id
     assert (
         build_servicebus_message(task(attempt=2), now=NOW).message_id
         != build_servicebus_message(task(), now=NOW).message_id
@@ -185,11 +182,7 @@ def test_a_single_message_too_large_for_an_empty_batch_is_a_precise_permanent_er
     too_big = ServiceBusMessage("x" * 5000, message_id="big-one")
 
     with pytest.raises(MessageTooLarge) as raised:
-        list(
-            iter_batches(
-                [too_big], lambda: ServiceBusMessageBatch(max_size_in_bytes=1024), queue_name="prepost-plan"
-            )
-        )
+        list(iter_batches([too_big], lambda: ServiceBusMessageBatch(max_size_in_bytes=1024), queue_name="prepost-plan"))
 
     error = raised.value
     assert isinstance(error, PermanentError)
@@ -257,9 +250,7 @@ class FakeClient:
         self.closed = True
 
 
-def make_transport(
-    client: FakeClient, fallback: FakeTransport | None = None, **kwargs
-) -> ServiceBusTransport:
+def make_transport(client: FakeClient, fallback: FakeTransport | None = None, **kwargs) -> ServiceBusTransport:
     clients = []
 
     def factory():
@@ -290,9 +281,7 @@ def test_plans_and_vm_tasks_go_to_service_bus_and_monitoring_and_outcomes_to_the
     transport.send([plan, tasks[0], monitoring, tasks[1], outcome])
 
     assert [m.message_id for m in client.senders["prepost-plan"].messages] == [plan.message_id]
-    assert [m.message_id for m in client.senders["prepost-vm-tasks"].messages] == [
-        t.message_id for t in tasks
-    ]
+    assert [m.message_id for m in client.senders["prepost-vm-tasks"].messages] == [t.message_id for t in tasks]
     assert [item.message for item in fallback.sent] == [monitoring, outcome]
     assert set(client.senders) == {QueueName.PLAN.value, QueueName.VM_TASKS.value}
 

@@ -129,13 +129,9 @@ def test_upper_case_subscription_guids_are_accepted():
     assert Settings.from_environ(env(ALLOWED_SUBSCRIPTIONS=SUB_A.upper())).allowed_subscriptions.allows(SUB_A)
 
 
-@pytest.mark.parametrize(
-    ("raw", "transport"), [("storage", Transport.STORAGE), (" ServiceBus ", Transport.SERVICEBUS)]
-)
+@pytest.mark.parametrize(("raw", "transport"), [("storage", Transport.STORAGE), (" ServiceBus ", Transport.SERVICEBUS)])
 def test_transport(raw, transport):
-    values = env(
-        TRANSPORT=raw, **{SERVICEBUS_CONNECTION: "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v"}
-    )
+    values = env(TRANSPORT=raw, **{SERVICEBUS_CONNECTION: "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v"})
 
     assert Settings.from_environ(values).transport is transport
     assert selected_transport(values) is transport

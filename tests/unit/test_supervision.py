@@ -28,9 +28,7 @@ def planned(tags=None, records=None) -> tuple[FakeEstate, str]:
 
 def finish_all_but_snapshot(estate: FakeEstate, vm: str) -> None:
     estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED, data={"started_by_us": True})
-    estate.report(
-        Action.SUPPRESS_ALERTS, estate.subscriptions[0], TaskStatus.SUCCEEDED, data={"rule_id": "/r"}
-    )
+    estate.report(Action.SUPPRESS_ALERTS, estate.subscriptions[0], TaskStatus.SUCCEEDED, data={"rule_id": "/r"})
 
 
 def deadline_check(estate: FakeEstate, *, now=None) -> str:
@@ -209,9 +207,7 @@ def test_a_transient_cancellation_failure_is_raised_and_the_retry_cancels():
     estate.cancellation.fail("cancel", TransientError("503"))
 
     with pytest.raises(TransientError):
-        cancel_run(
-            estate.key, "test", records=estate.records, cancellation=estate.cancellation, now=estate.now
-        )
+        cancel_run(estate.key, "test", records=estate.records, cancellation=estate.cancellation, now=estate.now)
     assert estate.records.get_run(estate.key).cancel_requested_at is None
 
     cancel_run(estate.key, "test", records=estate.records, cancellation=estate.cancellation, now=estate.now)

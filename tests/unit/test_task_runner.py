@@ -115,9 +115,7 @@ def test_a_task_already_done_is_not_done_again(idempotency, transport):
 def test_a_task_done_under_another_casing_of_the_target_is_not_done_again(idempotency, transport):
     run(MESSAGE, ScriptedAction(OK), idempotency, transport)
     transport.take()
-    respelled = TaskMessage(
-        run_key=MESSAGE.run_key, phase=MESSAGE.phase, action=MESSAGE.action, target=VM.lower()
-    )
+    respelled = TaskMessage(run_key=MESSAGE.run_key, phase=MESSAGE.phase, action=MESSAGE.action, target=VM.lower())
     again = ScriptedAction(OK)
 
     assert run(respelled, again, idempotency, transport) is None
@@ -214,9 +212,7 @@ def test_the_last_attempt_fails_the_task_instead_of_requeueing(idempotency, tran
         run_key=MESSAGE.run_key, phase=MESSAGE.phase, action=MESSAGE.action, target=VM, attempt=MAX_ATTEMPTS
     )
 
-    outcome = run(
-        last, ScriptedAction(Throttled("429", retry_after=timedelta(seconds=30))), idempotency, transport
-    )
+    outcome = run(last, ScriptedAction(Throttled("429", retry_after=timedelta(seconds=30))), idempotency, transport)
 
     assert [s.message for s in transport.sent] == [outcome]
     assert outcome.status is TaskStatus.FAILED
@@ -225,9 +221,7 @@ def test_the_last_attempt_fails_the_task_instead_of_requeueing(idempotency, tran
 
 
 def test_a_permanent_error_fails_the_task_once(idempotency, transport):
-    outcome = run(
-        MESSAGE, ScriptedAction(PermanentError("virtual machine does not exist")), idempotency, transport
-    )
+    outcome = run(MESSAGE, ScriptedAction(PermanentError("virtual machine does not exist")), idempotency, transport)
 
     assert [s.message for s in transport.sent] == [outcome]
     assert outcome.status is TaskStatus.FAILED

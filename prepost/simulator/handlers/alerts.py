@@ -87,15 +87,11 @@ def _validate_properties(raw: Any, subscription_id: str) -> dict[str, Any]:
         raise errors.invalid_request_content("The 'properties' object is required.")
     scopes = raw.get("scopes")
     if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
-        raise errors.bad_request(
-            "At least one scope is required.", code="InvalidScopes", target="properties.scopes"
-        )
+        raise errors.bad_request("At least one scope is required.", code="InvalidScopes", target="properties.scopes")
     for scope in scopes:
         scope_subscription = ids.subscription_of(scope)
         if scope_subscription is None:
-            raise errors.bad_request(
-                f"Scope '{scope}' is not a valid ARM id.", code="InvalidScopes", target="scopes"
-            )
+            raise errors.bad_request(f"Scope '{scope}' is not a valid ARM id.", code="InvalidScopes", target="scopes")
         if scope_subscription.lower() != subscription_id.lower():
             raise errors.bad_request(
                 f"Scope '{scope}' is outside the subscription '{subscription_id}' of the alert "
@@ -106,9 +102,7 @@ def _validate_properties(raw: Any, subscription_id: str) -> dict[str, Any]:
             )
     actions = raw.get("actions")
     if not isinstance(actions, list) or not actions:
-        raise errors.bad_request(
-            "At least one action is required.", code="InvalidActions", target="properties.actions"
-        )
+        raise errors.bad_request("At least one action is required.", code="InvalidActions", target="properties.actions")
     normalised_actions = []
     for action in actions:
         action_type = _ACTION_TYPES.get(str((action or {}).get("actionType", "")).lower())
@@ -145,11 +139,7 @@ def _validate_schedule(schedule: Any) -> dict[str, Any]:
                 target=f"properties.schedule.{field}",
             )
         parsed[field] = datetime.fromisoformat(value)
-    if (
-        "effectiveFrom" in parsed
-        and "effectiveUntil" in parsed
-        and parsed["effectiveUntil"] <= parsed["effectiveFrom"]
-    ):
+    if "effectiveFrom" in parsed and "effectiveUntil" in parsed and parsed["effectiveUntil"] <= parsed["effectiveFrom"]:
         raise errors.bad_request(
             "'effectiveUntil' must be later than 'effectiveFrom'.",
             code="InvalidRequestContent",

@@ -26,14 +26,10 @@ _POWER_DISPLAY = {
 
 def _vm_record(ctx: RequestContext) -> VmRecord:
     subscription_id, resource_group = ctx.require_resource_group()
-    vm_id = ids.resource_id(
-        subscription_id, resource_group, "Microsoft.Compute/virtualMachines", ctx.params["name"]
-    )
+    vm_id = ids.resource_id(subscription_id, resource_group, "Microsoft.Compute/virtualMachines", ctx.params["name"])
     record = ctx.state.vm_records.get(ids.key(vm_id))
     if record is None:
-        raise errors.resource_not_found(
-            "Microsoft.Compute/virtualMachines", ctx.params["name"], resource_group
-        )
+        raise errors.resource_not_found("Microsoft.Compute/virtualMachines", ctx.params["name"], resource_group)
     return record
 
 
@@ -58,8 +54,7 @@ def _power_action(ctx: RequestContext, transition: PowerState, final: PowerState
         raise ArmError(
             409,
             "OperationNotAllowed",
-            f"Operation '{verb}' is not allowed on VM '{record.vm.name}' since another operation "
-            "is in progress.",
+            f"Operation '{verb}' is not allowed on VM '{record.vm.name}' since another operation is in progress.",
         )
     before = record.power_state
     if before is not final:
@@ -212,9 +207,7 @@ def _instance_view(record: VmRecord) -> dict[str, Any]:
     ]
     view: dict[str, Any] = {
         "computerName": vm.name[:15] if vm.os_type is OsType.WINDOWS else vm.name,
-        "osName": "Windows Server 2022 Datacenter Azure Edition"
-        if vm.os_type is OsType.WINDOWS
-        else "ubuntu",
+        "osName": "Windows Server 2022 Datacenter Azure Edition" if vm.os_type is OsType.WINDOWS else "ubuntu",
         "osVersion": "10.0.20348" if vm.os_type is OsType.WINDOWS else "24.04",
         "hyperVGeneration": "V2",
         "disks": [

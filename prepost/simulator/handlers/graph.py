@@ -39,9 +39,7 @@ def query(ctx: RequestContext) -> Response:
     if parsed.table.lower() != TABLE:
         raise _invalid_query(f"The simulator only knows the table '{TABLE}', not '{parsed.table}'.")
     subscriptions = body.get("subscriptions")
-    scope = (
-        {str(s).lower() for s in subscriptions} if isinstance(subscriptions, list) and subscriptions else None
-    )
+    scope = {str(s).lower() for s in subscriptions} if isinstance(subscriptions, list) and subscriptions else None
     try:
         rows = parsed.run(_rows(ctx, scope))
     except kql.QueryError as error:

@@ -45,9 +45,7 @@ def render_machine(arc: ArcServer) -> dict[str, Any]:
             "osVersion": "10.0.20348.2966" if windows else "5.15.0-126-generic",
             "osSku": "Windows Server 2022 Datacenter" if windows else "Ubuntu 22.04.5 LTS",
             "osProfile": {
-                ("windowsConfiguration" if windows else "linuxConfiguration"): {
-                    "patchSettings": patch_settings
-                }
+                ("windowsConfiguration" if windows else "linuxConfiguration"): {"patchSettings": patch_settings}
             },
             "agentConfiguration": {
                 "proxyUrl": "",

@@ -22,9 +22,7 @@ from ..records import CancellationRecord
 
 def _configuration(ctx: RequestContext) -> MaintenanceConfiguration:
     subscription_id, resource_group = ctx.require_resource_group()
-    config_id = ids.resource_id(
-        subscription_id, resource_group, MAINTENANCE_CONFIGURATION, ctx.params["name"]
-    )
+    config_id = ids.resource_id(subscription_id, resource_group, MAINTENANCE_CONFIGURATION, ctx.params["name"])
     config = ctx.state.configurations.get(ids.key(config_id))
     if config is None:
         raise errors.resource_not_found(MAINTENANCE_CONFIGURATION, ctx.params["name"], resource_group)
@@ -39,9 +37,7 @@ def _run(ctx: RequestContext, config: MaintenanceConfiguration) -> Run:
     run_id = f"{config.id}/providers/microsoft.maintenance/applyupdates/{ctx.params['run']}"
     run = ctx.state.runs.get(ids.key(run_id))
     if run is None:
-        raise errors.resource_not_found(
-            "Microsoft.Maintenance/applyUpdates", ctx.params["run"], config.resource_group
-        )
+        raise errors.resource_not_found("Microsoft.Maintenance/applyUpdates", ctx.params["run"], config.resource_group)
     return run
 
 

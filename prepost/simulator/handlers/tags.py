@@ -20,15 +20,11 @@ def validate_tags(raw: Any) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise ArmError(400, "InvalidRequestContent", "The 'tags' property must be an object of strings.")
     if len(raw) > 50:
-        raise ArmError(
-            400, "InvalidTemplate", f"A resource can have at most 50 tags; the request has {len(raw)}."
-        )
+        raise ArmError(400, "InvalidTemplate", f"A resource can have at most 50 tags; the request has {len(raw)}.")
     tags: dict[str, str] = {}
     for name, value in raw.items():
         if not name or len(name) > 512:
-            raise ArmError(
-                400, "InvalidTagNameLength", f"The tag name '{name[:40]}' must be 1-512 characters long."
-            )
+            raise ArmError(400, "InvalidTagNameLength", f"The tag name '{name[:40]}' must be 1-512 characters long.")
         if _FORBIDDEN & set(name):
             raise ArmError(
                 400,

@@ -107,7 +107,8 @@ class ArmClients:
         from azure.mgmt.compute import ComputeManagementClient
 
         return self._client(
-            "compute", subscription_id,
+            "compute",
+            subscription_id,
             lambda: ComputeManagementClient(self.credential, subscription_id, **self._options()),
         )
 
@@ -115,7 +116,8 @@ class ArmClients:
         from azure.mgmt.maintenance import MaintenanceManagementClient
 
         return self._client(
-            "maintenance", subscription_id,
+            "maintenance",
+            subscription_id,
             lambda: MaintenanceManagementClient(self.credential, subscription_id, **self._options()),
         )
 
@@ -123,7 +125,8 @@ class ArmClients:
         from azure.mgmt.resource.resources import ResourceManagementClient
 
         return self._client(
-            "resources", subscription_id,
+            "resources",
+            subscription_id,
             lambda: ResourceManagementClient(self.credential, subscription_id, **self._options()),
         )
 

@@ -20,18 +20,24 @@ class ArmCompute(Compute):
 
     def get_vm(self, vm_id: str) -> VirtualMachine | None:
         operations, resource = self._vms(vm_id)
-        vm = or_none(f"get VM {resource.name}",
-                     lambda: operations.get(resource.resource_group, resource.name, expand="instanceView"))
+        vm = or_none(
+            f"get VM {resource.name}",
+            lambda: operations.get(resource.resource_group, resource.name, expand="instanceView"),
+        )
         return None if vm is None else _to_vm(vm)
 
     def start_vm(self, vm_id: str) -> None:
         operations, resource = self._vms(vm_id)
-        call(f"start VM {resource.name}", lambda: operations.begin_start(resource.resource_group, resource.name).result())
+        call(
+            f"start VM {resource.name}", lambda: operations.begin_start(resource.resource_group, resource.name).result()
+        )
 
     def deallocate_vm(self, vm_id: str) -> None:
         operations, resource = self._vms(vm_id)
-        call(f"deallocate VM {resource.name}",
-             lambda: operations.begin_deallocate(resource.resource_group, resource.name).result())
+        call(
+            f"deallocate VM {resource.name}",
+            lambda: operations.begin_deallocate(resource.resource_group, resource.name).result(),
+        )
 
     def get_disk_location(self, disk_id: str) -> str | None:
         resource = ResourceId(disk_id)
@@ -67,14 +73,18 @@ class ArmCompute(Compute):
 
     def list_snapshots(self, subscription_id: str, resource_group: str) -> list[Snapshot]:
         snapshots = self._clients.compute(subscription_id).snapshots
-        return call(f"list snapshots in {resource_group}",
-                    lambda: [_to_snapshot(s) for s in snapshots.list_by_resource_group(resource_group)])
+        return call(
+            f"list snapshots in {resource_group}",
+            lambda: [_to_snapshot(s) for s in snapshots.list_by_resource_group(resource_group)],
+        )
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         resource = ResourceId(snapshot_id)
         snapshots = self._clients.compute(resource.subscription_id).snapshots
-        or_none(f"delete snapshot {resource.name}",
-                lambda: snapshots.begin_delete(resource.resource_group, resource.name).result())
+        or_none(
+            f"delete snapshot {resource.name}",
+            lambda: snapshots.begin_delete(resource.resource_group, resource.name).result(),
+        )
 
 
 def _to_vm(vm) -> VirtualMachine:
@@ -87,10 +97,14 @@ def _to_vm(vm) -> VirtualMachine:
             except ValueError:
                 power = PowerState.UNKNOWN
     storage = vm.storage_profile
-    os_disk_id = storage.os_disk.managed_disk.id if storage and storage.os_disk and storage.os_disk.managed_disk else None
-    data_disks = tuple(
-        disk.managed_disk.id for disk in (storage.data_disks or []) if disk.managed_disk and disk.managed_disk.id
-    ) if storage else ()
+    os_disk_id = (
+        storage.os_disk.managed_disk.id if storage and storage.os_disk and storage.os_disk.managed_disk else None
+    )
+    data_disks = (
+        tuple(disk.managed_disk.id for disk in (storage.data_disks or []) if disk.managed_disk and disk.managed_disk.id)
+        if storage
+        else ()
+    )
     return VirtualMachine(
         resource_id=vm.id,
         location=vm.location,

@@ -24,8 +24,9 @@ class ArmMaintenanceConfigurations(MaintenanceConfigurations):
         resource = ResourceId(configuration_id)
         operations = self._clients.maintenance(resource.subscription_id).maintenance_configurations
         try:
-            config = call(f"get configuration {resource.name}",
-                          lambda: operations.get(resource.resource_group, resource.name))
+            config = call(
+                f"get configuration {resource.name}", lambda: operations.get(resource.resource_group, resource.name)
+            )
         except ResourceNotFoundError as error:
             raise PermanentError(f"maintenance configuration {configuration_id} does not exist") from error
         return dict(config.tags or {})
