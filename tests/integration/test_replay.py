@@ -223,6 +223,12 @@ def blob_name(subscription: str = "PREPOST-INTAKE") -> str:
     return f"{subscription}/2026/11/22/1/{uuid.uuid4()}.json"
 
 
+def replay_container(container, storage_connection_string: str, to: str, *options: str) -> int:
+    """``prepost replay events --container ... --storage ... --to ...`` with extra options."""
+    arguments = ["replay", "events", "--container", container.container_name, "--storage", storage_connection_string]
+    return main([*arguments, "--to", to, *options])
+
+
 def names_in(container) -> list[str]:
     return sorted(blob.name for blob in container.list_blobs())
 
@@ -237,18 +243,7 @@ class TestReplayEvents:
         name = blob_name()
         container.upload_blob(name, json.dumps([pre_dead, post_dead]))
 
-        code = main(
-            [
-                "replay",
-                "events",
-                "--container",
-                container.container_name,
-                "--storage",
-                storage_connection_string,
-                "--to",
-                server.url,
-            ]
-        )
+        code = replay_container(container, storage_connection_string, server.url)
 
         out = capsys.readouterr().out
         assert code == 0
@@ -265,40 +260,15 @@ class TestReplayEvents:
         original, dead = dead_lettered("pre-cloudevents.json", cloud_events=True)
         container.upload_blob(blob_name(), json.dumps([dead]))
 
-        assert (
-            main(
-                [
-                    "replay",
-                    "events",
-                    "--container",
-                    container.container_name,
-                    "--storage",
-                    storage_connection_string,
-                    "--to",
-                    server.url,
-                ]
-            )
-            == 0
-        )
+        assert replay_container(container, storage_connection_string, server.url) == 0
 
         assert runner.delivered == [[original]]
 
     def test_replayed_blobs_are_not_replayed_again(self, container, webhook, storage_connection_string):
         server, runner = webhook
         container.upload_blob(blob_name(), json.dumps([dead_lettered("post-eventgrid.json")[1]]))
-        arguments = [
-            "replay",
-            "events",
-            "--container",
-            container.container_name,
-            "--storage",
-            storage_connection_string,
-            "--to",
-            server.url,
-        ]
-
-        assert main(arguments) == 0
-        assert main(arguments) == 0
+        assert replay_container(container, storage_connection_string, server.url) == 0
+        assert replay_container(container, storage_connection_string, server.url) == 0
 
         assert len(runner.delivered) == 1
 
@@ -310,18 +280,7 @@ class TestReplayEvents:
         name = blob_name()
         container.upload_blob(name, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        code = main(
-            [
-                "replay",
-                "events",
-                "--container",
-                container.container_name,
-                "--storage",
-                storage_connection_string,
-                "--to",
-                server.url,
-            ]
-        )
+        code = replay_container(container, storage_connection_string, server.url)
 
         out = capsys.readouterr().out
         assert code == 1
@@ -332,18 +291,7 @@ class TestReplayEvents:
         name = blob_name()
         container.upload_blob(name, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        code = main(
-            [
-                "replay",
-                "events",
-                "--container",
-                container.container_name,
-                "--storage",
-                storage_connection_string,
-                "--to",
-                "http://127.0.0.1:9?code=k3y",
-            ]
-        )
+        code = replay_container(container, storage_connection_string, "http://127.0.0.1:9?code=k3y")
 
         out = capsys.readouterr().out
         assert code == 1
@@ -359,18 +307,7 @@ class TestReplayEvents:
         container.upload_blob(broken, b"not json")
         container.upload_blob(good, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        code = main(
-            [
-                "replay",
-                "events",
-                "--container",
-                container.container_name,
-                "--storage",
-                storage_connection_string,
-                "--to",
-                server.url,
-            ]
-        )
+        code = replay_container(container, storage_connection_string, server.url)
 
         assert code == 1
         assert names_in(container) == [broken, f"replayed/{good}"]
@@ -383,23 +320,8 @@ class TestReplayEvents:
         for name in (mine, other):
             container.upload_blob(name, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        assert (
-            main(
-                [
-                    "replay",
-                    "events",
-                    "--container",
-                    container.container_name,
-                    "--prefix",
-                    "PREPOST-INTAKE/",
-                    "--storage",
-                    storage_connection_string,
-                    "--to",
-                    server.url,
-                ]
-            )
-            == 0
-        )
+        code = replay_container(container, storage_connection_string, server.url, "--prefix", "PREPOST-INTAKE/")
+        assert code == 0
 
         assert names_in(container) == [other, f"replayed/{mine}"]
 
@@ -408,19 +330,7 @@ class TestReplayEvents:
         name = blob_name()
         container.upload_blob(name, json.dumps([dead_lettered("post-eventgrid.json")[1]]))
 
-        code = main(
-            [
-                "replay",
-                "events",
-                "--container",
-                container.container_name,
-                "--storage",
-                storage_connection_string,
-                "--to",
-                server.url,
-                "--dry-run",
-            ]
-        )
+        code = replay_container(container, storage_connection_string, server.url, "--dry-run")
 
         assert code == 0
         assert runner.delivered == []
