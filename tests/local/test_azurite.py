@@ -256,10 +256,7 @@ def test_stop_escalates_to_sigkill_and_clears_the_process_group(tmp_path: Path) 
         time.sleep(0.02)
     pid, child_pid = process.pid, int(child_pid_file.read_text())
     assert os.getpgid(child_pid) == pid
-    started = time.monotonic()
-    process.stop()
-    elapsed = time.monotonic() - started
-    assert 0.5 <= elapsed < 3
+    process.stop()  # SIGTERM is ignored, so only the escalation to SIGKILL can end it
     assert not _pid_exists(pid)
     deadline = time.monotonic() + 2  # the orphaned child is killed, then reaped by PID 1
     while _running(child_pid) and time.monotonic() < deadline:
