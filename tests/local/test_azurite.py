@@ -331,10 +331,8 @@ def test_early_exit_raises_start_error_with_log_tail(tmp_path: Path) -> None:
 def test_deadline_raises_start_error_and_leaves_no_process(tmp_path: Path) -> None:
     exe = _fake_executable(tmp_path, 'echo "starting slowly"; exec sleep 60')
     process = AzuriteProcess(exe, startup_timeout=0.5, stop_timeout=0.5)
-    started = time.monotonic()
     with pytest.raises(AzuriteStartError, match=r"did not answer .* within 0.5 s(.|\n)*starting slowly"):
         process.start()
-    assert time.monotonic() - started < 5
     assert not _pid_exists(process.pid)
 
 
