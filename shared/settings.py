@@ -27,6 +27,15 @@ class Transport(str, Enum):
     SERVICEBUS = "servicebus"
 
 
+class ServiceBusSettlement(str, Enum):
+    """How Service Bus messages are settled (docs/servicebus.md, "Settlement")."""
+
+    EXPLICIT = "explicit"
+    """SDK-type binding with ``ServiceBusMessageActions``: permanent failures are dead-lettered."""
+    CLASSIC = "classic"
+    """Classic binding: the host completes on return; permanent failures are parked in Storage."""
+
+
 class ArmAuth(str, Enum):
     """How the management clients authenticate."""
 
@@ -92,6 +101,9 @@ class Settings:
     cancel_margin: timedelta = timedelta(minutes=2)
     max_task_attempts: int = 8
     suppression_resource_group: str | None = None
+    servicebus_settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT
+    operation_check_interval: timedelta = timedelta(seconds=20)
+    """How long after starting a long Azure operation (VM start, snapshot) its task looks again."""
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -180,6 +192,24 @@ class Settings:
             problems.append(f"{SettingName.MAX_TASK_ATTEMPTS.value} must be a whole number from 1 to 50")
             max_attempts = 8
 
+        settlement_raw = text(SettingName.SERVICEBUS_SETTLEMENT.value, ServiceBusSettlement.EXPLICIT.value).lower()
+        try:
+            settlement = ServiceBusSettlement(settlement_raw)
+        except ValueError:
+            problems.append(
+                f"{SettingName.SERVICEBUS_SETTLEMENT.value} must be 'explicit' or 'classic', got {settlement_raw!r}"
+            )
+            settlement = ServiceBusSettlement.EXPLICIT
+
+        check_raw = text(SettingName.OPERATION_CHECK_SECONDS.value, "20")
+        try:
+            check_seconds = int(check_raw)
+            if not 1 <= check_seconds <= 600:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{SettingName.OPERATION_CHECK_SECONDS.value} must be a whole number from 1 to 600")
+            check_seconds = 20
+
         settings = cls(
             storage=storage,
             allowed_configurations=allow_lists[SettingName.ALLOWED_CONFIGURATIONS],
@@ -192,6 +222,8 @@ class Settings:
             cancel_margin=minutes(SettingName.CANCEL_MARGIN_MINUTES, 2),
             max_task_attempts=max_attempts,
             suppression_resource_group=text(SettingName.SUPPRESSION_RESOURCE_GROUP.value),
+            servicebus_settlement=settlement,
+            operation_check_interval=timedelta(seconds=check_seconds),
         )
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
@@ -206,6 +238,18 @@ def selected_transport(env: Mapping[str, str] | None = None) -> Transport:
         return Transport(raw)
     except ValueError as error:
         raise SettingsError(f"{SettingName.TRANSPORT.value} must be 'storage' or 'servicebus', got {raw!r}") from error
+
+
+def selected_servicebus_settlement(env: Mapping[str, str] | None = None) -> ServiceBusSettlement:
+    """The Service Bus settlement alone, read at import time: it decides the trigger's binding type."""
+    env = os.environ if env is None else env
+    raw = (env.get(SettingName.SERVICEBUS_SETTLEMENT.value) or ServiceBusSettlement.EXPLICIT.value).strip().lower()
+    try:
+        return ServiceBusSettlement(raw)
+    except ValueError as error:
+        raise SettingsError(
+            f"{SettingName.SERVICEBUS_SETTLEMENT.value} must be 'explicit' or 'classic', got {raw!r}"
+        ) from error
 
 
 @cache

@@ -12,8 +12,10 @@ from shared.settings import (
     AZURE_RESOURCE_MANAGER,
     AllowList,
     ArmAuth,
+    ServiceBusSettlement,
     Settings,
     Transport,
+    selected_servicebus_settlement,
     selected_transport,
 )
 
@@ -236,3 +238,45 @@ def test_every_problem_is_named_at_once():
 
     for name in (SettingName.MAX_TASK_ATTEMPTS, SettingName.CANCEL_MARGIN_MINUTES, SettingName.TRANSPORT):
         assert name.value in message
+
+
+class TestServiceBusSettlementAndOperationChecks:
+    def _env(self, **extra):
+        return {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "PREPOST_ALLOWED_CONFIGURATIONS": "*",
+            "PREPOST_ALLOWED_SUBSCRIPTIONS": "*",
+            **extra,
+        }
+
+    def test_defaults_are_explicit_settlement_and_twenty_second_checks(self):
+        settings = Settings.from_environ(self._env())
+        assert settings.servicebus_settlement is ServiceBusSettlement.EXPLICIT
+        assert settings.operation_check_interval == timedelta(seconds=20)
+
+    def test_classic_settlement_and_a_short_check_interval_are_read(self):
+        settings = Settings.from_environ(
+            self._env(PREPOST_SERVICEBUS_SETTLEMENT="Classic", PREPOST_OPERATION_CHECK_SECONDS="1")
+        )
+        assert settings.servicebus_settlement is ServiceBusSettlement.CLASSIC
+        assert settings.operation_check_interval == timedelta(seconds=1)
+
+    @pytest.mark.parametrize(
+        ("name", "value", "expected"),
+        [
+            ("PREPOST_SERVICEBUS_SETTLEMENT", "auto", "must be 'explicit' or 'classic', got 'auto'"),
+            ("PREPOST_OPERATION_CHECK_SECONDS", "0", "PREPOST_OPERATION_CHECK_SECONDS must be a whole number from 1"),
+            ("PREPOST_OPERATION_CHECK_SECONDS", "soon", "PREPOST_OPERATION_CHECK_SECONDS must be a whole number from 1"),
+        ],
+    )
+    def test_bad_values_are_named(self, name, value, expected):
+        with pytest.raises(SettingsError, match=expected):
+            Settings.from_environ(self._env(**{name: value}))
+
+    def test_import_time_reader_defaults_to_explicit_and_rejects_typos(self):
+        assert selected_servicebus_settlement({}) is ServiceBusSettlement.EXPLICIT
+        assert selected_servicebus_settlement({"PREPOST_SERVICEBUS_SETTLEMENT": " classic "}) is (
+            ServiceBusSettlement.CLASSIC
+        )
+        with pytest.raises(SettingsError, match="PREPOST_SERVICEBUS_SETTLEMENT"):
+            selected_servicebus_settlement({"PREPOST_SERVICEBUS_SETTLEMENT": "explicitly"})
