@@ -1,28 +1,36 @@
 """The function app: assembles the blueprints, nothing else.
 
 Which triggers carry plans and VM tasks depends on ``PREPOST_TRANSPORT`` (storage or
-servicebus); it is the only setting read at import. Everything heavy (Azure clients,
-settings validation) waits for the first invocation.
+servicebus) and, on Service Bus, ``PREPOST_SERVICEBUS_SETTLEMENT`` (explicit or classic): the
+only settings read at import. Everything heavy (Azure clients, settings validation) waits for
+the first invocation; only the explicit Service Bus binding loads its package at import,
+because the worker needs its types to index the functions.
 """
 
 import azure.functions as func
 
 from functions import intake, storage_queues
-from shared.settings import Transport, selected_transport
+from shared.settings import ServiceBusSettlement, Transport, selected_servicebus_settlement, selected_transport
 
 
-def build_app(transport: Transport) -> func.FunctionApp:
-    """A new app object with every function registered for ``transport``."""
+def build_app(
+    transport: Transport, settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT
+) -> func.FunctionApp:
+    """A new app object with every function registered for ``transport`` (and ``settlement``)."""
     app = func.FunctionApp()
     app.register_functions(intake.blueprint())
     app.register_functions(storage_queues.always_storage())
     if transport is Transport.SERVICEBUS:
         from functions import servicebus_queues
 
-        app.register_functions(servicebus_queues.work_on_servicebus())
+        app.register_functions(servicebus_queues.work_on_servicebus(settlement))
     else:
         app.register_functions(storage_queues.work_on_storage())
     return app
 
 
-app = build_app(selected_transport())
+_transport = selected_transport()
+app = build_app(
+    _transport,
+    selected_servicebus_settlement() if _transport is Transport.SERVICEBUS else ServiceBusSettlement.EXPLICIT,
+)

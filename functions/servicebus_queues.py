@@ -1,51 +1,88 @@
 """Service Bus triggers for plans and VM tasks (``PREPOST_TRANSPORT=servicebus``).
 
-Classic binding: the host completes the message when the function returns. Failures are
-settled here instead of by abandoning (which redelivers at once, with no backoff): a transient
-failure is re-sent as a scheduled copy with backoff, a permanent one is parked with its reason.
-See docs/servicebus.md.
+Two bindings, chosen by ``PREPOST_SERVICEBUS_SETTLEMENT`` (docs/servicebus.md, "Settlement"):
+
+- ``explicit`` (default): the SDK-type binding (:mod:`functions.servicebus_explicit`); the
+  function settles each message itself and dead-letters permanent failures with a reason;
+- ``classic``: ``func.ServiceBusMessage``; the host completes the message on return, so failures
+  are settled by re-sending (transient) or parking in Storage (permanent).
+
+Either way the decision is the same :func:`~shared.adapters.servicebus_settlement.decide_settlement`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
 from shared.names import SERVICEBUS_CONNECTION, QueueName
+from shared.settings import ServiceBusSettlement
+
+if TYPE_CHECKING:
+    from shared.adapters.servicebus_settlement import ReceivedDelivery, Settlement, Settler
+    from shared.bootstrap import Container
+
+PLAN_FUNCTION = "plan_servicebus_queue"
+VM_TASKS_FUNCTION = "vm_tasks_servicebus_queue"
 
 
-def _handle(queue: QueueName, msg: func.ServiceBusMessage) -> None:
-    from shared.adapters.servicebus_settlement import (
-        ClassicBindingSettler,
-        ReceivedDelivery,
-        SettlementPolicy,
-        process_delivery,
-    )
+def handle_delivery(
+    queue: QueueName,
+    delivery: ReceivedDelivery,
+    settler_for: Callable[[Container], Settler],
+) -> Settlement:
+    """Dispatch one delivery to the handlers and settle it; shared by both bindings."""
+    from shared.adapters.servicebus_settlement import SettlementPolicy, process_delivery
     from shared.bootstrap import get_container
     from shared.handlers import handle_message
     from shared.usecases.task_runner import Delivery
 
     container = get_container()
     policy = SettlementPolicy(max_attempts=container.settings.max_task_attempts)
-    settler = ClassicBindingSettler(resender=container.transport, parking=container.storage)
 
-    def handle(delivery: ReceivedDelivery) -> None:
-        info = policy.attempt_info(delivery)
-        handle_message(queue, delivery.body, container, Delivery(count=info.count, max_count=info.max_count))
+    def handle(received: ReceivedDelivery) -> None:
+        info = policy.attempt_info(received)  # is_last agrees with the settlement decision
+        attempt = Delivery(count=info.count, max_count=info.max_count)
+        # Invalid bodies are raised, not parked here: the settlement dead-letters (or parks) them.
+        handle_message(queue, received.body, container, attempt, raise_invalid=True)
 
-    process_delivery(queue, ReceivedDelivery.from_trigger(msg), handle, settler=settler, policy=policy)
+    return process_delivery(queue, delivery, handle, settler=settler_for(container), policy=policy)
 
 
-def work_on_servicebus() -> func.Blueprint:
+def _handle_classic(queue: QueueName, msg: func.ServiceBusMessage) -> None:
+    from shared.adapters.servicebus_settlement import ClassicBindingSettler, ReceivedDelivery
+
+    handle_delivery(
+        queue,
+        ReceivedDelivery.from_trigger(msg),
+        lambda container: ClassicBindingSettler(resender=container.transport, parking=container.storage),
+    )
+
+
+def work_on_servicebus(settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT) -> func.Blueprint:
+    """The plan and VM-task triggers on Service Bus, with the binding ``settlement`` needs."""
+    if settlement is ServiceBusSettlement.EXPLICIT:
+        # Imported only here: the SDK-type binding package (and azure.servicebus) loads only
+        # when this binding is selected.
+        from functions import servicebus_explicit
+
+        return servicebus_explicit.blueprint()
+    return _classic_blueprint()
+
+
+def _classic_blueprint() -> func.Blueprint:
     bp = func.Blueprint()
 
-    @bp.function_name("plan_servicebus_queue")
+    @bp.function_name(PLAN_FUNCTION)
     @bp.service_bus_queue_trigger(arg_name="msg", queue_name=QueueName.PLAN.value, connection=SERVICEBUS_CONNECTION)
     def plan(msg: func.ServiceBusMessage) -> None:
-        _handle(QueueName.PLAN, msg)
+        _handle_classic(QueueName.PLAN, msg)
 
-    @bp.function_name("vm_tasks_servicebus_queue")
+    @bp.function_name(VM_TASKS_FUNCTION)
     @bp.service_bus_queue_trigger(arg_name="msg", queue_name=QueueName.VM_TASKS.value, connection=SERVICEBUS_CONNECTION)
     def vm_tasks(msg: func.ServiceBusMessage) -> None:
-        _handle(QueueName.VM_TASKS, msg)
+        _handle_classic(QueueName.VM_TASKS, msg)
 
     return bp

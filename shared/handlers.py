@@ -45,8 +45,20 @@ def handle_event(raw: Mapping[str, Any], container: Container) -> IntakeResult:
     return accept_event(raw, records=container.records, transport=container.transport, policy=policy, now=utcnow())
 
 
-def handle_message(queue: QueueName, body: str | bytes, container: Container, delivery: Delivery) -> None:
-    """Decode and dispatch one message from ``queue``. Raises to have the platform retry it."""
+def handle_message(
+    queue: QueueName,
+    body: str | bytes,
+    container: Container,
+    delivery: Delivery,
+    *,
+    raise_invalid: bool = False,
+) -> None:
+    """Decode and dispatch one message from ``queue``. Raises to have the platform retry it.
+
+    A body that is not a message for ``queue`` is parked in ``<queue>-poison`` at once, or,
+    with ``raise_invalid``, raised as :class:`~shared.errors.InvalidMessage` so the caller's
+    settlement can dead-letter it (Service Bus).
+    """
     try:
         message = decode_message(body)
         expected = _EXPECTED[queue]
@@ -55,6 +67,8 @@ def handle_message(queue: QueueName, body: str | bytes, container: Container, de
         ):
             raise InvalidMessage(f"a {message.kind} message does not belong on {queue.value}")
     except InvalidMessage as error:
+        if raise_invalid:
+            raise
         park(queue, body, str(error), container)
         return
     now = utcnow()

@@ -72,10 +72,13 @@ __all__ = [
     "Resender",
     "Settlement",
     "SettlementPolicy",
+    "Settler",
     "decide_settlement",
     "is_permanent",
     "process_delivery",
+    "retry_copy",
     "retry_message_id",
+    "schedule_retry",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,6 +229,32 @@ class ReceivedDelivery:
             subject=getattr(message, "subject", None) or getattr(message, "label", None),
         )
 
+    @classmethod
+    def from_received_message(cls, message: Any) -> ReceivedDelivery:
+        """From the SDK-type binding's ``azure.servicebus.ServiceBusReceivedMessage``.
+
+        The body of a data message arrives as sections (joined here); a value body (not sent by
+        prepost) is kept as its text, so decoding it fails with a readable reason. Received
+        property keys and string values are bytes (see ``plain_properties``).
+        """
+        from azure.servicebus.amqp import AmqpMessageBodyType
+
+        from shared.adapters.servicebus_transport import plain_properties
+
+        if message.body_type is AmqpMessageBodyType.DATA:
+            body = b"".join(message.body)
+        else:
+            value = message.body
+            body = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        return cls(
+            body=body,
+            message_id=message.message_id,
+            delivery_count=int(message.delivery_count or 1),
+            application_properties=plain_properties(message.application_properties),
+            content_type=message.content_type,
+            subject=message.subject,
+        )
+
 
 @dataclass(frozen=True)
 class AttemptInfo:
@@ -342,13 +371,63 @@ class Parking(Protocol):
     def park(self, queue: QueueName, body: str | bytes, reason: str) -> None: ...
 
 
+class Settler(Protocol):
+    """Carries out a :data:`Settlement` for one delivery."""
+
+    def settle(self, queue: QueueName, delivery: ReceivedDelivery, settlement: Settlement) -> None: ...
+
+
+def retry_copy(delivery: ReceivedDelivery, retry_after: timedelta, *, now: datetime) -> ServiceBusMessage:
+    """The scheduled copy of ``delivery`` for the next attempt (body and properties kept)."""
+    from azure.servicebus import ServiceBusMessage
+
+    retry = delivery.retries + 1
+    original = delivery.original_message_id or _body_id(delivery.body)
+    properties: dict[str | bytes, Any] = {
+        **dict(delivery.application_properties),
+        RETRY_PROPERTY: retry,
+        ORIGINAL_ID_PROPERTY: original,
+    }
+    return ServiceBusMessage(
+        delivery.body,
+        message_id=retry_message_id(original, retry),
+        application_properties=properties,
+        content_type=delivery.content_type,
+        subject=delivery.subject,
+        scheduled_enqueue_time_utc=now + retry_after,
+    )
+
+
+def schedule_retry(
+    resender: Resender, queue: QueueName, delivery: ReceivedDelivery, settlement: Abandon, *, now: datetime
+) -> ServiceBusMessage:
+    """Send the scheduled copy that carries out an :class:`Abandon`; return it.
+
+    Called before the original is completed: if completing fails, the redelivered original
+    sends the same ``MessageId`` again and duplicate detection drops it.
+    """
+    copy = retry_copy(delivery, settlement.retry_after, now=now)
+    resender.send_servicebus_messages(queue.value, [copy])
+    log.warning(
+        "message %s on %s failed (%s); attempt %d scheduled in %d s as %s",
+        delivery.message_id,
+        queue.value,
+        settlement.detail,
+        delivery.attempt + 1,
+        int(settlement.retry_after.total_seconds()),
+        copy.message_id,
+    )
+    return copy
+
+
 class ClassicBindingSettler:
     """Carries out a :data:`Settlement` for the classic binding (the host completes on return).
 
     - :class:`Complete`: nothing to do.
     - :class:`Abandon`: schedule a copy of the body ``retry_after`` from now on the same queue,
       with :data:`RETRY_PROPERTY` + 1 and a deterministic new ``MessageId``.
-    - :class:`DeadLetter`: park the body in ``<queue>-poison`` with ``Reason: description``.
+    - :class:`DeadLetter`: park the body in ``<queue>-poison`` with ``Reason: description``
+      (the classic binding cannot dead-letter; ``PREPOST_SERVICEBUS_SETTLEMENT=explicit`` can).
 
     Raises whatever the resender or the parking raised, so the host abandons the message and
     Service Bus redelivers it (and dead-letters it after ``MaxDeliveryCount``).
@@ -363,17 +442,7 @@ class ClassicBindingSettler:
         if isinstance(settlement, Complete):
             return
         if isinstance(settlement, Abandon):
-            copy = self.retry_copy(delivery, settlement.retry_after)
-            self.resender.send_servicebus_messages(queue.value, [copy])
-            log.warning(
-                "message %s on %s failed (%s); attempt %d scheduled in %d s as %s",
-                delivery.message_id,
-                queue.value,
-                settlement.detail,
-                delivery.attempt + 1,
-                int(settlement.retry_after.total_seconds()),
-                copy.message_id,
-            )
+            schedule_retry(self.resender, queue, delivery, settlement, now=self._clock())
             return
         if isinstance(settlement, DeadLetter):
             log.error(
@@ -387,40 +456,20 @@ class ClassicBindingSettler:
             return
         raise TypeError(f"not a settlement: {settlement!r}")
 
-    def retry_copy(self, delivery: ReceivedDelivery, retry_after: timedelta) -> ServiceBusMessage:
-        """The scheduled copy of ``delivery`` for the next attempt (body and properties kept)."""
-        from azure.servicebus import ServiceBusMessage
-
-        retry = delivery.retries + 1
-        original = delivery.original_message_id or _body_id(delivery.body)
-        properties: dict[str | bytes, Any] = {
-            **dict(delivery.application_properties),
-            RETRY_PROPERTY: retry,
-            ORIGINAL_ID_PROPERTY: original,
-        }
-        return ServiceBusMessage(
-            delivery.body,
-            message_id=retry_message_id(original, retry),
-            application_properties=properties,
-            content_type=delivery.content_type,
-            subject=delivery.subject,
-            scheduled_enqueue_time_utc=self._clock() + retry_after,
-        )
-
 
 def process_delivery(
     queue: QueueName,
     delivery: ReceivedDelivery,
     handle: Callable[[ReceivedDelivery], None],
     *,
-    settler: ClassicBindingSettler,
+    settler: Settler,
     policy: SettlementPolicy | None = None,
 ) -> Settlement:
     """Run ``handle`` for one delivery, then settle it; the trigger adapter's only call.
 
     ``handle`` decodes and dispatches the body (it raises to report a failure). Its error is
-    not re-raised: the settlement decides, and the function returns so the host completes the
-    message. Only a failure of the settlement itself escapes (the host then abandons).
+    not re-raised: the settlement decides and ``settler`` carries it out. Only a failure of the
+    settlement itself escapes (the host then abandons the message, or its lock expires).
     """
     policy = policy or SettlementPolicy()
     error: BaseException | None = None

@@ -24,7 +24,7 @@ from shared.names import (
     QueueName,
     SettingName,
 )
-from shared.settings import Transport
+from shared.settings import ServiceBusSettlement, Transport
 
 ROOT = Path(function_app.__file__).resolve().parent
 LOCAL_SETTINGS = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
@@ -32,9 +32,11 @@ HOST = json.loads((ROOT / "host.json").read_text())
 QUEUE_NAMES = {queue.value for queue in QueueName}
 
 
-def bindings_of(transport: Transport) -> dict[str, list[dict]]:
+def bindings_of(
+    transport: Transport, settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT
+) -> dict[str, list[dict]]:
     """Binding dicts per function, from a new app object (get_functions() once per app)."""
-    app = function_app.build_app(transport)
+    app = function_app.build_app(transport, settlement)
     return {
         function.get_function_name(): [binding.get_dict_repr() for binding in function.get_bindings()]
         for function in app.get_functions()
@@ -43,6 +45,10 @@ def bindings_of(transport: Transport) -> dict[str, list[dict]]:
 
 STORAGE_APP = bindings_of(Transport.STORAGE)
 SERVICEBUS_APP = bindings_of(Transport.SERVICEBUS)
+SERVICEBUS_CLASSIC_APP = bindings_of(Transport.SERVICEBUS, ServiceBusSettlement.CLASSIC)
+ALL_APPS = pytest.mark.parametrize(
+    "app", [STORAGE_APP, SERVICEBUS_APP, SERVICEBUS_CLASSIC_APP], ids=["storage", "servicebus", "servicebus-classic"]
+)
 
 
 def triggers(app: dict[str, list[dict]]) -> dict[str, dict]:
@@ -66,14 +72,14 @@ def is_set(name: str, values: dict[str, str]) -> bool:
     return bool(values.get(name)) or any(key.startswith(f"{name}__") and values[key] for key in values)
 
 
-@pytest.mark.parametrize("app", [STORAGE_APP, SERVICEBUS_APP], ids=["storage", "servicebus"])
+@ALL_APPS
 def test_every_queue_binding_names_a_queue_from_names(app):
     for name, trigger in triggers(app).items():
         if trigger["type"] in ("queueTrigger", "serviceBusTrigger"):
             assert trigger["queueName"] in QUEUE_NAMES, name
 
 
-@pytest.mark.parametrize("app", [STORAGE_APP, SERVICEBUS_APP], ids=["storage", "servicebus"])
+@ALL_APPS
 def test_every_connection_is_the_one_for_its_service(app):
     expected = {"queueTrigger": STORAGE_CONNECTION, "serviceBusTrigger": SERVICEBUS_CONNECTION}
     for name, trigger in triggers(app).items():
@@ -85,14 +91,23 @@ def test_storage_transport_listens_to_every_queue_once_on_storage():
     assert queues_by_trigger_type(STORAGE_APP) == {"queueTrigger": sorted(QUEUE_NAMES)}
 
 
-def test_servicebus_transport_moves_plans_and_vm_tasks_only():
-    assert queues_by_trigger_type(SERVICEBUS_APP) == {
+@pytest.mark.parametrize("app", [SERVICEBUS_APP, SERVICEBUS_CLASSIC_APP], ids=["explicit", "classic"])
+def test_servicebus_transport_moves_plans_and_vm_tasks_only(app):
+    assert queues_by_trigger_type(app) == {
         "queueTrigger": sorted([QueueName.MONITORING.value, QueueName.OUTCOMES.value]),
         "serviceBusTrigger": sorted([QueueName.PLAN.value, QueueName.VM_TASKS.value]),
     }
 
 
-@pytest.mark.parametrize("app", [STORAGE_APP, SERVICEBUS_APP], ids=["storage", "servicebus"])
+def test_explicit_settlement_turns_auto_complete_off_on_service_bus_triggers_only():
+    flags = {name: t.get("autoCompleteMessages") for name, t in triggers(SERVICEBUS_APP).items()}
+    assert {name: flag for name, flag in flags.items() if flag is not None} == {
+        "plan_servicebus_queue": False,
+        "vm_tasks_servicebus_queue": False,
+    }
+
+
+@ALL_APPS
 def test_the_intake_is_an_event_grid_trigger_under_its_documented_name(app):
     assert triggers(app)[INTAKE_FUNCTION]["type"] == "eventGridTrigger"
 
@@ -142,13 +157,24 @@ def test_host_json_expects_the_base64_messages_the_transport_sends():
     assert HOST["extensions"]["queues"].get("messageEncoding", "base64") == "base64"
 
 
-def test_importing_the_function_app_loads_no_heavy_sdk():
-    # A fresh interpreter: this test process has imported everything already.
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"PREPOST_TRANSPORT": "servicebus"},
+        {"PREPOST_TRANSPORT": "servicebus", "PREPOST_SERVICEBUS_SETTLEMENT": "classic"},
+    ],
+    ids=["storage", "servicebus-explicit", "servicebus-classic"],
+)
+def test_importing_the_function_app_loads_no_heavy_sdk(settings):
+    # A fresh interpreter: this test process has imported everything already. The explicit
+    # Service Bus binding loads azure.servicebus (the worker needs its types), nothing else.
     code = (
         "import function_app, sys; print(sorted(m for m in sys.modules if m.startswith('azure.mgmt') or "
         "m.startswith('azure.identity') or m.startswith('azure.data') or m.startswith('azure.storage')))"
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREPOST_")}
+    env.update(settings)
     env["PYTHONPATH"] = str(ROOT)
     completed = subprocess.run(
         [sys.executable, "-c", code],

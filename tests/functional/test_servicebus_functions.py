@@ -1,4 +1,5 @@
-"""The Service Bus trigger adapters as the host calls them (``PREPOST_TRANSPORT=servicebus``).
+"""The classic Service Bus trigger adapters as the host calls them
+(``PREPOST_TRANSPORT=servicebus``, ``PREPOST_SERVICEBUS_SETTLEMENT=classic``).
 
 Classic binding: the host completes the message when the function returns, so the adapter
 must settle every failure itself: transient ones come back as a scheduled copy, permanent ones
@@ -19,9 +20,12 @@ from shared.errors import PermanentError
 from shared.models.messages import PlanPhase
 from shared.models.run import Phase
 from shared.names import SERVICEBUS_CONNECTION, QueueName
-from shared.settings import Settings, Transport
+from shared.settings import ServiceBusSettlement, Settings, Transport
 
-FUNCTIONS = {f.get_function_name(): f for f in function_app.build_app(Transport.SERVICEBUS).get_functions()}
+FUNCTIONS = {
+    f.get_function_name(): f
+    for f in function_app.build_app(Transport.SERVICEBUS, ServiceBusSettlement.CLASSIC).get_functions()
+}
 SETTINGS = Settings.from_environ(
     {
         "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -83,6 +87,8 @@ def test_servicebus_functions_bind_the_plan_and_vm_task_queues():
     assert bindings["vm_tasks_servicebus_queue"]["queueName"] == QueueName.VM_TASKS.value
     assert {b["connection"] for b in bindings.values() if b["type"] == "serviceBusTrigger"} == {SERVICEBUS_CONNECTION}
     assert "plan_storage_queue" not in FUNCTIONS and "vm_tasks_storage_queue" not in FUNCTIONS
+    # Classic: the host completes on return (host.json autoCompleteMessages), nothing per binding.
+    assert all("autoCompleteMessages" not in b for b in bindings.values())
 
 
 def test_an_undecodable_message_is_parked_on_its_first_delivery(wiring):

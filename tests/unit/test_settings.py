@@ -266,7 +266,7 @@ class TestServiceBusSettlementAndOperationChecks:
         [
             ("PREPOST_SERVICEBUS_SETTLEMENT", "auto", "must be 'explicit' or 'classic', got 'auto'"),
             ("PREPOST_OPERATION_CHECK_SECONDS", "0", "PREPOST_OPERATION_CHECK_SECONDS must be a whole number from 1"),
-            ("PREPOST_OPERATION_CHECK_SECONDS", "soon", "PREPOST_OPERATION_CHECK_SECONDS must be a whole number from 1"),
+            ("PREPOST_OPERATION_CHECK_SECONDS", "soon", "OPERATION_CHECK_SECONDS must be a whole number from 1"),
         ],
     )
     def test_bad_values_are_named(self, name, value, expected):
