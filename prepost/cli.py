@@ -173,6 +173,37 @@ def _replay_parsers(commands) -> None:
     _storage_options(events)
     events.set_defaults(handler=_replay_events)
 
+    servicebus_queues = ["prepost-plan", "prepost-vm-tasks"]
+    deadletter = replay_commands.add_parser(
+        "deadletter",
+        help="send the messages of a Service Bus queue's dead-letter queue back to it",
+        description="Receive QUEUE/$deadletterqueue, print each message's DeadLetterReason and description, "
+        "send its body back to QUEUE under a new deterministic MessageId with its retry counter reset, "
+        "and complete the dead-lettered copy once the send succeeded. A failed send leaves the message "
+        "where it is and stops. Replaying is safe against repeats: a task that already took effect is "
+        "not done again. Check the run (prepost runs show) before replaying work of a window long past.",
+    )
+    deadletter.add_argument("queue", choices=servicebus_queues, metavar="QUEUE", help=", ".join(servicebus_queues))
+    deadletter.add_argument(
+        "--dry-run", action="store_true", help="only show what would be replayed (the first 32); change nothing"
+    )
+    deadletter.add_argument("--limit", type=_positive, help="replay at most N messages")
+    deadletter.add_argument("--run", metavar="RUN_KEY", help="only the messages of this run (property runKey)")
+    _servicebus_options(deadletter)
+    deadletter.set_defaults(handler=_replay_deadletter)
+
+    deadletter_parent = commands.add_parser("deadletter", help="what sits in the Service Bus dead-letter queues")
+    deadletter_commands = deadletter_parent.add_subparsers(title="deadletter commands")
+    deadletter_list = deadletter_commands.add_parser(
+        "list", help="dead-lettered messages per Service Bus queue, with their reasons (the first 32)"
+    )
+    deadletter_list.add_argument(
+        "queue", nargs="?", choices=servicebus_queues, metavar="QUEUE", help="one queue (default: both)"
+    )
+    deadletter_list.add_argument("--json", action="store_true")
+    _servicebus_options(deadletter_list)
+    deadletter_list.set_defaults(handler=_deadletter_list)
+
     poison_list_parent = commands.add_parser("poison", help="what sits in the -poison queues")
     poison_commands = poison_list_parent.add_subparsers(title="poison commands")
     poison_list = poison_commands.add_parser("list", help="message count and reasons per poison queue")
@@ -182,6 +213,126 @@ def _replay_parsers(commands) -> None:
     poison_list.add_argument("--json", action="store_true")
     _storage_options(poison_list)
     poison_list.set_defaults(handler=_poison_list)
+
+
+def _servicebus_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--servicebus",
+        metavar="CONNECTION_STRING",
+        help="Service Bus connection string (default: ServiceBusConnection)",
+    )
+    parser.add_argument(
+        "--namespace",
+        help="fully qualified namespace (NAME.servicebus.windows.net), reached with your Entra ID login "
+        "(DefaultAzureCredential; default: ServiceBusConnection__fullyQualifiedNamespace)",
+    )
+
+
+def _servicebus_client(args):
+    """A Service Bus client from --servicebus, --namespace or the ServiceBusConnection settings."""
+    from azure.servicebus import ServiceBusClient
+
+    from shared.names import SERVICEBUS_CONNECTION
+
+    if args.servicebus and args.namespace:
+        raise CliError("give either --servicebus or --namespace, not both")
+    connection_string = args.servicebus or (None if args.namespace else os.environ.get(SERVICEBUS_CONNECTION))
+    if connection_string:
+        return ServiceBusClient.from_connection_string(connection_string)
+    namespace = args.namespace or os.environ.get(f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace")
+    if not namespace:
+        raise CliError(
+            f"no Service Bus to read: give --servicebus or --namespace, or set {SERVICEBUS_CONNECTION} "
+            f"or {SERVICEBUS_CONNECTION}__fullyQualifiedNamespace"
+        )
+    from azure.identity import DefaultAzureCredential
+
+    return ServiceBusClient(namespace, DefaultAzureCredential())
+
+
+def _replay_deadletter(args) -> int:
+    from azure.servicebus.exceptions import ServiceBusError
+
+    from prepost.deadletter import DeadLetterOutcome, replay_dead_letters
+
+    verb = "would replay (dry run: nothing changes)" if args.dry_run else "replaying"
+    print(f"{verb} {args.queue}/$deadletterqueue -> {args.queue}")
+    try:
+        with _servicebus_client(args) as client:
+            summary = replay_dead_letters(
+                client,
+                args.queue,
+                dry_run=args.dry_run,
+                limit=args.limit,
+                run_key=args.run,
+                report=_print_dead_letter_result,
+            )
+    except ServiceBusError as error:
+        print(f"prepost: reading {args.queue}/$deadletterqueue failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.dry_run:
+        print(f"{len(summary.results)} shown (a dry run shows at most 32)")
+    else:
+        print(
+            f"{summary.count(DeadLetterOutcome.REPLAYED)} replayed, "
+            f"{summary.count(DeadLetterOutcome.FAILED)} failed (replay {summary.replay_id})"
+        )
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _print_dead_letter_result(result) -> None:
+    from prepost.replay import describe_body
+
+    message = result.message
+    print(f"  {result.outcome.value:<13} {describe_body(message.body.decode('utf-8', 'replace'))}")
+    enqueued = f"{message.enqueued_at:%Y-%m-%d %H:%M:%S}" if message.enqueued_at else "-"
+    print(f"  {'':<13} #{message.sequence_number} enqueued {enqueued}: {message.explanation}")
+    if result.detail:
+        print(f"  {'':<13} {result.detail}")
+
+
+def _deadletter_list(args) -> int:
+    from azure.servicebus.exceptions import ServiceBusError
+
+    from prepost.deadletter import PEEK_LIMIT, peek_dead_letters
+
+    queues = [args.queue] if args.queue else ["prepost-plan", "prepost-vm-tasks"]
+    found = {}
+    try:
+        with _servicebus_client(args) as client:
+            for queue in queues:
+                found[queue] = peek_dead_letters(client, queue)
+    except ServiceBusError as error:
+        print(f"prepost: reading the dead-letter queues failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    queue: [
+                        {
+                            "messageId": m.message_id,
+                            "sequenceNumber": m.sequence_number,
+                            "enqueuedAt": m.enqueued_at.isoformat() if m.enqueued_at else None,
+                            "reason": m.reason,
+                            "description": m.description,
+                            "deliveryCount": m.delivery_count,
+                            "properties": dict(m.application_properties),
+                        }
+                        for m in messages
+                    ]
+                    for queue, messages in found.items()
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    for queue, messages in found.items():
+        more = "+" if len(messages) >= PEEK_LIMIT else ""
+        print(f"{queue}/$deadletterqueue  {len(messages)}{more}")
+        for message in messages:
+            print(f"    #{message.sequence_number} {message.message_id}: {message.explanation}")
+    return EXIT_OK
 
 
 def _positive(value: str) -> int:
@@ -372,8 +523,9 @@ def _refuse_servicebus_queue(queue, transport: str | None) -> None:
     if chosen is Transport.SERVICEBUS and queue in SERVICEBUS_QUEUES:
         raise CliError(
             f"with PREPOST_TRANSPORT=servicebus, {queue.value} is a Service Bus queue that no Storage "
-            f"trigger reads: replaying into the Storage queue would strand the messages. Send the "
-            f"bodies from {queue.poison} to the Service Bus queue instead (see docs/operations.md)"
+            f"trigger reads: replaying into the Storage queue would strand the messages. With explicit "
+            f"settlement (the default) failed messages are in {queue.value}/$deadletterqueue: use "
+            f"'prepost replay deadletter {queue.value}' (see docs/operations.md)"
         )
 
 

@@ -209,3 +209,25 @@ def test_a_transient_failure_is_retried_as_a_scheduled_copy_with_a_new_id(client
 class _NoParking:
     def park(self, queue, body, reason) -> None:
         raise AssertionError(f"nothing should be parked here: {reason}")
+
+
+@pytest.mark.servicebus
+def test_a_dead_lettered_message_is_replayed_to_its_queue_under_a_new_id(client, transport, run_key):
+    from prepost.deadletter import DeadLetterOutcome, replay_dead_letters
+
+    message = task(run_key)
+    transport.send([message])
+
+    def dead_letter(receiver, received) -> None:
+        receiver.dead_letter_message(received, reason="PermanentError", error_description="PermanentError: test")
+
+    assert len(receive_ours(client, run_key, within=30, expected=1, settle=dead_letter)) == 1
+
+    summary = replay_dead_letters(client, QUEUE, run_key=run_key)
+    assert [r.outcome for r in summary.results] == [DeadLetterOutcome.REPLAYED]
+    assert summary.results[0].message.reason == "PermanentError"
+
+    [replayed] = receive_ours(client, run_key, within=30, expected=1)
+    assert replayed.message_id.startswith(f"{message.message_id}:replay:")
+    assert decode_message(body_text(replayed)) == message
+    assert receive_ours(client, run_key, within=5, dead_letter=True) == []
