@@ -88,6 +88,11 @@ param cancelMarginMinutes int = 2
 @maxValue(50)
 param maxTaskAttempts int = 8
 
+@description('PREPOST_OPERATION_CHECK_SECONDS.')
+@minValue(1)
+@maxValue(600)
+param operationCheckSeconds int = 20
+
 @description('Create the Event Grid subscription to the intake function. Leave false until the code is published (Event Grid checks that the function exists).')
 param deployEventSubscription bool = false
 
@@ -192,6 +197,7 @@ module functionApp 'modules/functionapp.bicep' = {
     suppressionGraceMinutes: suppressionGraceMinutes
     cancelMarginMinutes: cancelMarginMinutes
     maxTaskAttempts: maxTaskAttempts
+    operationCheckSeconds: operationCheckSeconds
     maximumInstanceCount: maximumInstanceCount
   }
 }

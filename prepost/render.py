@@ -26,11 +26,11 @@ def render_run(report: dict[str, Any], *, max_tasks: int = 400) -> str:
     tasks = report["tasks"]
     if tasks:
         lines.append("")
-        lines.append(f"{'PHASE':<5} {'ACTION':<18} {'STATUS':<10} {'TRIES':<5} {'TARGET':<28} DETAIL")
+        lines.append(f"{'PHASE':<5} {'ACTION':<18} {'STATUS':<11} {'TRIES':<5} {'TARGET':<28} DETAIL")
         for task in tasks[:max_tasks]:
             target = task["resourceId"].rstrip("/").rsplit("/", 1)[-1]
             lines.append(
-                f"{task['phase']:<5} {task['action']:<18} {task['status']:<10} {task['attempts']:<5} "
+                f"{task['phase']:<5} {task['action']:<18} {task['status']:<11} {task['attempts']:<5} "
                 f"{target[:28]:<28} {task['detail']}"
             )
         if len(tasks) > max_tasks:

@@ -110,6 +110,7 @@ def _run(message: TaskMessage, action, container: Container, delivery: Delivery)
         idempotency=container.idempotency,
         transport=container.transport,
         max_attempts=container.settings.max_task_attempts,
+        check_interval=container.settings.operation_check_interval,
         now=utcnow,
         delivery=delivery,
     )

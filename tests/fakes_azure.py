@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.models.events import parse_event
 from shared.models.ids import ResourceId, run_key
 from shared.models.messages import PlanPhase, TaskOutcome
@@ -97,13 +97,32 @@ def disk_id(name: str, *, subscription: str, resource_group: str = "rg-app") -> 
 SAFE_PATCH = PatchSettings(os_type="Linux", patch_mode="AutomaticByPlatform", bypass_platform_safety_checks=True)
 
 
+@dataclass
+class FakeOperation:
+    """A begun operation on one resource: it ends after ``looks_left`` looks, or when told to."""
+
+    looks_left: int | None
+    succeed: Callable[[], None]
+    fail: Callable[[], None]
+
+
 class FakeCompute(Compute, FaultInjection):
-    def __init__(self, *, now: datetime = DEFAULT_NOW) -> None:
+    """VMs and snapshots whose start, deallocation and creation are begun, not waited for.
+
+    A begun operation shows its transitional state (``starting``, ``deallocating``,
+    ``Creating``) and ends at a later look at the resource (``get_vm``, ``get_snapshot``):
+    ``looks_to_finish`` is how many looks it lasts (1, the default, ends it at the next look,
+    as the simulator does); None leaves it running until :meth:`finish` or :meth:`fail_operation`.
+    """
+
+    def __init__(self, *, now: datetime = DEFAULT_NOW, looks_to_finish: int | None = 1) -> None:
         FaultInjection.__init__(self)
         self.now = now
+        self.looks_to_finish = looks_to_finish
         self.vms: dict[str, VirtualMachine] = {}
         self.disk_locations: dict[str, str] = {}
         self.snapshots: dict[str, Snapshot] = {}
+        self.operations: dict[str, FakeOperation] = {}
 
     # -- arranging ---------------------------------------------------------------------
 
@@ -144,19 +163,33 @@ class FakeCompute(Compute, FaultInjection):
     def power_state(self, resource_id: str) -> PowerState:
         return self.vms[_key(resource_id)].power_state
 
+    def set_power(self, resource_id: str, state: PowerState) -> None:
+        """Change a VM's power state as someone else would (no operation involved)."""
+        self._set_power(resource_id, state)
+
+    def finish(self, resource_id: str | None = None) -> None:
+        """End the operation on ``resource_id`` (or every one) successfully."""
+        for key in [_key(resource_id)] if resource_id else list(self.operations):
+            self.operations.pop(key).succeed()
+
+    def fail_operation(self, resource_id: str) -> None:
+        """End the operation on ``resource_id`` as Azure does when it fails."""
+        self.operations.pop(_key(resource_id)).fail()
+
     # -- the port ----------------------------------------------------------------------
 
     def get_vm(self, vm_id: str) -> VirtualMachine | None:
         self._call("get_vm", vm_id)
+        self._look(vm_id)
         return self.vms.get(_key(vm_id))
 
     def start_vm(self, vm_id: str) -> None:
         self._call("start_vm", vm_id)
-        self._set_power(vm_id, PowerState.RUNNING)
+        self._begin_power(vm_id, PowerState.STARTING, PowerState.RUNNING)
 
     def deallocate_vm(self, vm_id: str) -> None:
         self._call("deallocate_vm", vm_id)
-        self._set_power(vm_id, PowerState.DEALLOCATED)
+        self._begin_power(vm_id, PowerState.DEALLOCATING, PowerState.DEALLOCATED)
 
     def get_disk_location(self, disk_id: str) -> str | None:
         self._call("get_disk_location", disk_id)
@@ -164,17 +197,23 @@ class FakeCompute(Compute, FaultInjection):
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
         self._call("get_snapshot", snapshot_id)
+        self._look(snapshot_id)
         return self.snapshots.get(_key(snapshot_id))
 
     def create_incremental_snapshot(
         self, snapshot_id: str, *, source_disk_id: str, location: str, tags: Mapping[str, str]
-    ) -> Snapshot:
+    ) -> None:
         self._call("create_incremental_snapshot", snapshot_id, source_disk_id, location, dict(tags))
         if _key(source_disk_id) not in self.disk_locations:
             raise PermanentError(f"disk {source_disk_id} not found")
-        snapshot = Snapshot(snapshot_id, source_disk_id, self.now, dict(tags), "Succeeded")
-        self.snapshots[_key(snapshot_id)] = snapshot
-        return snapshot
+        key = _key(snapshot_id)
+        self._refuse_if_busy(snapshot_id)
+        self.snapshots[key] = Snapshot(snapshot_id, source_disk_id, self.now, dict(tags), "Creating")
+
+        def settle(state: str) -> None:
+            self.snapshots[key] = replace(self.snapshots[key], provisioning_state=state)
+
+        self._begin(snapshot_id, lambda: settle("Succeeded"), lambda: settle("Failed"))
 
     def list_snapshots(self, subscription_id: str, resource_group: str) -> list[Snapshot]:
         self._call("list_snapshots", subscription_id, resource_group)
@@ -196,6 +235,28 @@ class FakeCompute(Compute, FaultInjection):
         if key not in self.vms:
             raise PermanentError(f"virtual machine {resource_id} not found")
         self.vms[key] = replace(self.vms[key], power_state=state)
+
+    def _begin_power(self, vm_id: str, transition: PowerState, final: PowerState) -> None:
+        self._refuse_if_busy(vm_id)
+        before = self.power_state(vm_id) if _key(vm_id) in self.vms else None
+        self._set_power(vm_id, transition)
+        self._begin(vm_id, lambda: self._set_power(vm_id, final), lambda: self._set_power(vm_id, before))
+
+    def _refuse_if_busy(self, resource_id: str) -> None:
+        # Azure answers 409 OperationNotAllowed while another operation runs on the resource.
+        if _key(resource_id) in self.operations:
+            raise TransientError(f"{resource_id}: HTTP 409 OperationNotAllowed: another operation is in progress")
+
+    def _begin(self, resource_id: str, succeed: Callable[[], None], fail: Callable[[], None]) -> None:
+        self.operations[_key(resource_id)] = FakeOperation(self.looks_to_finish, succeed, fail)
+
+    def _look(self, resource_id: str) -> None:
+        operation = self.operations.get(_key(resource_id))
+        if operation is None or operation.looks_left is None:
+            return
+        operation.looks_left -= 1
+        if operation.looks_left <= 0:
+            self.finish(resource_id)
 
 
 class FakeInventory(MachineInventory, FaultInjection):

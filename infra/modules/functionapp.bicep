@@ -53,6 +53,11 @@ param cancelMarginMinutes int = 2
 @maxValue(50)
 param maxTaskAttempts int = 8
 
+@description('PREPOST_OPERATION_CHECK_SECONDS: seconds between looks at a long Azure operation (VM start or deallocation, snapshots) a task began.')
+@minValue(1)
+@maxValue(600)
+param operationCheckSeconds int = 20
+
 @description('Upper bound on instances. 40 is the lowest value Flex Consumption accepts; it also bounds parallel calls to ARM.')
 @minValue(40)
 @maxValue(1000)
@@ -103,6 +108,10 @@ var baseSettings = [
   {
     name: 'PREPOST_MAX_TASK_ATTEMPTS'
     value: string(maxTaskAttempts)
+  }
+  {
+    name: 'PREPOST_OPERATION_CHECK_SECONDS'
+    value: string(operationCheckSeconds)
   }
 ]
 

@@ -30,6 +30,9 @@ def app_settings(
         SettingName.ALLOWED_SUBSCRIPTIONS.value: ",".join(subscription_ids),
         SettingName.ARM_ENDPOINT.value: simulator_url,
         SettingName.ARM_AUTH.value: "simulator",
+        # The simulator finishes an operation at the next request by default: looking again
+        # after a second keeps the demo and the tests quick (Azure's operations take minutes).
+        SettingName.OPERATION_CHECK_SECONDS.value: "1",
     }
 
 

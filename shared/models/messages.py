@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from shared.errors import InvalidMessage
+from shared.models.events import parse_time
 from shared.models.run import Action, Phase, TaskStatus, task_id
 from shared.names import QueueName
 
@@ -24,6 +25,10 @@ class WorkMessage:
 
     kind: ClassVar[str] = ""
     queue: ClassVar[QueueName]
+    optional_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields added after schema version 1 shipped: left out of the body while they hold their
+    default, so an instance still running the earlier code (during a deployment) reads the
+    messages it can act on instead of parking them for unknown fields."""
 
     run_key: str
 
@@ -37,7 +42,12 @@ class WorkMessage:
         return {"kind": self.kind, "runKey": self.run_key}
 
     def to_json(self) -> str:
-        return json.dumps({"kind": self.kind, "v": SCHEMA_VERSION, **_plain(asdict(self))}, separators=(",", ":"))
+        values = asdict(self)
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in self.optional_fields:
+            if values[name] == defaults[name]:
+                del values[name]
+        return json.dumps({"kind": self.kind, "v": SCHEMA_VERSION, **_plain(values)}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -80,15 +90,25 @@ class PostFallback(WorkMessage):
 
 @dataclass(frozen=True)
 class TaskMessage(WorkMessage):
-    """One action on one target. ``attempt`` counts from 1 and grows on each re-queue."""
+    """One action on one target. ``attempt`` counts from 1 and grows on each re-queue.
+
+    A long Azure operation (a VM start, snapshots) is begun by one delivery and looked at again
+    by scheduled follow-ups of the same attempt: ``checks`` counts them and ``waiting_since``
+    says when the operation began, which bounds the wait (see ``shared.usecases.task_runner``).
+    """
 
     kind: ClassVar[str] = "task"
     queue: ClassVar[QueueName] = QueueName.VM_TASKS
+    optional_fields: ClassVar[tuple[str, ...]] = ("checks", "waiting_since")
     phase: Phase = Phase.PRE
     action: Action = Action.START_VM
     target: str = ""
     attempt: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    checks: int = 0
+    """Follow-ups so far of the operation this attempt began (0: not a follow-up)."""
+    waiting_since: str | None = None
+    """When this attempt began its long operation (ISO 8601 UTC); set on the first follow-up."""
 
     @property
     def task_id(self) -> str:
@@ -96,7 +116,9 @@ class TaskMessage(WorkMessage):
 
     @property
     def message_id(self) -> str:
-        return f"{self.run_key}:{self.task_id}:{self.attempt}"
+        # Every follow-up needs an id of its own: Service Bus drops a repeated MessageId.
+        base = f"{self.run_key}:{self.task_id}:{self.attempt}"
+        return f"{base}:check:{self.checks}" if self.checks else base
 
     @property
     def properties(self) -> dict[str, str | int]:
@@ -106,11 +128,24 @@ class TaskMessage(WorkMessage):
             "action": self.action.value,
             "target": self.target,
             "attempt": self.attempt,
+            **({"checks": self.checks} if self.checks else {}),
         }
 
+    @property
+    def is_follow_up(self) -> bool:
+        """True when an earlier delivery of this attempt began the operation this one looks at."""
+        return self.checks > 0
+
     def next_attempt(self) -> TaskMessage:
-        """The same task, one attempt later (same class, so monitoring stays monitoring)."""
-        return replace(self, attempt=self.attempt + 1)
+        """The same task, one attempt later (same class, so monitoring stays monitoring).
+
+        A new attempt begins its operation afresh: no follow-ups yet, and its own time bound.
+        """
+        return replace(self, attempt=self.attempt + 1, checks=0, waiting_since=None)
+
+    def follow_up(self, *, waiting_since: str) -> TaskMessage:
+        """The same attempt, one look later. ``waiting_since`` is kept once set."""
+        return replace(self, checks=self.checks + 1, waiting_since=self.waiting_since or waiting_since)
 
 
 @dataclass(frozen=True)
@@ -157,6 +192,8 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "attempt": (int,),
     "target": (str,),
     "options": (dict,),
+    "checks": (int,),
+    "waiting_since": (str, type(None)),
     "detail": (str,),
     "attempts": (int,),
     "started_at": (str, type(None)),
@@ -202,7 +239,22 @@ def decode_message(body: str | bytes) -> WorkMessage:
         raise InvalidMessage(f"{kind} message is malformed: {error}") from error
     if not message.run_key:
         raise InvalidMessage(f"{kind} message has no run_key")
+    if isinstance(message, TaskMessage):
+        _check_follow_up(message)
     return message
+
+
+def _check_follow_up(message: TaskMessage) -> None:
+    if message.checks < 0:
+        raise InvalidMessage(f"{message.kind} message is malformed: checks must not be negative, got {message.checks}")
+    if message.waiting_since is None:
+        return
+    try:
+        parse_time(message.waiting_since)
+    except ValueError as error:
+        raise InvalidMessage(
+            f"{message.kind} message is malformed: waiting_since {message.waiting_since!r} is not an ISO 8601 time"
+        ) from error
 
 
 def _plain(value: Any) -> Any:

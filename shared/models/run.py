@@ -39,6 +39,9 @@ class Action(str, Enum):
 class TaskStatus(str, Enum):
     QUEUED = "queued"
     RETRYING = "retrying"
+    """Waiting for its next attempt after a throttled or transient failure."""
+    IN_PROGRESS = "in-progress"
+    """A long Azure operation (VM start or deallocation, snapshots) was begun; the task looks again later."""
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
     FAILED = "failed"

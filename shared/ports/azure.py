@@ -99,11 +99,15 @@ class Compute(ABC):
 
     @abstractmethod
     def start_vm(self, vm_id: str) -> None:
-        """Start the VM and wait for the operation (idempotent: a running VM stays running)."""
+        """Begin starting the VM; does not wait. The VM shows ``starting`` until it is running.
+
+        Raises what the request itself failed with; the operation's own failure is seen later,
+        as a power state that went back.
+        """
 
     @abstractmethod
     def deallocate_vm(self, vm_id: str) -> None:
-        """Deallocate the VM and wait for the operation (idempotent)."""
+        """Begin deallocating the VM; does not wait. The VM shows ``deallocating`` until done."""
 
     @abstractmethod
     def get_disk_location(self, disk_id: str) -> str | None:
@@ -116,8 +120,13 @@ class Compute(ABC):
     @abstractmethod
     def create_incremental_snapshot(
         self, snapshot_id: str, *, source_disk_id: str, location: str, tags: Mapping[str, str]
-    ) -> Snapshot:
-        """Create (or update, same name) an incremental snapshot and wait for it."""
+    ) -> None:
+        """Begin creating (or updating, same name) an incremental snapshot; does not wait.
+
+        :meth:`get_snapshot` then shows its ``provisioning_state``: ``Creating`` or ``Updating``
+        while it runs, ``Succeeded`` or ``Failed`` when it ended (a failed creation may also
+        leave no snapshot at all).
+        """
 
     @abstractmethod
     def list_snapshots(self, subscription_id: str, resource_group: str) -> list[Snapshot]:

@@ -3,12 +3,18 @@
 Each action is idempotent on its own terms (a running VM is not started again, a snapshot of
 the same run and disk is reused), and reads the records of earlier phases rather than
 guessing: only VMs prepost started are deallocated afterwards.
+
+Starting, deallocating and snapshotting take minutes in Azure, so those actions begin the
+operation, record that they did in the task's data (``start_requested``,
+``deallocate_requested``, ``snapshots_requested``) and answer :class:`FollowUp`; the follow-up
+delivery looks at the VM or the snapshots again and finishes the task once they are done.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,10 +22,10 @@ from shared.errors import PermanentError, TransientError
 from shared.models.ids import ResourceId, schedule_stamp_of
 from shared.models.messages import TaskMessage
 from shared.models.run import Action, RunRecord, TaskStatus, task_id
-from shared.ports.azure import ArcMachines, Compute, PowerState, VirtualMachine
+from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
-from shared.usecases.task_runner import TaskResult
+from shared.usecases.task_runner import FollowUp, TaskResult
 
 TAG_RUN = "prepost-run"
 TAG_CONFIGURATION = "prepost-configuration"
@@ -28,6 +34,11 @@ TAG_DISK = "prepost-disk"
 TRANSITIONAL = {PowerState.STARTING, PowerState.DEALLOCATING, PowerState.STOPPING}
 TRANSITION_RECHECK = timedelta(seconds=30)
 SNAPSHOT_NAME_LIMIT = 80
+START = "start VM"
+DEALLOCATE = "deallocate VM"
+SNAPSHOT = "snapshot disks"
+ENDED_UNSUCCESSFULLY = ("failed", "canceled")
+"""ARM's terminal provisioning states other than Succeeded: a PUT of the same snapshot retries it."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +48,12 @@ class MachinePorts:
     arc: ArcMachines
 
 
-def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: datetime) -> TaskResult:
-    """Do one machine action. Raises TransientError/Throttled to retry, PermanentError to fail."""
+def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: datetime) -> TaskResult | FollowUp:
+    """Do one machine action, or the next step of it.
+
+    Returns the result, or :class:`FollowUp` while an Azure operation it began is still running.
+    Raises TransientError/Throttled to retry, PermanentError to fail.
+    """
     run = ports.records.get_run(message.run_key)
     handlers = {
         Action.START_VM: _start_vm,
@@ -60,71 +75,141 @@ def _require_vm(ports: MachinePorts, vm_id: str) -> VirtualMachine:
     return vm
 
 
-def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult:
+def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult | FollowUp:
+    """Start a stopped or deallocated VM and follow up until it runs; leave a running VM alone.
+
+    The intent marker ``start_requested`` is written before the start is asked for, so the post
+    phase deallocates the VM whatever happens next; it also keeps the power state found before,
+    which the VM no longer shows once it runs.
+    """
     vm = _require_vm(ports, message.target)
-    data: dict = {"power_state_before": vm.power_state.value}
     warning = _patch_warning(vm)
-    if warning:
-        data["warning"] = warning
-    if vm.power_state in TRANSITIONAL:
-        raise TransientError(f"VM is {vm.power_state.value}", retry_after=TRANSITION_RECHECK)
-    if vm.power_state is PowerState.RUNNING:
-        # A previous delivery may have started it and died before reporting: its intent marker
-        # says so, and the VM must then still be deallocated after the run.
-        ours = bool(_task_data(ports.records, message).get("start_requested"))
-        data["started_by_us"] = ours
-        detail = "running (started by an earlier attempt)" if ours else "already running; left as it was found"
-        return TaskResult(TaskStatus.SUCCEEDED, _join(detail, warning), data)
-    # Record the intent before acting, so the post phase deallocates it whatever happens next.
-    _mark_task(ports.records, message, {"start_requested": True})
+    marker = _task_data(ports.records, message)
+    requested = bool(marker.get("start_requested"))
+    recorded = marker.get("power_state_before") if requested else None
+    state = vm.power_state
+    before = str(recorded or state.value)
+    data: dict = {"power_state_before": before, **({"warning": warning} if warning else {})}
+    if state is PowerState.RUNNING:
+        data["started_by_us"] = requested
+        return TaskResult(TaskStatus.SUCCEEDED, _join(_running_detail(requested, recorded), warning), data)
+    if state is PowerState.STARTING and requested:
+        return FollowUp(START, "starting", {**data, "started_by_us": True})
+    if state in TRANSITIONAL:
+        # Someone else is changing it (or it is being stopped): look again once it settled.
+        raise TransientError(f"VM is {state.value}", retry_after=TRANSITION_RECHECK)
+    if message.is_follow_up and requested:
+        raise TransientError(f"{START} did not complete: the VM is {state.value} instead of running")
+    _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before})
     ports.compute.start_vm(message.target)
-    data["started_by_us"] = True
-    return TaskResult(TaskStatus.SUCCEEDED, _join(f"started from {vm.power_state.value}", warning), data)
+    return FollowUp(START, "start requested", {**data, "started_by_us": True})
 
 
-def _deallocate_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult:
+def _running_detail(requested: bool, recorded_before: str | None) -> str:
+    if not requested:
+        return "already running; left as it was found"
+    # A marker without the state before was written by an earlier version, which waited for
+    # the start inside the delivery that asked for it.
+    return f"started from {recorded_before}" if recorded_before else "running (started by an earlier attempt)"
+
+
+def _deallocate_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult | FollowUp:
+    """Deallocate a VM prepost started for the run (the planner only asks for those).
+
+    ``deallocate_requested`` is written before asking, so a follow-up knows the deallocation is
+    prepost's own and a VM found deallocated was deallocated by it, not before it.
+    """
     vm = _require_vm(ports, message.target)
-    if vm.power_state is PowerState.DEALLOCATED:
-        return TaskResult(TaskStatus.SUCCEEDED, "already deallocated", {"power_state_before": vm.power_state.value})
-    if vm.power_state in TRANSITIONAL:
-        raise TransientError(f"VM is {vm.power_state.value}", retry_after=TRANSITION_RECHECK)
+    marker = _task_data(ports.records, message)
+    requested = bool(marker.get("deallocate_requested"))
+    state = vm.power_state
+    before = str(marker.get("power_state_before") or state.value) if requested else state.value
+    data = {"power_state_before": before}
+    if state is PowerState.DEALLOCATED:
+        detail = "deallocated (prepost had started it for the run)" if requested else "already deallocated"
+        return TaskResult(TaskStatus.SUCCEEDED, detail, data)
+    if state is PowerState.DEALLOCATING and requested:
+        return FollowUp(DEALLOCATE, "deallocating", data)
+    if state in TRANSITIONAL:
+        raise TransientError(f"VM is {state.value}", retry_after=TRANSITION_RECHECK)
+    if message.is_follow_up and requested:
+        raise TransientError(f"{DEALLOCATE} did not complete: the VM is {state.value} instead of deallocated")
+    _mark_task(ports.records, message, {"deallocate_requested": True, "power_state_before": before})
     ports.compute.deallocate_vm(message.target)
-    return TaskResult(
-        TaskStatus.SUCCEEDED,
-        "deallocated (prepost had started it for the run)",
-        {"power_state_before": vm.power_state.value},
-    )
+    return FollowUp(DEALLOCATE, "deallocate requested", data)
 
 
-def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult:
+def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult | FollowUp:
+    """Take an incremental snapshot of each disk and follow up until all of them succeeded.
+
+    Snapshot names are deterministic, so a snapshot that exists is looked at rather than taken
+    again. The ids this task asked for are kept in ``snapshots_requested``, so the final detail
+    tells snapshots created by this task from snapshots reused from before.
+    """
     vm = _require_vm(ports, message.target)
+    disks = _disks_to_snapshot(vm, message)
+    requested = {s.lower() for s in _task_data(ports.records, message).get("snapshots_requested", [])}
+    snapshots = [snapshot_id_for(run, disk_id) for disk_id in disks]
+    ready, to_create = 0, []
+    for disk_id, snapshot_id in zip(disks, snapshots, strict=True):
+        state = _snapshot_state(ports.compute.get_snapshot(snapshot_id))
+        if state == "succeeded":
+            ready += 1
+        elif state in (None, *ENDED_UNSUCCESSFULLY):
+            if message.is_follow_up and snapshot_id.lower() in requested:
+                seen = "is gone" if state is None else f"is {state}"
+                raise TransientError(f"snapshot {ResourceId(snapshot_id).name} {seen}: its creation did not complete")
+            to_create.append((disk_id, snapshot_id))
+        # Anything else (Creating, Updating): Azure is still at it.
+    if to_create:
+        # Recorded before asking, so a crash in between still counts them as this task's.
+        _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create])
+        for disk_id, snapshot_id in to_create:
+            _begin_snapshot(ports, run, message, vm, disk_id, snapshot_id)
+    if ready < len(disks):
+        return FollowUp(SNAPSHOT, f"{ready} of {len(disks)} snapshot(s) ready")
+    created = sum(1 for snapshot_id in snapshots if snapshot_id.lower() in requested)
+    detail = f"{len(disks)} incremental snapshot(s): {created} created, {len(disks) - created} reused"
+    return TaskResult(TaskStatus.SUCCEEDED, detail, {"snapshots": snapshots})
+
+
+def _disks_to_snapshot(vm: VirtualMachine, message: TaskMessage) -> list[str]:
     disks = [vm.os_disk_id] if vm.os_disk_id else []
     if message.options.get("disks") == "all":
         disks.extend(vm.data_disk_ids)
     if not disks:
         raise PermanentError("the VM has no managed disks to snapshot")
-    snapshots, reused = [], 0
-    for disk_id in disks:
-        snapshot_id = snapshot_id_for(run, disk_id)
-        existing = ports.compute.get_snapshot(snapshot_id)
-        if existing is not None and existing.provisioning_state.lower() == "succeeded":
-            reused += 1
-        else:
-            ports.compute.create_incremental_snapshot(
-                snapshot_id,
-                source_disk_id=disk_id,
-                location=vm.location,
-                tags={
-                    TAG_RUN: run.run_key,
-                    TAG_CONFIGURATION: run.configuration_name,
-                    TAG_MACHINE: ResourceId(message.target).name,
-                    TAG_DISK: ResourceId(disk_id).name,
-                },
-            )
-        snapshots.append(snapshot_id)
-    created = len(disks) - reused
-    detail = f"{len(disks)} incremental snapshot(s): {created} created, {reused} reused"
-    return TaskResult(TaskStatus.SUCCEEDED, detail, {"snapshots": snapshots})
+    return disks
+
+
+def _snapshot_state(snapshot: Snapshot | None) -> str | None:
+    """The snapshot's provisioning state in lower case, or None when there is no snapshot."""
+    return None if snapshot is None else snapshot.provisioning_state.lower()
+
+
+def _begin_snapshot(
+    ports: MachinePorts, run: RunRecord, message: TaskMessage, vm: VirtualMachine, disk_id: str, snapshot_id: str
+) -> None:
+    ports.compute.create_incremental_snapshot(
+        snapshot_id,
+        source_disk_id=disk_id,
+        location=vm.location,
+        tags={
+            TAG_RUN: run.run_key,
+            TAG_CONFIGURATION: run.configuration_name,
+            TAG_MACHINE: ResourceId(message.target).name,
+            TAG_DISK: ResourceId(disk_id).name,
+        },
+    )
+
+
+def _remember_requested(records: RunRecords, message: TaskMessage, snapshot_ids: list[str]) -> None:
+    def add(data: dict) -> dict:
+        known = list(data.get("snapshots_requested", []))
+        seen = {s.lower() for s in known}
+        return {**data, "snapshots_requested": known + [s for s in snapshot_ids if s.lower() not in seen]}
+
+    _update_task_data(records, message, add)
 
 
 def snapshot_id_for(run: RunRecord, disk_id: str) -> str:
@@ -201,11 +286,16 @@ def _task_data(records: RunRecords, message: TaskMessage) -> dict:
 
 
 def _mark_task(records: RunRecords, message: TaskMessage, data: dict) -> None:
+    _update_task_data(records, message, lambda current: {**current, **data})
+
+
+def _update_task_data(records: RunRecords, message: TaskMessage, change: Callable[[dict], dict]) -> None:
+    """Apply ``change`` to the task's data, again on a fresh read whenever another writer won."""
     for _ in range(10):
         task = records.get_task(message.run_key, task_id(message.phase, message.action, message.target))
         if task is None:
             raise PermanentError(f"task {message.task_id} is not recorded")
-        task.data = {**task.data, **data}
+        task.data = change(task.data)
         try:
             records.replace_task(task)
             return

@@ -7,7 +7,11 @@ for all of them:
   Azure gave one, else exponential backoff) instead of sleeping inside the function;
 - permanent failures, and transient ones after the last attempt, become a FAILED outcome;
 - an unexpected error is raised, so the platform retries it; on the last delivery it is
-  recorded as FAILED first, so the record never stays "queued" while the message sits in poison.
+  recorded as FAILED first, so the record never stays "queued" while the message sits in poison;
+- a long Azure operation is begun and then looked at again by scheduled follow-ups
+  (:class:`FollowUp`) instead of being waited for inside one delivery, whose message lock or
+  visibility timeout would run out first. Follow-ups use no attempt; the wait is bounded by
+  :data:`MAX_OPERATION_WAIT`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.errors import PermanentError, Throttled, TransientError
-from shared.models.events import format_time
+from shared.models.events import format_time, parse_time
 from shared.models.messages import TaskMessage, TaskOutcome
 from shared.models.run import TaskStatus
 from shared.ports.idempotency import AlreadyDone, AlreadyInProgress, IdempotencyStore
@@ -31,6 +35,10 @@ log = logging.getLogger(__name__)
 MIN_RETRY_DELAY = timedelta(seconds=1)
 MAX_RETRY_DELAY = timedelta(minutes=15)
 IN_PROGRESS_RECHECK = timedelta(seconds=30)
+MAX_OPERATION_WAIT = timedelta(minutes=30)
+"""How long one attempt follows up a long operation before the task fails. A VM start or an
+incremental snapshot takes minutes; one still running after half an hour is stuck, and in the
+pre phase the cancellation deadline has passed by then anyway."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,22 @@ class TaskResult:
 
     status: TaskStatus
     detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What an action reports when its Azure operation is begun but not finished: look again later.
+
+    The runner schedules the same attempt again (``TaskMessage.follow_up``) after the operation
+    check interval and records the task ``in-progress``. The action must be able to tell, on the
+    follow-up, whether the operation finished (idempotency markers in the task record).
+    """
+
+    operation: str
+    """What is being waited for, for people: ``start VM``, ``snapshot disks``."""
+    state: str
+    """What this look saw: ``start requested``, ``starting``, ``1 of 3 snapshot(s) ready``."""
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,16 +80,21 @@ class Delivery:
 
 def run_task(
     message: TaskMessage,
-    action: Callable[[TaskMessage], TaskResult],
+    action: Callable[[TaskMessage], TaskResult | FollowUp],
     *,
     idempotency: IdempotencyStore,
     transport: WorkTransport,
     max_attempts: int,
+    check_interval: timedelta,
     now: Callable[[], datetime],
     delivery: Delivery = Delivery(),
     rng: random.Random | None = None,
 ) -> TaskOutcome | None:
-    """Run ``action`` for ``message`` once; return the outcome sent (None if nothing was sent)."""
+    """Run ``action`` for ``message`` once; return the outcome sent (None if nothing was sent).
+
+    ``check_interval`` is how long after a :class:`FollowUp` the task looks again
+    (``PREPOST_OPERATION_CHECK_SECONDS``).
+    """
     key = f"task:{message.run_key}:{message.task_id}"
     try:
         begun = idempotency.begin(key, now=now())
@@ -112,7 +141,38 @@ def run_task(
             detail = f"unexpected {type(error).__name__} on delivery {delivery.count}: {error}"
             transport.send([_outcome(message, TaskResult(TaskStatus.FAILED, detail), started, now())])
         raise
+    if isinstance(result, FollowUp):
+        return _follow_up(message, result, started, now(), check_interval, transport, idempotency, key)
     return _finish(message, result, started, now(), transport, idempotency, key)
+
+
+def _follow_up(
+    message: TaskMessage,
+    follow_up: FollowUp,
+    started: datetime,
+    finished: datetime,
+    check_interval: timedelta,
+    transport: WorkTransport,
+    idempotency: IdempotencyStore,
+    key: str,
+) -> TaskOutcome:
+    """Schedule the next look at a running operation, or fail the task once it waited too long."""
+    waiting_since = parse_time(message.waiting_since) if message.waiting_since else started
+    if finished - waiting_since > MAX_OPERATION_WAIT:
+        minutes = int(MAX_OPERATION_WAIT.total_seconds() // 60)
+        detail = f"{follow_up.operation} did not finish within {minutes} minutes; last seen: {follow_up.state}"
+        result = TaskResult(TaskStatus.FAILED, detail, follow_up.data)
+        return _finish(message, result, started, finished, transport, idempotency, key)
+    # Released first, so the follow-up delivery can begin; a crash before the send below
+    # raises, and the platform delivers this message again, which looks at the operation again.
+    idempotency.release(key)
+    transport.send([message.follow_up(waiting_since=format_time(waiting_since))], delay=check_interval)
+    seconds = int(check_interval.total_seconds())
+    detail = f"{follow_up.operation}: {follow_up.state}; looking again in {seconds} s"
+    outcome = _outcome(message, TaskResult(TaskStatus.IN_PROGRESS, detail, follow_up.data), started, finished)
+    transport.send([outcome])
+    log.info("%s in progress: %s", key, detail)
+    return outcome
 
 
 def _finish(message, result, started, finished, transport, idempotency, key) -> TaskOutcome:

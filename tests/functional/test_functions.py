@@ -123,7 +123,8 @@ def call_queue(queue: QueueName, body: str | bytes, *, dequeue_count: int = 1) -
 def pump(estate: FakeEstate) -> list:
     """Deliver every message sent without a delay to its queue's function until none is left.
 
-    Delayed messages (deadline check, fallback, retries) are returned, not delivered.
+    Follow-ups of long operations are delivered too, as their delay ran out; other delayed
+    messages (deadline check, fallback, retries) are returned, not delivered.
     """
     delayed = []
     for _ in range(100):
@@ -131,7 +132,8 @@ def pump(estate: FakeEstate) -> list:
         if not batch:
             return delayed
         for sent in batch:
-            if sent.delay:
+            follow_up = isinstance(sent.message, TaskMessage) and sent.message.is_follow_up
+            if sent.delay and not follow_up:
                 delayed.append(sent)
             else:
                 call_queue(sent.message.queue, sent.message.to_json())

@@ -18,7 +18,7 @@ from typing import Any
 from prepost.local.delivery import DeliveryResult, deliver
 from prepost.local.host_config import QueuesConfig
 from prepost.local.runner import FunctionAppRunner, wait_for
-from prepost.simulator import Estate, SimulatorConfig, SimulatorServer
+from prepost.simulator import Clock, Estate, SimulatorConfig, SimulatorServer
 from shared.adapters.storage_clients import StorageClients
 from shared.models.ids import run_key
 from shared.models.messages import WorkMessage
@@ -85,6 +85,9 @@ class AppHarness:
     connection_string: str
     estate: Estate
     config: SimulatorConfig | None = None
+    clock: Clock | None = None
+    """The simulator's clock (default: the system clock); a ManualClock lets a test decide when
+    long operations finish."""
     allowed_configurations: list[str] | None = None
     allowed_subscriptions: list[str] | None = None
     extra_settings: Mapping[str, str] = field(default_factory=dict)
@@ -98,7 +101,7 @@ class AppHarness:
         from prepost.local.stack import app_settings
         from shared.settings import Transport
 
-        self.simulator = SimulatorServer(self.estate, self.config).start()
+        self.simulator = SimulatorServer(self.estate, self.config, clock=self.clock).start()
         env = app_settings(
             self.connection_string,
             self.simulator.url,

@@ -9,12 +9,21 @@ delayed messages the intake scheduled would arrive later.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from prepost.local.events import build_event
-from prepost.simulator import Estate, PowerState
+from prepost.simulator import (
+    Estate,
+    LroConfig,
+    LroTiming,
+    ManualClock,
+    Operation,
+    PowerState,
+    SimulatorConfig,
+    ThrottleConfig,
+)
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.resource_graph import PAGE_SIZE, ResourceGraphInventory
 from shared.models.ids import run_key
@@ -265,6 +274,7 @@ def test_throttled_start_is_requeued_with_retry_after_and_succeeds(start_app):
         if sent.message.action is Action.START_VM
         and sent.message.target.lower() == vm.id.lower()
         and sent.message.attempt > 1
+        and not sent.message.is_follow_up
     ]
     assert [s.message.attempt for s in requeued] == [2, 3]
     assert all(s.delay == timedelta(seconds=1) for s in requeued)
@@ -336,3 +346,86 @@ def test_post_fallback_runs_the_post_phase_when_no_post_event_came(start_app, ca
     assert latest.outcome is DeliveryOutcome.DUPLICATE
     assert "by the fallback" in latest.reason
     assert (latest.run_key, latest.phase) == (app.run_key, "post")
+
+
+def test_long_operations_are_followed_up_until_azure_finishes_them(start_app):
+    """VM starts and snapshots that take ten (simulated) minutes: each task begins its operation,
+    follows up every PREPOST_OPERATION_CHECK_SECONDS (1 s locally) while Azure is still at it,
+    without using attempts, and finishes once the operations did."""
+    slow = LroTiming(polls=1_000, seconds=600)
+    config = SimulatorConfig(
+        lro=LroConfig(per_operation={Operation.VM_START.value: slow, Operation.SNAPSHOT_CREATE.value: slow}),
+        # The manual clock also stops request budgets from refilling: this test is about follow-ups.
+        throttling=ThrottleConfig(enabled=False),
+    )
+    clock = ManualClock(datetime.now(timezone.utc))
+    app = start_app(small_estate(), config=config, clock=clock)
+    estate = app.estate
+    (stopped,) = [vm for vm in estate.vms if vm.power_state is PowerState.DEALLOCATED]
+    slow_tasks = {(Action.START_VM, stopped.id.lower())} | {(Action.SNAPSHOT_DISKS, vm.id.lower()) for vm in estate.vms}
+
+    def follow_ups() -> list:
+        return [
+            sent
+            for sent in app.recorder.of_kind(TaskMessage)
+            if (sent.message.action, sent.message.target.lower()) in slow_tasks and sent.message.is_follow_up
+        ]
+
+    def looked_again_while_running() -> bool:
+        # A second follow-up exists only if the first one found the operation still running.
+        seen = {(s.message.action, s.message.target.lower()) for s in follow_ups() if s.message.checks >= 2}
+        return seen == slow_tasks
+
+    assert app.deliver(pre_event(app)).status == 200
+    app.wait(looked_again_while_running, "every slow task followed up twice")
+
+    # Azure is still at it: nothing is final, nothing was asked twice.
+    assert app.sim.state.power_state(stopped.id) is PowerState.STARTING
+    assert {s.provisioning_state for s in app.sim.state.snapshots()} == {"Creating"}
+    assert app.phase(Phase.PRE).status is PhaseStatus.PLANNED
+
+    def start_in_progress():
+        task = by_target(app.tasks(Phase.PRE), Action.START_VM)[stopped.id.lower()]
+        return task if task.status is TaskStatus.IN_PROGRESS else None
+
+    start = app.wait(start_in_progress, "the start task recorded in-progress")  # outcomes travel on their own queue
+    assert start.attempts == 1 and start.detail.startswith("start VM: ")
+    assert start.data["start_requested"] is True and start.data["power_state_before"] == "deallocated"
+
+    clock.advance(600)
+    pre = app.wait_phase_final(Phase.PRE)
+
+    assert pre.status is PhaseStatus.COMPLETED
+    tasks = app.tasks(Phase.PRE)
+    assert all(t.status is TaskStatus.SUCCEEDED for t in tasks if (t.action, t.target.lower()) in slow_tasks)
+    assert all(t.status in (TaskStatus.SUCCEEDED, TaskStatus.SKIPPED) for t in tasks)
+    assert all(t.attempts == 1 for t in tasks if (t.action, t.target.lower()) in slow_tasks)  # follow-ups use none
+    assert all(app.sim.state.power_state(vm.id) is PowerState.RUNNING for vm in estate.vms)
+    assert app.sim.state.count(Operation.VM_START.value, stopped.id) == 1
+    assert len(app.requests_of(Operation.VM_START.value)) == 1
+    run = app.records.get_run(app.run_key)
+    snapshots = app.sim.state.snapshots()
+    assert {s.id.lower() for s in snapshots} == {
+        snapshot_id_for(run, d.id).lower() for vm in estate.vms for d in vm.disks
+    }
+    assert all(s.provisioning_state == "Succeeded" and s.put_count == 1 for s in snapshots)
+    assert Operation.OPERATION_STATUS.value not in {r.operation for r in app.sim.state.requests()}  # nobody polled
+
+    started = by_target(tasks, Action.START_VM)[stopped.id.lower()]
+    assert started.detail == "started from deallocated" and started.data["started_by_us"] is True
+    for vm in estate.vms:
+        snapshot_task = by_target(tasks, Action.SNAPSHOT_DISKS)[vm.id.lower()]
+        assert snapshot_task.detail == f"{len(vm.disks)} incremental snapshot(s): {len(vm.disks)} created, 0 reused"
+
+    # The outcomes said in-progress before succeeded; the follow-ups came after the check
+    # interval, each under an id of its own.
+    statuses = [
+        sent.message.status
+        for sent in app.recorder.of_kind(TaskOutcome)
+        if (sent.message.action, sent.message.target.lower()) == (Action.START_VM, stopped.id.lower())
+    ]
+    assert statuses[0] is TaskStatus.IN_PROGRESS and statuses[-1] is TaskStatus.SUCCEEDED
+    assert set(statuses[:-1]) == {TaskStatus.IN_PROGRESS}
+    sent = follow_ups()
+    assert all(s.delay == timedelta(seconds=1) and s.message.attempt == 1 for s in sent)
+    assert len({s.message.message_id for s in sent}) == len(sent)

@@ -264,3 +264,85 @@ def test_optional_outcome_times_may_be_null():
     )
 
     assert decode_message(raw).started_at is None
+
+
+# -- follow-ups of long operations ---------------------------------------------------------
+
+TASK = EVERY_KIND[3]
+SINCE = "2026-11-22T01:30:05.123456Z"
+
+
+@pytest.mark.parametrize("cls", [TaskMessage, MonitoringMessage])
+def test_a_follow_up_survives_encoding(cls):
+    follow_up = cls(run_key=KEY, action=Action.START_VM, target=VM, attempt=2).follow_up(waiting_since=SINCE)
+
+    decoded = decode_message(follow_up.to_json())
+
+    assert type(decoded) is cls
+    assert decoded == follow_up
+    assert (decoded.checks, decoded.waiting_since, decoded.attempt) == (1, SINCE, 2)
+
+
+def test_a_first_delivery_leaves_the_follow_up_fields_out_of_the_body():
+    # An instance still running the code before follow-ups existed can read it during a deployment.
+    raw = json.loads(TASK.to_json())
+
+    assert "checks" not in raw and "waiting_since" not in raw
+
+
+def test_a_task_body_without_the_follow_up_fields_decodes_as_a_first_delivery():
+    older = body(phase="pre", action="start-vm", target=VM, attempt=3, options={})
+
+    decoded = decode_message(older)
+
+    assert (decoded.checks, decoded.waiting_since, decoded.is_follow_up) == (0, None, False)
+    assert decoded.message_id == f"{KEY}:{task_id(Phase.PRE, Action.START_VM, VM)}:3"
+
+
+def test_follow_ups_keep_when_the_operation_began_and_count_on():
+    first = TASK.follow_up(waiting_since=SINCE)
+    second = first.follow_up(waiting_since="2026-11-22T01:31:00Z")
+
+    assert (first.checks, second.checks) == (1, 2)
+    assert first.waiting_since == second.waiting_since == SINCE
+    assert second.attempt == TASK.attempt
+    assert second.is_follow_up and not TASK.is_follow_up
+
+
+def test_follow_up_ids_are_deterministic_and_distinct_from_the_original_and_each_other():
+    first = TASK.follow_up(waiting_since=SINCE)
+    second = first.follow_up(waiting_since=SINCE)
+
+    assert TASK.message_id == f"{KEY}:{TASK.task_id}:2"
+    assert first.message_id == f"{KEY}:{TASK.task_id}:2:check:1"
+    assert second.message_id == f"{KEY}:{TASK.task_id}:2:check:2"
+    assert decode_message(second.to_json()).message_id == second.message_id
+
+
+def test_the_next_attempt_begins_without_follow_ups():
+    following = TASK.follow_up(waiting_since=SINCE).follow_up(waiting_since=SINCE).next_attempt()
+
+    assert (following.attempt, following.checks, following.waiting_since) == (TASK.attempt + 1, 0, None)
+    assert following.message_id == f"{KEY}:{TASK.task_id}:3"
+
+
+def test_properties_name_the_follow_up():
+    assert TASK.follow_up(waiting_since=SINCE).properties["checks"] == 1
+    assert "checks" not in TASK.properties
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"checks": "1"}, "wrong type"),
+        ({"checks": True}, "wrong type"),
+        ({"checks": None}, "wrong type"),
+        ({"checks": -1}, "must not be negative"),
+        ({"checks": 1, "waiting_since": 1700000000}, "wrong type"),
+        ({"checks": 1, "waiting_since": "yesterday"}, "not an ISO 8601 time"),
+    ],
+    ids=["checks-text", "checks-bool", "checks-null", "checks-negative", "since-number", "since-not-a-time"],
+)
+def test_follow_up_fields_that_do_not_fit_are_invalid(fields, why):
+    with pytest.raises(InvalidMessage, match=why):
+        decode_message(body(action="start-vm", target=VM, **fields))

@@ -86,6 +86,32 @@ def test_a_retrying_outcome_is_recorded_but_not_counted():
     assert estate.task(Phase.PRE, Action.SNAPSHOT_DISKS, vm).attempts == 2
 
 
+def test_an_in_progress_outcome_is_recorded_but_not_counted_and_keeps_the_task_open():
+    estate, vm = planned()
+    estate.report(Action.START_VM, vm, TaskStatus.IN_PROGRESS, detail="start VM: start requested", data={"a": 1})
+    estate.report(Action.START_VM, vm, TaskStatus.IN_PROGRESS, detail="start VM: starting")
+
+    task = estate.task(Phase.PRE, Action.START_VM, vm)
+    assert (task.status, task.detail, task.data["a"]) == (TaskStatus.IN_PROGRESS, "start VM: starting", 1)
+    assert estate.phase().finished_tasks == 0
+
+    estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED, detail="started from deallocated")
+    late = estate.report(Action.START_VM, vm, TaskStatus.IN_PROGRESS, detail="start VM: starting")
+
+    assert late is False  # an in-progress outcome overtaken by the final one changes nothing
+    assert estate.task(Phase.PRE, Action.START_VM, vm).status is TaskStatus.SUCCEEDED
+    assert estate.phase().finished_tasks == 1
+
+
+def test_the_deadline_check_counts_a_task_in_progress_as_pending():
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.IN_PROGRESS, detail="snapshot disks: 0 of 1 snapshot(s) ready")
+
+    assert "1 tasks pending" in deadline_check(estate)
+    assert estate.cancellation.calls_to("cancel") == [(estate.event.correlation_id,)]
+
+
 def test_an_outcome_for_an_unknown_task_is_permanent():
     estate, _ = planned()
 

@@ -1,4 +1,5 @@
-"""The task runner: each task once, retries re-queued with a delay (never slept), failures recorded."""
+"""The task runner: each task once, retries re-queued with a delay (never slept), failures recorded,
+long operations followed up by scheduled messages that use no attempt."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from shared.models.run import Action, Phase, TaskStatus
 from shared.ports.idempotency import IdempotencyStatus
 from shared.usecases.task_runner import (
     IN_PROGRESS_RECHECK,
+    MAX_OPERATION_WAIT,
     MAX_RETRY_DELAY,
     MIN_RETRY_DELAY,
     Delivery,
+    FollowUp,
     TaskResult,
     run_task,
 )
@@ -29,6 +32,7 @@ MAX_ATTEMPTS = 5
 VM = ESTATE.add_vm("vm-web-01")
 MESSAGE = TaskMessage(run_key=ESTATE.key, phase=Phase.PRE, action=Action.SNAPSHOT_DISKS, target=VM)
 KEY = f"task:{MESSAGE.run_key}:{MESSAGE.task_id}"
+CHECK_INTERVAL = timedelta(seconds=20)
 
 
 class Clock:
@@ -76,6 +80,7 @@ def run(message, action, idempotency, transport, *, delivery=None, rng=None, clo
         idempotency=idempotency,
         transport=transport,
         max_attempts=MAX_ATTEMPTS,
+        check_interval=CHECK_INTERVAL,
         now=clock or Clock(T0),
         delivery=delivery or Delivery(),
         rng=rng,
@@ -200,6 +205,7 @@ def test_backoff_never_exceeds_the_maximum_even_for_late_attempts(idempotency, t
         idempotency=idempotency,
         transport=transport,
         max_attempts=50,
+        check_interval=CHECK_INTERVAL,
         now=Clock(T0),
         rng=random.Random(1),
     )
@@ -264,3 +270,109 @@ def test_an_unexpected_error_on_the_last_delivery_is_recorded_failed_then_raised
 @pytest.mark.parametrize(("count", "last"), [(1, False), (4, False), (5, True), (6, True)])
 def test_delivery_knows_the_last_one(count, last):
     assert Delivery(count=count, max_count=5).is_last is last
+
+
+# -- long operations: follow-ups ----------------------------------------------------------
+
+BEGUN = FollowUp("snapshot disks", "0 of 2 snapshot(s) ready", {"note": "kept"})
+
+
+def test_a_follow_up_is_scheduled_after_the_check_interval_and_reported_in_progress(idempotency, transport):
+    outcome = run(MESSAGE, ScriptedAction(BEGUN), idempotency, transport)
+
+    follow_up, reported = transport.sent
+    assert follow_up.delay == CHECK_INTERVAL
+    assert follow_up.message == MESSAGE.follow_up(waiting_since=format_time(T0 + timedelta(seconds=1)))
+    assert (follow_up.message.attempt, follow_up.message.checks) == (1, 1)  # no attempt used
+    assert follow_up.message.waiting_since == outcome.started_at  # when the operation began
+    assert reported.delay is None and reported.message == outcome
+    assert outcome.status is TaskStatus.IN_PROGRESS and not outcome.status.is_final
+    assert outcome.detail == "snapshot disks: 0 of 2 snapshot(s) ready; looking again in 20 s"
+    assert (outcome.attempts, outcome.data) == (1, {"note": "kept"})
+    assert KEY not in idempotency.records  # released: the follow-up delivery may begin
+
+
+def test_later_follow_ups_count_on_and_keep_when_the_operation_began(idempotency, transport):
+    first = MESSAGE.follow_up(waiting_since="2026-11-22T01:31:00Z")
+
+    run(first, ScriptedAction(BEGUN), idempotency, transport)
+
+    second = transport.sent[0].message
+    assert (second.attempt, second.checks, second.waiting_since) == (1, 2, "2026-11-22T01:31:00Z")
+
+
+def test_follow_up_message_ids_are_deterministic_and_differ_from_the_original(idempotency, transport):
+    ids = []
+    message = MESSAGE
+    for _ in range(3):
+        run(message, ScriptedAction(BEGUN), idempotency, transport)
+        message = transport.take()[0].message
+        ids.append(message.message_id)
+
+    base = f"{MESSAGE.run_key}:{MESSAGE.task_id}:1"
+    assert MESSAGE.message_id == base
+    assert ids == [f"{base}:check:1", f"{base}:check:2", f"{base}:check:3"]
+
+
+def test_the_follow_up_that_finds_the_operation_done_finishes_the_task(idempotency, transport):
+    run(MESSAGE, ScriptedAction(BEGUN), idempotency, transport)
+    follow_up = transport.take()[0].message
+
+    outcome = run(follow_up, ScriptedAction(OK), idempotency, transport)
+
+    assert [s.message for s in transport.sent] == [outcome]
+    assert (outcome.status, outcome.attempts) == (TaskStatus.SUCCEEDED, 1)
+    assert idempotency.records[KEY].status is IdempotencyStatus.COMPLETED
+
+
+def test_a_follow_up_of_a_task_finished_by_a_duplicate_is_ignored(idempotency, transport):
+    run(MESSAGE, ScriptedAction(BEGUN), idempotency, transport)
+    follow_up = transport.take()[0].message
+    run(MESSAGE, ScriptedAction(OK), idempotency, transport)  # the original, delivered again
+    transport.take()
+    late = ScriptedAction(OK)
+
+    assert run(follow_up, late, idempotency, transport) is None
+    assert late.calls == [] and transport.sent == []
+
+
+@pytest.mark.parametrize("waited", [timedelta(minutes=29), MAX_OPERATION_WAIT - timedelta(seconds=2)])
+def test_an_operation_within_the_wait_limit_is_followed_up_again(idempotency, transport, waited):
+    message = MESSAGE.follow_up(waiting_since=format_time(T0 - waited))
+
+    outcome = run(message, ScriptedAction(BEGUN), idempotency, transport)
+
+    assert outcome.status is TaskStatus.IN_PROGRESS
+    assert transport.sent[0].message.checks == 2
+
+
+def test_an_operation_past_the_wait_limit_fails_the_task(idempotency, transport):
+    message = MESSAGE.follow_up(waiting_since=format_time(T0 - MAX_OPERATION_WAIT))
+    still = FollowUp("start VM", "starting", {"power_state_before": "deallocated"})
+
+    outcome = run(message, ScriptedAction(still), idempotency, transport)
+
+    assert [s.message for s in transport.sent] == [outcome]  # no further follow-up
+    assert outcome.status is TaskStatus.FAILED
+    assert outcome.detail == "start VM did not finish within 30 minutes; last seen: starting"
+    assert outcome.data == {"power_state_before": "deallocated"}
+    assert idempotency.records[KEY].status is IdempotencyStatus.COMPLETED
+
+
+def test_an_operation_that_finished_late_still_succeeds(idempotency, transport):
+    message = MESSAGE.follow_up(waiting_since=format_time(T0 - 2 * MAX_OPERATION_WAIT))
+
+    outcome = run(message, ScriptedAction(OK), idempotency, transport)
+
+    assert outcome.status is TaskStatus.SUCCEEDED
+
+
+def test_a_transient_error_on_a_follow_up_uses_an_attempt_and_starts_the_next_afresh(idempotency, transport):
+    message = MESSAGE.follow_up(waiting_since="2026-11-22T01:31:00Z").follow_up(waiting_since="ignored")
+
+    outcome = run(message, ScriptedAction(TransientError("the VM is deallocated again")), idempotency, transport)
+
+    requeued = transport.sent[0].message
+    assert (requeued.attempt, requeued.checks, requeued.waiting_since) == (2, 0, None)
+    assert requeued.message_id == f"{MESSAGE.run_key}:{MESSAGE.task_id}:2"
+    assert outcome.status is TaskStatus.RETRYING and outcome.attempts == 1

@@ -1,4 +1,10 @@
-"""Virtual machines and snapshots through azure-mgmt-compute."""
+"""Virtual machines and snapshots through azure-mgmt-compute.
+
+VM start, deallocation and snapshot creation only *begin* the operation (``polling=False``):
+the initial request is made, its errors translated, and the call returns. Waiting for the
+operation would hold the message past its lock, and azure-core's poller would keep polling ARM
+from a background thread, spending the subscription's read budget. The task follows up instead.
+"""
 
 from __future__ import annotations
 
@@ -29,14 +35,15 @@ class ArmCompute(Compute):
     def start_vm(self, vm_id: str) -> None:
         operations, resource = self._vms(vm_id)
         call(
-            f"start VM {resource.name}", lambda: operations.begin_start(resource.resource_group, resource.name).result()
+            f"start VM {resource.name}",
+            lambda: operations.begin_start(resource.resource_group, resource.name, polling=False),
         )
 
     def deallocate_vm(self, vm_id: str) -> None:
         operations, resource = self._vms(vm_id)
         call(
             f"deallocate VM {resource.name}",
-            lambda: operations.begin_deallocate(resource.resource_group, resource.name).result(),
+            lambda: operations.begin_deallocate(resource.resource_group, resource.name, polling=False),
         )
 
     def get_disk_location(self, disk_id: str) -> str | None:
@@ -53,7 +60,7 @@ class ArmCompute(Compute):
 
     def create_incremental_snapshot(
         self, snapshot_id: str, *, source_disk_id: str, location: str, tags: Mapping[str, str]
-    ) -> Snapshot:
+    ) -> None:
         from azure.mgmt.compute.models import CreationData
         from azure.mgmt.compute.models import Snapshot as SnapshotModel
 
@@ -65,11 +72,12 @@ class ArmCompute(Compute):
             creation_data=CreationData(create_option="Copy", source_resource_id=source_disk_id),
             incremental=True,
         )
-        created = call(
+        # The initial answer's body is not read: Azure may send none with its 202, and callers
+        # look at the snapshot with get_snapshot on their follow-up anyway.
+        call(
             f"create snapshot {resource.name}",
-            lambda: snapshots.begin_create_or_update(resource.resource_group, resource.name, body).result(),
+            lambda: snapshots.begin_create_or_update(resource.resource_group, resource.name, body, polling=False),
         )
-        return _to_snapshot(created)
 
     def list_snapshots(self, subscription_id: str, resource_group: str) -> list[Snapshot]:
         snapshots = self._clients.compute(subscription_id).snapshots

@@ -1,0 +1,141 @@
+"""The Compute adapter against the simulator: long operations are begun, never waited for.
+
+The simulator runs on a manual clock and its operations finish only after three status polls or
+60 simulated seconds, so a call that waited (or a poller left polling in the background) would
+show up as status polls in the request log, and a begun operation stays in progress until the
+test moves the clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from prepost.simulator import (
+    Estate,
+    LroConfig,
+    LroTiming,
+    ManualClock,
+    Operation,
+    PowerState,
+    SimulatorConfig,
+    SimulatorServer,
+)
+from shared.adapters.arm.clients import ArmClients
+from shared.adapters.arm.compute import ArmCompute
+from shared.errors import Throttled
+from shared.ports.azure import PowerState as Power
+from shared.settings import ArmAuth
+
+pytestmark = pytest.mark.integration
+
+OPERATION_SECONDS = 60
+SLOW = LroTiming(polls=3, seconds=OPERATION_SECONDS)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 11, 22, 1, 30, tzinfo=UTC))
+
+
+@pytest.fixture
+def server(clock: ManualClock) -> Iterator[SimulatorServer]:
+    estate = Estate.generate(machines=4, subscriptions=1, arc_servers=0, seed=3)
+    with SimulatorServer(estate, SimulatorConfig(lro=LroConfig(default=SLOW)), clock=clock) as running:
+        yield running
+
+
+@pytest.fixture
+def compute(server: SimulatorServer) -> ArmCompute:
+    return ArmCompute(ArmClients(server.url, ArmAuth.SIMULATOR))
+
+
+def vm_in(server: SimulatorServer, state: PowerState):
+    return next(vm for vm in server.estate.vms if vm.power_state is state)
+
+
+def operations_of(server: SimulatorServer) -> list[str]:
+    return [record.operation for record in server.state.requests()]
+
+
+def pollers() -> list[threading.Thread]:
+    """azure-core's LROPoller runs its polling in a thread named ``LROPoller(<uuid>)``."""
+    return [thread for thread in threading.enumerate() if thread.name.startswith("LROPoller")]
+
+
+def test_start_vm_returns_with_the_vm_still_starting_and_no_status_poll(server, compute, clock):
+    vm = vm_in(server, PowerState.DEALLOCATED)
+
+    compute.start_vm(vm.id)
+
+    assert server.state.power_state(vm.id) is PowerState.STARTING
+    assert operations_of(server) == [Operation.VM_START.value]
+    assert pollers() == []
+    # The follow-up's look: still starting, and a GET is not a status poll.
+    assert compute.get_vm(vm.id).power_state is Power.STARTING
+    assert Operation.OPERATION_STATUS.value not in operations_of(server)
+
+    clock.advance(OPERATION_SECONDS)
+
+    assert compute.get_vm(vm.id).power_state is Power.RUNNING
+    assert server.state.count(Operation.VM_START.value, vm.id) == 1
+
+
+def test_deallocate_vm_returns_with_the_vm_still_deallocating(server, compute, clock):
+    vm = vm_in(server, PowerState.RUNNING)
+
+    compute.deallocate_vm(vm.id)
+
+    assert compute.get_vm(vm.id).power_state is Power.DEALLOCATING
+    assert Operation.OPERATION_STATUS.value not in operations_of(server)
+    assert pollers() == []
+    clock.advance(OPERATION_SECONDS)
+    assert compute.get_vm(vm.id).power_state is Power.DEALLOCATED
+
+
+def test_create_incremental_snapshot_returns_while_the_snapshot_is_creating(server, compute, clock):
+    vm = vm_in(server, PowerState.RUNNING)
+    disk = vm.os_disk
+    snapshot_id = (
+        f"/subscriptions/{vm.subscription_id}/resourceGroups/{vm.resource_group}"
+        "/providers/Microsoft.Compute/snapshots/prepost-adapter-test"
+    )
+
+    created = compute.create_incremental_snapshot(
+        snapshot_id, source_disk_id=disk.id, location=vm.location, tags={"prepost-run": "r"}
+    )
+
+    assert created is None
+    assert compute.get_snapshot(snapshot_id).provisioning_state == "Creating"
+    assert Operation.OPERATION_STATUS.value not in operations_of(server)
+    assert pollers() == []
+    clock.advance(OPERATION_SECONDS)
+    snapshot = compute.get_snapshot(snapshot_id)
+    assert snapshot.provisioning_state == "Succeeded"
+    assert snapshot.source_disk_id.lower() == disk.id.lower()
+    assert snapshot.tags == {"prepost-run": "r"}
+
+
+def test_a_refused_begin_is_still_translated(server, compute):
+    vm = vm_in(server, PowerState.DEALLOCATED)
+    server.fail_next(Operation.VM_START.value, status=429, retry_after=7)
+
+    with pytest.raises(Throttled) as caught:
+        compute.start_vm(vm.id)
+
+    assert caught.value.retry_after is not None and caught.value.retry_after.total_seconds() == 7
+    assert server.state.power_state(vm.id) is PowerState.DEALLOCATED
+
+
+def test_an_operation_that_fails_later_shows_as_the_power_state_going_back(server, compute, clock):
+    vm = vm_in(server, PowerState.DEALLOCATED)
+    server.fail_next(Operation.VM_START.value, status=500, on_completion=True)
+
+    compute.start_vm(vm.id)  # accepted: the failure comes with the operation's end
+
+    assert compute.get_vm(vm.id).power_state is Power.STARTING
+    clock.advance(OPERATION_SECONDS)
+    assert compute.get_vm(vm.id).power_state is Power.DEALLOCATED
