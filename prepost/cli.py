@@ -173,7 +173,7 @@ def _replay_parsers(commands) -> None:
     _storage_options(events)
     events.set_defaults(handler=_replay_events)
 
-    servicebus_queues = ["prepost-plan", "prepost-vm-tasks"]
+    servicebus_queues = _servicebus_queue_names()
     deadletter = replay_commands.add_parser(
         "deadletter",
         help="send the messages of a Service Bus queue's dead-letter queue back to it",
@@ -228,26 +228,28 @@ def _servicebus_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _servicebus_queue_names() -> list[str]:
+    from shared.adapters.servicebus_transport import SERVICEBUS_QUEUES
+
+    return sorted(queue.value for queue in SERVICEBUS_QUEUES)
+
+
 def _servicebus_client(args):
     """A Service Bus client from --servicebus, --namespace or the ServiceBusConnection settings."""
-    from azure.servicebus import ServiceBusClient
-
+    from shared.adapters.servicebus_transport import create_servicebus_client
     from shared.names import SERVICEBUS_CONNECTION
+    from shared.settings import ServiceBusConnection
 
     if args.servicebus and args.namespace:
         raise CliError("give either --servicebus or --namespace, not both")
     connection_string = args.servicebus or (None if args.namespace else os.environ.get(SERVICEBUS_CONNECTION))
-    if connection_string:
-        return ServiceBusClient.from_connection_string(connection_string)
     namespace = args.namespace or os.environ.get(f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace")
-    if not namespace:
+    if not connection_string and not namespace:
         raise CliError(
             f"no Service Bus to read: give --servicebus or --namespace, or set {SERVICEBUS_CONNECTION} "
             f"or {SERVICEBUS_CONNECTION}__fullyQualifiedNamespace"
         )
-    from azure.identity import DefaultAzureCredential
-
-    return ServiceBusClient(namespace, DefaultAzureCredential())
+    return create_servicebus_client(ServiceBusConnection(connection_string, None if connection_string else namespace))
 
 
 def _replay_deadletter(args) -> int:
@@ -296,7 +298,7 @@ def _deadletter_list(args) -> int:
 
     from prepost.deadletter import PEEK_LIMIT, peek_dead_letters
 
-    queues = [args.queue] if args.queue else ["prepost-plan", "prepost-vm-tasks"]
+    queues = [args.queue] if args.queue else _servicebus_queue_names()
     found = {}
     try:
         with _servicebus_client(args) as client:

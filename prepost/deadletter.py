@@ -24,7 +24,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.servicebus_settlement import ORIGINAL_ID_PROPERTY, RETRY_PROPERTY
-from shared.adapters.servicebus_transport import plain_properties, servicebus_message_id
+from shared.adapters.servicebus_transport import plain_properties, received_body, servicebus_message_id
 
 if TYPE_CHECKING:
     from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage
@@ -82,13 +82,6 @@ class DeadLetteredMessage:
 
 def dead_lettered(queue: str, message: ServiceBusReceivedMessage) -> DeadLetteredMessage:
     """A received (or peeked) dead-letter message, as plain data."""
-    from azure.servicebus.amqp import AmqpMessageBodyType
-
-    if message.body_type is AmqpMessageBodyType.DATA:
-        body = b"".join(message.body)
-    else:
-        value = message.body
-        body = value if isinstance(value, bytes) else str(value).encode("utf-8")
     return DeadLetteredMessage(
         queue=queue,
         message_id=message.message_id,
@@ -96,7 +89,7 @@ def dead_lettered(queue: str, message: ServiceBusReceivedMessage) -> DeadLettere
         enqueued_at=message.enqueued_time_utc,
         reason=message.dead_letter_reason or "(no reason given)",
         description=message.dead_letter_error_description or "",
-        body=body,
+        body=received_body(message),
         delivery_count=int(message.delivery_count or 0),
         application_properties=plain_properties(message.application_properties),
         content_type=message.content_type,

@@ -233,21 +233,12 @@ class ReceivedDelivery:
     def from_received_message(cls, message: Any) -> ReceivedDelivery:
         """From the SDK-type binding's ``azure.servicebus.ServiceBusReceivedMessage``.
 
-        The body of a data message arrives as sections (joined here); a value body (not sent by
-        prepost) is kept as its text, so decoding it fails with a readable reason. Received
-        property keys and string values are bytes (see ``plain_properties``).
+        Received property keys and string values are bytes (see ``plain_properties``).
         """
-        from azure.servicebus.amqp import AmqpMessageBodyType
+        from shared.adapters.servicebus_transport import plain_properties, received_body
 
-        from shared.adapters.servicebus_transport import plain_properties
-
-        if message.body_type is AmqpMessageBodyType.DATA:
-            body = b"".join(message.body)
-        else:
-            value = message.body
-            body = value if isinstance(value, bytes) else str(value).encode("utf-8")
         return cls(
-            body=body,
+            body=received_body(message),
             message_id=message.message_id,
             delivery_count=int(message.delivery_count or 1),
             application_properties=plain_properties(message.application_properties),

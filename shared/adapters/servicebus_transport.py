@@ -389,21 +389,44 @@ class ServiceBusTransport(WorkTransport):
         self._pool.close()
 
     def _create_client(self) -> ServiceBusClient:
-        from azure.servicebus import ServiceBusClient
-
         connection = self.connection
         assert connection is not None  # checked in __init__
-        kwargs = self.retry.client_kwargs()
-        if connection.connection_string:
-            # Also the emulator: its connection string says UseDevelopmentEmulator=true, which
-            # the SDK (7.13.1+) reads to use plain AMQP on localhost.
-            return ServiceBusClient.from_connection_string(connection.connection_string, **kwargs)
-        credential = self._credential
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
+        return create_servicebus_client(connection, credential=self._credential, **self.retry.client_kwargs())
 
-            credential = DefaultAzureCredential()
-        return ServiceBusClient(str(connection.fully_qualified_namespace), credential, **kwargs)
+
+def received_body(message: Any) -> bytes:
+    """The body of a received ``ServiceBusReceivedMessage`` as bytes.
+
+    A data body arrives as sections, joined here; a value body (prepost never sends one) is kept
+    as its text, so decoding it fails with a readable reason rather than here.
+    """
+    from azure.servicebus.amqp import AmqpMessageBodyType
+
+    if message.body_type is AmqpMessageBodyType.DATA:
+        return b"".join(message.body)
+    value = message.body
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def create_servicebus_client(
+    connection: ServiceBusConnection, *, credential: TokenCredential | None = None, **kwargs: Any
+) -> ServiceBusClient:
+    """A client for a connection string (also the emulator's) or a namespace reached with an identity.
+
+    ``credential`` defaults to ``DefaultAzureCredential`` (the app's managed identity, or the
+    operator's login for the CLI).
+    """
+    from azure.servicebus import ServiceBusClient
+
+    if connection.connection_string:
+        # Also the emulator: its connection string says UseDevelopmentEmulator=true, which
+        # the SDK (7.13.1+) reads to use plain AMQP on localhost.
+        return ServiceBusClient.from_connection_string(connection.connection_string, **kwargs)
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    return ServiceBusClient(str(connection.fully_qualified_namespace), credential, **kwargs)
 
 
 def plain_properties(properties: Mapping[Any, Any] | None) -> dict[str, str | int | float | bool]:
