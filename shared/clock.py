@@ -1,9 +1,41 @@
-"""Time, in one place, so use cases take ``now`` as an argument and tests pass it."""
+"""Time, in one place, so use cases take ``now`` as an argument and tests pass it.
+
+Adapters and trigger glue read :func:`utcnow`. It asks the process-wide :class:`Clock`, which
+is the system clock unless a harness installed another with :func:`set_clock` (the chaos
+drill runs the whole pipeline on a compressed timeline; see ``prepost.chaos``).
+"""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timezone
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """A source of the current time, timezone-aware in UTC."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real time."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+
+_clock: Clock = SystemClock()
+_lock = threading.Lock()
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    """The current time in UTC, from the process-wide clock."""
+    return _clock.now()
+
+
+def set_clock(clock: Clock | None) -> None:
+    """Install ``clock`` for this process (None restores the system clock)."""
+    global _clock
+    with _lock:
+        _clock = clock or SystemClock()

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, overload
 
+from shared.clock import utcnow
 from shared.errors import PermanentError
 from shared.models.ids import ResourceId
 from shared.models.run import (
@@ -260,7 +261,7 @@ class TableRunRecords(RunRecords):
         if limit <= 0:
             return []
         found: list[DeliveryRecord] = []
-        today = datetime.now(timezone.utc).date()
+        today = utcnow().date()
         newest = today + timedelta(days=1)  # a clock a little ahead of ours
         day = newest
         oldest = today - timedelta(days=RECENT_DELIVERY_DAYS - 1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -139,4 +139,6 @@ class IdempotencyStore(ABC):
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    from shared.clock import utcnow
+
+    return utcnow()
