@@ -1,4 +1,4 @@
-"""The one place where ports meet their adapters.
+"""The composition root: the one place where ports meet their adapters.
 
 Nothing is created at import: the first invocation builds what it needs, and later
 invocations in the same worker reuse it (cold start is paid on every scale-out).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.ports.azure import (
     AlertSuppression,
@@ -22,6 +22,12 @@ from shared.ports.idempotency import IdempotencyStore
 from shared.ports.records import RunRecords
 from shared.ports.transport import WorkTransport
 from shared.settings import Settings, Transport, get_settings
+
+if TYPE_CHECKING:
+    from shared.usecases.intake import IntakePolicy
+    from shared.usecases.machine_actions import MachinePorts
+    from shared.usecases.monitoring_actions import MonitoringPorts
+    from shared.usecases.planning import PlanningPorts
 
 T = TypeVar("T")
 
@@ -128,6 +134,60 @@ class Container:
         from shared.adapters.arm.arc import ArmArcMachines
 
         return self._get("arc", lambda: ArmArcMachines(self.arm))
+
+
+    # -- what the use cases take ------------------------------------------------------------
+
+    @property
+    def intake_policy(self) -> IntakePolicy:
+        from shared.usecases.intake import IntakePolicy
+
+        settings = self.settings
+        return self._get(
+            "intake_policy",
+            lambda: IntakePolicy(
+                allowed_configurations=settings.allowed_configurations,
+                allowed_subscriptions=settings.allowed_subscriptions,
+                cancel_margin=settings.cancel_margin,
+                post_fallback_after=settings.suppression_grace,
+            ),
+        )
+
+    @property
+    def planning_ports(self) -> PlanningPorts:
+        from shared.usecases.planning import PlanningPorts
+
+        return self._get(
+            "planning_ports",
+            lambda: PlanningPorts(
+                records=self.records,
+                transport=self.transport,
+                inventory=self.inventory,
+                configurations=self.configurations,
+                allowed_subscriptions=self.settings.allowed_subscriptions,
+                cancellation=self.cancellation,
+            ),
+        )
+
+    @property
+    def machine_ports(self) -> MachinePorts:
+        from shared.usecases.machine_actions import MachinePorts
+
+        return self._get("machine_ports", lambda: MachinePorts(records=self.records, compute=self.compute, arc=self.arc))
+
+    @property
+    def monitoring_ports(self) -> MonitoringPorts:
+        from shared.usecases.monitoring_actions import MonitoringPorts
+
+        return self._get(
+            "monitoring_ports",
+            lambda: MonitoringPorts(
+                records=self.records,
+                alerts=self.alerts,
+                default_grace=self.settings.suppression_grace,
+                rule_resource_group=self.settings.suppression_resource_group,
+            ),
+        )
 
 
 _container: Container | None = None

@@ -8,7 +8,7 @@ queue's poison queue at once with the reason: retrying cannot fix it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shared.bootstrap import Container
@@ -21,13 +21,14 @@ from shared.models.messages import (
     PostFallback,
     TaskMessage,
     TaskOutcome,
+    WorkMessage,
     decode_message,
 )
 from shared.names import QueueName
-from shared.usecases.intake import IntakePolicy, IntakeResult, accept_event
-from shared.usecases.machine_actions import MachinePorts, perform_machine_action
-from shared.usecases.monitoring_actions import MonitoringPorts, perform_monitoring_action
-from shared.usecases.planning import PlanningPorts, plan_phase
+from shared.usecases.intake import IntakeResult, accept_event
+from shared.usecases.machine_actions import perform_machine_action
+from shared.usecases.monitoring_actions import perform_monitoring_action
+from shared.usecases.planning import plan_phase
 from shared.usecases.supervision import check_pre_deadline, post_fallback, record_outcome
 from shared.usecases.task_runner import Delivery, run_task
 
@@ -35,14 +36,14 @@ log = logging.getLogger(__name__)
 
 
 def handle_event(raw: Mapping[str, Any], container: Container) -> IntakeResult:
-    settings = container.settings
-    policy = IntakePolicy(
-        allowed_configurations=settings.allowed_configurations,
-        allowed_subscriptions=settings.allowed_subscriptions,
-        cancel_margin=settings.cancel_margin,
-        post_fallback_after=settings.suppression_grace,
+    """Accept one delivered event (see :func:`shared.usecases.intake.accept_event`)."""
+    return accept_event(
+        raw,
+        records=container.records,
+        transport=container.transport,
+        policy=container.intake_policy,
+        now=utcnow(),
     )
-    return accept_event(raw, records=container.records, transport=container.transport, policy=policy, now=utcnow())
 
 
 def handle_message(
@@ -61,46 +62,63 @@ def handle_message(
     """
     try:
         message = decode_message(body)
-        expected = _EXPECTED[queue]
-        if not isinstance(message, expected) or (
-            queue is QueueName.VM_TASKS and isinstance(message, MonitoringMessage)
-        ):
+        if message.queue is not queue:
             raise InvalidMessage(f"a {message.kind} message does not belong on {queue.value}")
     except InvalidMessage as error:
         if raise_invalid:
             raise
         park(queue, body, str(error), container)
         return
-    now = utcnow()
-    if isinstance(message, PlanPhase):
-        plan_phase(message, _planning(container), now=now)
-    elif isinstance(message, CheckPreDeadline):
-        result = check_pre_deadline(
-            message.run_key, records=container.records, cancellation=container.cancellation, now=now
-        )
-        log.info("deadline check for %s: %s", message.run_key, result)
-    elif isinstance(message, PostFallback):
-        result = post_fallback(message.run_key, records=container.records, transport=container.transport, now=now)
-        log.info("post fallback for %s: %s", message.run_key, result)
-    elif isinstance(message, MonitoringMessage):
-        ports = MonitoringPorts(
-            records=container.records,
-            alerts=container.alerts,
-            default_grace=container.settings.suppression_grace,
-            rule_resource_group=container.settings.suppression_resource_group,
-        )
-        _run(message, lambda m: perform_monitoring_action(m, ports, now=utcnow()), container, delivery)
-    elif isinstance(message, TaskMessage):
-        ports = MachinePorts(records=container.records, compute=container.compute, arc=container.arc)
-        _run(message, lambda m: perform_machine_action(m, ports, now=utcnow()), container, delivery)
-    elif isinstance(message, TaskOutcome):
-        record_outcome(message, records=container.records, cancellation=container.cancellation, now=now)
+    HANDLERS[type(message)](message, container, delivery)
 
 
 def park(queue: QueueName, body: str | bytes, reason: str, container: Container) -> None:
     """Move an unusable message to the poison queue with its reason, without burning retries."""
     log.error("message parked in %s: %s", queue.poison, reason)
     container.storage.park(queue, body, reason)
+
+
+# -- one handler per message type ---------------------------------------------------------------
+
+
+def _plan(message: PlanPhase, container: Container, delivery: Delivery) -> None:
+    plan_phase(message, container.planning_ports, now=utcnow())
+
+
+def _deadline(message: CheckPreDeadline, container: Container, delivery: Delivery) -> None:
+    result = check_pre_deadline(
+        message,
+        records=container.records,
+        cancellation=container.cancellation,
+        transport=container.transport,
+        now=utcnow(),
+    )
+    log.info("deadline check for %s: %s", message.run_key, result)
+
+
+def _fallback(message: PostFallback, container: Container, delivery: Delivery) -> None:
+    result = post_fallback(message, records=container.records, transport=container.transport, now=utcnow())
+    log.info("post fallback for %s: %s", message.run_key, result)
+
+
+def _machine_task(message: TaskMessage, container: Container, delivery: Delivery) -> None:
+    ports = container.machine_ports
+    _run(message, lambda m: perform_machine_action(m, ports, now=utcnow()), container, delivery)
+
+
+def _monitoring_task(message: MonitoringMessage, container: Container, delivery: Delivery) -> None:
+    ports = container.monitoring_ports
+    _run(message, lambda m: perform_monitoring_action(m, ports, now=utcnow()), container, delivery)
+
+
+def _outcome(message: TaskOutcome, container: Container, delivery: Delivery) -> None:
+    record_outcome(
+        message,
+        records=container.records,
+        cancellation=container.cancellation,
+        transport=container.transport,
+        now=utcnow(),
+    )
 
 
 def _run(message: TaskMessage, action, container: Container, delivery: Delivery) -> None:
@@ -116,20 +134,15 @@ def _run(message: TaskMessage, action, container: Container, delivery: Delivery)
     )
 
 
-def _planning(container: Container) -> PlanningPorts:
-    return PlanningPorts(
-        records=container.records,
-        transport=container.transport,
-        inventory=container.inventory,
-        configurations=container.configurations,
-        allowed_subscriptions=container.settings.allowed_subscriptions,
-        cancellation=container.cancellation,
-    )
+Handler = Callable[[Any, Container, Delivery], None]
 
-
-_EXPECTED: dict[QueueName, tuple[type, ...]] = {
-    QueueName.PLAN: (PlanPhase, CheckPreDeadline, PostFallback),
-    QueueName.VM_TASKS: (TaskMessage,),
-    QueueName.MONITORING: (MonitoringMessage,),
-    QueueName.OUTCOMES: (TaskOutcome,),
+HANDLERS: dict[type[WorkMessage], Handler] = {
+    PlanPhase: _plan,
+    CheckPreDeadline: _deadline,
+    PostFallback: _fallback,
+    TaskMessage: _machine_task,
+    MonitoringMessage: _monitoring_task,
+    TaskOutcome: _outcome,
 }
+"""Every message type and its handler: the one dispatch table (the queue a message belongs on
+is its class's ``queue``)."""

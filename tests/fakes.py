@@ -36,16 +36,23 @@ class FakeIdempotencyStore(IdempotencyStore):
     def _create(self, record):
         if record.key in self.records:
             raise RecordChanged(record.key)
-        self.records[record.key] = replace(record, etag=_etag())
+        stored = self.records[record.key] = replace(record, etag=_etag())
+        return stored.etag
 
-    def _replace(self, record, *, unconditional=False):
+    def _replace(self, record):
         current = self.records.get(record.key)
-        if not unconditional and (current is None or current.etag != record.etag):
+        if current is None or current.etag != record.etag:
             raise RecordChanged(record.key)
-        self.records[record.key] = replace(record, etag=_etag())
+        stored = self.records[record.key] = replace(record, etag=_etag())
+        return stored.etag
 
-    def _delete(self, key):
-        self.records.pop(key, None)
+    def _delete(self, key, etag):
+        current = self.records.get(key)
+        if current is None:
+            return
+        if current.etag != etag:
+            raise RecordChanged(key)
+        del self.records[key]
 
 
 class FakeRunRecords(RunRecords):
@@ -59,8 +66,9 @@ class FakeRunRecords(RunRecords):
     def create_run(self, run):
         if run.run_key in self.runs:
             return copy.deepcopy(self.runs[run.run_key]), False
-        self.runs[run.run_key] = copy.deepcopy(run)
-        return copy.deepcopy(run), True
+        stored = replace(copy.deepcopy(run), etag=_etag())
+        self.runs[run.run_key] = stored
+        return copy.deepcopy(stored), True
 
     def get_run(self, run_key):
         if run_key not in self.runs:
@@ -68,7 +76,12 @@ class FakeRunRecords(RunRecords):
         return copy.deepcopy(self.runs[run_key])
 
     def update_run(self, run):
-        self.runs[run.run_key] = copy.deepcopy(run)
+        current = self.runs.get(run.run_key)
+        if current is None or current.etag != run.etag:
+            raise RecordChanged(run.run_key)
+        stored = replace(copy.deepcopy(run), etag=_etag())
+        self.runs[run.run_key] = stored
+        return copy.deepcopy(stored)
 
     def list_runs(self, *, limit=50):
         return sorted(self.runs.values(), key=lambda r: r.start, reverse=True)[:limit]
@@ -114,6 +127,17 @@ class FakeRunRecords(RunRecords):
         stored = replace(copy.deepcopy(task), etag=_etag())
         self.tasks[key] = stored
         return copy.deepcopy(stored)
+
+    def replace_task_and_phase(self, task, phase):
+        task_key, phase_key = (task.run_key, task.task_id), (phase.run_key, phase.phase)
+        current_task, current_phase = self.tasks.get(task_key), self.phases.get(phase_key)
+        if current_task is None or current_task.etag != task.etag:
+            raise RecordChanged(str(task_key))
+        if current_phase is None or current_phase.etag != phase.etag:
+            raise RecordChanged(str(phase_key))
+        self.tasks[task_key] = replace(copy.deepcopy(task), etag=_etag())
+        self.phases[phase_key] = replace(copy.deepcopy(phase), etag=_etag())
+        return copy.deepcopy(self.tasks[task_key]), copy.deepcopy(self.phases[phase_key])
 
     def list_tasks(self, run_key, phase=None):
         found = [

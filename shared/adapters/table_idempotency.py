@@ -81,29 +81,26 @@ class TableIdempotencyStore(IdempotencyStore):
             etag=entity.metadata["etag"],
         )
 
-    def _create(self, record: IdempotencyRecord) -> None:
+    def _create(self, record: IdempotencyRecord) -> str:
         from azure.core.exceptions import ResourceExistsError
 
         try:
-            self._table.create_entity(_entity(record))
+            metadata = self._table.create_entity(_entity(record))
         except ResourceExistsError:
             raise RecordChanged(f"idempotency record {record.key!r} exists already") from None
+        return str(metadata["etag"])
 
-    def _replace(self, record: IdempotencyRecord, *, unconditional: bool = False) -> None:
+    def _replace(self, record: IdempotencyRecord) -> str:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
-        entity = _entity(record)
-        if unconditional:
-            # REPLACE drops result chunks a longer earlier result may have left behind.
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-            return
         if record.etag is None:
             raise RecordChanged(f"idempotency record {record.key!r}: no etag to replace against")
         try:
-            self._table.update_entity(
-                entity,
+            # REPLACE, not MERGE: it drops result chunks a longer earlier result left behind.
+            metadata = self._table.update_entity(
+                _entity(record),
                 mode=UpdateMode.REPLACE,
                 etag=record.etag,
                 match_condition=MatchConditions.IfNotModified,
@@ -112,10 +109,21 @@ class TableIdempotencyStore(IdempotencyStore):
             raise RecordChanged(f"idempotency record {record.key!r} changed since it was read") from None
         except ResourceNotFoundError:
             raise RecordChanged(f"idempotency record {record.key!r} was deleted since it was read") from None
+        return str(metadata["etag"])
 
-    def _delete(self, key: str) -> None:
-        # delete_entity already treats 404 (gone) as success.
-        self._table.delete_entity(partition_key(key), row_key(key))
+    def _delete(self, key: str, etag: str | None) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+
+        if etag is None:
+            raise RecordChanged(f"idempotency record {key!r}: no etag to delete against")
+        try:
+            # delete_entity treats 404 (already gone) as success.
+            self._table.delete_entity(
+                partition_key(key), row_key(key), etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceModifiedError:
+            raise RecordChanged(f"idempotency record {key!r} was taken over since it was read") from None
 
 
 def partition_key(key: str) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, Self
 
 from shared.errors import InvalidMessage
-from shared.models.events import parse_time
-from shared.models.run import Action, Phase, TaskStatus, task_id
+from shared.models.events import format_time, parse_time
+from shared.models.run import Action, Phase, TaskRecord, TaskStatus, task_id
 from shared.names import QueueName
 
 SCHEMA_VERSION = 1
@@ -25,16 +26,27 @@ class WorkMessage:
 
     kind: ClassVar[str] = ""
     queue: ClassVar[QueueName]
-    optional_fields: ClassVar[tuple[str, ...]] = ()
+    optional_fields: ClassVar[tuple[str, ...]] = ("resend",)
     """Fields added after schema version 1 shipped: left out of the body while they hold their
     default, so an instance still running the earlier code (during a deployment) reads the
     messages it can act on instead of parking them for unknown fields."""
 
     run_key: str
+    resend: int = 0
+    """How many times this very message was sent again as it was (0: the first send). Part of
+    the message id, so a re-send is never taken for a duplicate: Service Bus silently drops a
+    MessageId it saw within its duplicate-detection window (10 minutes by default)."""
 
     @property
     def message_id(self) -> str:
-        return f"{self.run_key}:{self.kind}"
+        return self._with_resend(f"{self.run_key}:{self.kind}")
+
+    def _with_resend(self, base: str) -> str:
+        return f"{base}:resend:{self.resend}" if self.resend else base
+
+    def resent(self) -> Self:
+        """The same message, to be sent again (a fresh id, everything else unchanged)."""
+        return replace(self, resend=self.resend + 1)
 
     @property
     def properties(self) -> dict[str, str | int]:
@@ -56,13 +68,14 @@ class PlanPhase(WorkMessage):
 
     kind: ClassVar[str] = "plan-phase"
     queue: ClassVar[QueueName] = QueueName.PLAN
+    optional_fields: ClassVar[tuple[str, ...]] = ("resend",)
     phase: Phase = Phase.PRE
     attempt: int = 1
     """Grows when the post phase waits for unfinished pre-work."""
 
     @property
     def message_id(self) -> str:
-        return f"{self.run_key}:{self.kind}:{self.phase.value}:{self.attempt}"
+        return self._with_resend(f"{self.run_key}:{self.kind}:{self.phase.value}:{self.attempt}")
 
     def next_attempt(self) -> PlanPhase:
         return replace(self, attempt=self.attempt + 1)
@@ -73,7 +86,24 @@ class PlanPhase(WorkMessage):
 
 
 @dataclass(frozen=True)
-class CheckPreDeadline(WorkMessage):
+class SafetyNet(WorkMessage):
+    """A supervision message due at a moment (``due``), whatever the transport's delay limit.
+
+    A transport hides a message for a bounded time (7 days on Storage queues), and a message
+    may also arrive early (an operator's replay). So the handler compares ``due`` with the
+    clock and, when it is early, sends the message on again (:meth:`resent`) instead of acting.
+    """
+
+    optional_fields: ClassVar[tuple[str, ...]] = ("resend", "due")
+    due: str | None = None
+    """When to act (ISO 8601 UTC); None: at once (messages from before ``due`` existed)."""
+
+    def due_at(self) -> datetime | None:
+        return parse_time(self.due) if self.due else None
+
+
+@dataclass(frozen=True)
+class CheckPreDeadline(SafetyNet):
     """Due at the cancellation deadline: cancel the run if the pre-work is not done by then."""
 
     kind: ClassVar[str] = "check-pre-deadline"
@@ -81,11 +111,29 @@ class CheckPreDeadline(WorkMessage):
 
 
 @dataclass(frozen=True)
-class PostFallback(WorkMessage):
-    """Due after the window plus grace: run the post phase if no post-event arrived."""
+class PostFallback(SafetyNet):
+    """Due after the window plus grace: make sure the post phase runs and finishes.
+
+    If no post-event came, the post phase is started by prepost; if it is stuck (its plan or
+    task messages ended in poison), they are sent again. Until the post phase is final the
+    message comes back (``sweep``) a bounded number of times.
+    """
 
     kind: ClassVar[str] = "post-fallback"
     queue: ClassVar[QueueName] = QueueName.PLAN
+    optional_fields: ClassVar[tuple[str, ...]] = ("resend", "due", "sweep", "cause")
+    sweep: int = 0
+    """Which look this is after the first (0: the first)."""
+    cause: str = ""
+    """Why the post phase is due now when it is not the end of the window (a cancelled run)."""
+
+    @property
+    def message_id(self) -> str:
+        cause = f":{self.cause}" if self.cause else ""
+        return self._with_resend(f"{self.run_key}:{self.kind}{cause}:{self.sweep}")
+
+    def next_sweep(self, due: datetime) -> PostFallback:
+        return replace(self, sweep=self.sweep + 1, resend=0, due=format_time(due))
 
 
 @dataclass(frozen=True)
@@ -99,7 +147,7 @@ class TaskMessage(WorkMessage):
 
     kind: ClassVar[str] = "task"
     queue: ClassVar[QueueName] = QueueName.VM_TASKS
-    optional_fields: ClassVar[tuple[str, ...]] = ("checks", "waiting_since")
+    optional_fields: ClassVar[tuple[str, ...]] = ("resend", "checks", "waiting_since")
     phase: Phase = Phase.PRE
     action: Action = Action.START_VM
     target: str = ""
@@ -118,7 +166,7 @@ class TaskMessage(WorkMessage):
     def message_id(self) -> str:
         # Every follow-up needs an id of its own: Service Bus drops a repeated MessageId.
         base = f"{self.run_key}:{self.task_id}:{self.attempt}"
-        return f"{base}:check:{self.checks}" if self.checks else base
+        return self._with_resend(f"{base}:check:{self.checks}" if self.checks else base)
 
     @property
     def properties(self) -> dict[str, str | int]:
@@ -141,11 +189,11 @@ class TaskMessage(WorkMessage):
 
         A new attempt begins its operation afresh: no follow-ups yet, and its own time bound.
         """
-        return replace(self, attempt=self.attempt + 1, checks=0, waiting_since=None)
+        return replace(self, attempt=self.attempt + 1, checks=0, waiting_since=None, resend=0)
 
     def follow_up(self, *, waiting_since: str) -> TaskMessage:
         """The same attempt, one look later. ``waiting_since`` is kept once set."""
-        return replace(self, checks=self.checks + 1, waiting_since=self.waiting_since or waiting_since)
+        return replace(self, checks=self.checks + 1, waiting_since=self.waiting_since or waiting_since, resend=0)
 
 
 @dataclass(frozen=True)
@@ -162,6 +210,7 @@ class TaskOutcome(WorkMessage):
 
     kind: ClassVar[str] = "outcome"
     queue: ClassVar[QueueName] = QueueName.OUTCOMES
+    optional_fields: ClassVar[tuple[str, ...]] = ("resend",)
     phase: Phase = Phase.PRE
     action: Action = Action.START_VM
     target: str = ""
@@ -178,7 +227,21 @@ class TaskOutcome(WorkMessage):
 
     @property
     def message_id(self) -> str:
-        return f"{self.run_key}:{self.task_id}:outcome:{self.status.value}:{self.attempts}"
+        return self._with_resend(f"{self.run_key}:{self.task_id}:outcome:{self.status.value}:{self.attempts}")
+
+
+def task_message_for(task: TaskRecord, *, resend: int = 0) -> TaskMessage:
+    """The message that carries out ``task``, rebuilt from its record (to send it again)."""
+    cls = MonitoringMessage if task.action.is_monitoring else TaskMessage
+    return cls(
+        run_key=task.run_key,
+        phase=task.phase,
+        action=task.action,
+        target=task.target,
+        attempt=max(task.attempts, 1),
+        options=dict(task.options),
+        resend=resend,
+    )
 
 
 _KINDS: dict[str, type[WorkMessage]] = {
@@ -189,6 +252,10 @@ _ENUMS = {"phase": Phase, "action": Action, "status": TaskStatus}
 # otherwise decode and then fail on every delivery instead of being parked at once.
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "run_key": (str,),
+    "resend": (int,),
+    "due": (str, type(None)),
+    "sweep": (int,),
+    "cause": (str,),
     "attempt": (int,),
     "target": (str,),
     "options": (dict,),
@@ -241,6 +308,14 @@ def decode_message(body: str | bytes) -> WorkMessage:
         raise InvalidMessage(f"{kind} message has no run_key")
     if isinstance(message, TaskMessage):
         _check_follow_up(message)
+    negative = sorted(name for name in ("resend", "sweep") if getattr(message, name, 0) < 0)
+    if negative:
+        raise InvalidMessage(f"{kind} message is malformed: {', '.join(negative)} must not be negative")
+    if isinstance(message, SafetyNet) and message.due is not None:
+        try:
+            message.due_at()
+        except ValueError as error:
+            raise InvalidMessage(f"{kind} message is malformed: due {message.due!r} is not an ISO 8601 time") from error
     return message
 
 

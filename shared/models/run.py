@@ -83,8 +83,13 @@ class RunRecord:
     created_at: datetime
     cancellation_cutoff: datetime | None = None
     cancel_requested_at: datetime | None = None
+    """When prepost decided the run must be cancelled (whether or not the call could be made)."""
     cancel_reason: str | None = None
     cancel_result: str | None = None
+    """What came of it: the call's answer, or why no call was made (too late, policy off, ...)."""
+    cancel_accepted: bool = False
+    """Update Manager accepted the cancellation: nothing will be patched, pre-work stops."""
+    etag: str | None = None
 
     @property
     def configuration_name(self) -> str:
@@ -130,6 +135,8 @@ class TaskRecord:
     finished_at: datetime | None = None
     data: dict[str, Any] = field(default_factory=dict)
     """Facts later phases rely on: ``started_by_us``, ``snapshots``, ``rule_id``, ..."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The options its message carries, so the message can be sent again from the record."""
     etag: str | None = None
 
     @property

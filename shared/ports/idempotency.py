@@ -7,6 +7,9 @@ persistence layer of AWS Lambda Powertools' idempotency utility.
     (absent) --begin--> IN_PROGRESS --complete--> COMPLETED (result kept until it expires)
                              |  \\--release--> (absent)     (the work failed; a retry may run it)
                              \\--expires--> may be taken over by the next delivery
+
+``complete`` and ``release`` are conditional on the etag ``begin`` got, so a delivery that
+outlived its lock cannot undo the lock of the delivery that took over.
 """
 
 from __future__ import annotations
@@ -53,9 +56,15 @@ class RecordChanged(PrepostError):
 
 @dataclass(frozen=True)
 class Begun:
-    """The caller holds the lock and must call ``complete`` or ``release``."""
+    """The caller holds the lock and must call ``complete`` or ``release`` with this object.
+
+    ``etag`` is the lock record's version when it was taken: completing or releasing is
+    conditional on it, so a worker whose lock expired and was taken over by another delivery
+    can neither overwrite nor delete its successor's lock.
+    """
 
     key: str
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,8 +99,7 @@ class IdempotencyStore(ABC):
             existing = self._get(key)
             if existing is None:
                 try:
-                    self._create(fresh)
-                    return Begun(key)
+                    return Begun(key, self._create(fresh))
                 except RecordChanged:
                     continue  # someone created it first: look again
             if existing.status is IdempotencyStatus.COMPLETED and not existing.is_expired(now):
@@ -101,23 +109,41 @@ class IdempotencyStore(ABC):
             # Expired: a crashed worker's lock, or an old result. Take it over, conditionally.
             fresh.etag = existing.etag
             try:
-                self._replace(fresh)
-                return Begun(key)
+                return Begun(key, self._replace(fresh))
             except RecordChanged:
                 continue
         raise AlreadyInProgress(key, now + self.lock_timeout)
 
-    def complete(self, key: str, result: Any = None, *, now: datetime | None = None) -> None:
-        """Mark the work done and keep its (JSON-serialisable) result."""
+    def complete(self, lock: Begun, result: Any = None, *, now: datetime | None = None) -> bool:
+        """Mark the work done and keep its (JSON-serialisable) result.
+
+        Returns False, writing nothing, when the lock is no longer ours (it expired and another
+        delivery took it over): that delivery is doing the work now and will complete it.
+        """
         now = now or _utcnow()
         record = IdempotencyRecord(
-            key, IdempotencyStatus.COMPLETED, now + self.keep_results, json.dumps(result, default=str)
+            lock.key,
+            IdempotencyStatus.COMPLETED,
+            now + self.keep_results,
+            json.dumps(result, default=str),
+            etag=lock.etag,
         )
-        self._replace(record, unconditional=True)
+        try:
+            self._replace(record)
+        except RecordChanged:
+            return False
+        return True
 
-    def release(self, key: str) -> None:
-        """Give the lock back after a failure, so the next delivery can run the work."""
-        self._delete(key)
+    def release(self, lock: Begun) -> bool:
+        """Give the lock back after a failure, so the next delivery can run the work.
+
+        Returns False, deleting nothing, when the lock is no longer ours (taken over, or gone).
+        """
+        try:
+            self._delete(lock.key, lock.etag)
+        except RecordChanged:
+            return False
+        return True
 
     # -- what a backend provides -------------------------------------------------------
 
@@ -126,16 +152,18 @@ class IdempotencyStore(ABC):
         """The record for ``key``, with its etag, or None."""
 
     @abstractmethod
-    def _create(self, record: IdempotencyRecord) -> None:
-        """Create the record; raise :class:`RecordChanged` if it exists."""
+    def _create(self, record: IdempotencyRecord) -> str:
+        """Create the record and return its etag; raise :class:`RecordChanged` if it exists."""
 
     @abstractmethod
-    def _replace(self, record: IdempotencyRecord, *, unconditional: bool = False) -> None:
-        """Replace the record if its etag still matches (or always); else :class:`RecordChanged`."""
+    def _replace(self, record: IdempotencyRecord) -> str:
+        """Replace the record if its etag (``record.etag``) still matches and return the new etag;
+        else raise :class:`RecordChanged` (also when the record is gone)."""
 
     @abstractmethod
-    def _delete(self, key: str) -> None:
-        """Delete the record; succeed when it is already gone."""
+    def _delete(self, key: str, etag: str | None) -> None:
+        """Delete the record if its etag still matches; succeed when it is already gone; raise
+        :class:`RecordChanged` when it exists with another etag."""
 
 
 def _utcnow() -> datetime:

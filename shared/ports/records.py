@@ -55,8 +55,12 @@ class RunRecords(ABC):
         """The run; raises :class:`RunNotFound`."""
 
     @abstractmethod
-    def update_run(self, run: RunRecord) -> None:
-        """Overwrite the run's mutable fields (cancellation)."""
+    def update_run(self, run: RunRecord) -> RunRecord:
+        """Replace the run if its etag still matches; returns it with its new etag.
+
+        Raises:
+            RecordChanged: the run changed (or was not read) since ``run.etag``.
+        """
 
     @abstractmethod
     def list_runs(self, *, limit: int = 50) -> list[RunRecord]:
@@ -85,6 +89,17 @@ class RunRecords(ABC):
     @abstractmethod
     def replace_task(self, task: TaskRecord) -> TaskRecord:
         """Replace (or create, when ``etag`` is None) the task; returns it with its new etag."""
+
+    @abstractmethod
+    def replace_task_and_phase(self, task: TaskRecord, phase: PhaseRecord) -> tuple[TaskRecord, PhaseRecord]:
+        """Replace a task and its phase together, both conditional on their etags: all or nothing.
+
+        This is how a task becomes final: the phase's counters change in the same write as
+        the task, so they can never disagree with the task records.
+
+        Raises:
+            RecordChanged: either record changed since it was read; neither was written.
+        """
 
     @abstractmethod
     def list_tasks(self, run_key: str, phase: Phase | None = None) -> list[TaskRecord]:

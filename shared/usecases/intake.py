@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import InvalidEvent, MalformedPayload, UnsupportedEventType
-from shared.models.events import PostMaintenance, PreMaintenance, parse_event
+from shared.errors import InvalidEvent, MalformedPayload, TransientError, UnsupportedEventType
+from shared.models.events import PostMaintenance, PreMaintenance, format_time, parse_event
 from shared.models.ids import ResourceId, run_key
-from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback
+from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback, SafetyNet
 from shared.models.run import Phase, PhaseRecord, PhaseSource, PhaseStatus, RunRecord
+from shared.ports.idempotency import RecordChanged
 from shared.ports.records import DeliveryOutcome, DeliveryRecord, RunRecords
 from shared.ports.transport import WorkTransport
 from shared.settings import AllowList
+from shared.usecases.supervision import CONFLICT_RETRIES, MAX_HOP
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,7 @@ def accept_event(
     )
     if isinstance(event, PreMaintenance) and run.cancellation_cutoff is None:
         # The post-event created the run first (events are not ordered); keep the cut-off now.
-        run.cancellation_cutoff = event.cancellation_cutoff
-        records.update_run(run)
+        _keep_cutoff(records, run, event.cancellation_cutoff)
 
     phase = Phase.PRE if isinstance(event, PreMaintenance) else Phase.POST
     findings = _timing_findings(event, now, policy.cancel_margin)
@@ -114,9 +115,20 @@ def accept_event(
             findings=findings,
         )
     )
+    # The safety nets go out on every delivery of a pre-event, before the plan: if an earlier
+    # delivery died after recording the phase, or before it could send them, this one does.
+    # Their ids are deterministic and their handlers idempotent, so sending them twice is harmless.
+    if isinstance(event, PreMaintenance):
+        _schedule_safety_nets(event, key, transport, policy, now)
     if not created and stored.status is not PhaseStatus.RECEIVED:
-        how = "by the fallback" if stored.source is PhaseSource.FALLBACK else "already"
-        reason = f"{phase.value} phase of this run was {how} received at {stored.received_at.isoformat()}"
+        if stored.source is PhaseSource.FALLBACK and isinstance(event, PostMaintenance):
+            _keep_event_status(records, stored, event)
+            reason = (
+                f"post phase was already run by the fallback (received {stored.received_at.isoformat()}); "
+                f"the event's status {event.status!r} is kept on it"
+            )
+        else:
+            reason = f"{phase.value} phase of this run was already received at {stored.received_at.isoformat()}"
         return _log(
             records,
             now,
@@ -134,8 +146,6 @@ def accept_event(
     # between recording and sending. Plan messages have deterministic ids and planning is
     # idempotent, so a second plan message does no harm.
     transport.send([PlanPhase(run_key=key, phase=phase)])
-    if phase is Phase.PRE:
-        _schedule_safety_nets(event, key, transport, policy, now)
 
     outcome = DeliveryOutcome.ACCEPTED if created else DeliveryOutcome.DUPLICATE
     reason = "; ".join(findings) if created else f"{phase.value} phase already received; plan re-sent"
@@ -145,12 +155,50 @@ def accept_event(
 def _schedule_safety_nets(
     event: PreMaintenance, key: str, transport: WorkTransport, policy: IntakePolicy, now: datetime
 ) -> None:
-    """Messages due later that make sure nothing is left half-done when something is lost."""
+    """Messages due later that make sure nothing is left half-done when something is lost.
+
+    Each carries the moment it is due: one due further ahead than a transport can hide a
+    message is sent on in hops by its handler (``shared.usecases.supervision.wait_until_due``).
+    """
     deadline = event.cancel_deadline(policy.cancel_margin)
-    if deadline > now:
-        transport.send([CheckPreDeadline(run_key=key)], delay=deadline - now)
     fallback_at = event.end + policy.post_fallback_after
-    transport.send([PostFallback(run_key=key)], delay=max(fallback_at - now, timedelta(0)))
+    nets: list[SafetyNet] = [PostFallback(run_key=key, due=format_time(fallback_at))]
+    if deadline > now:
+        nets.insert(0, CheckPreDeadline(run_key=key, due=format_time(deadline)))
+    for net in nets:
+        due = net.due_at() or now
+        transport.send([net], delay=min(max(due - now, timedelta(0)), MAX_HOP))
+
+
+def _keep_cutoff(records: RunRecords, run: RunRecord, cutoff: datetime) -> None:
+    for _ in range(CONFLICT_RETRIES):
+        if run.cancellation_cutoff is not None:
+            return
+        run.cancellation_cutoff = cutoff
+        try:
+            records.update_run(run)
+            return
+        except RecordChanged:
+            run = records.get_run(run.run_key)
+    raise TransientError(f"run {run.run_key} kept changing while its cut-off was recorded")
+
+
+def _keep_event_status(records: RunRecords, phase: PhaseRecord, event: PostMaintenance) -> None:
+    """A post-event that comes after the fallback ran: keep what Update Manager said on the phase."""
+    for _ in range(CONFLICT_RETRIES):
+        if phase.event_status is not None:
+            return
+        phase.event_status = event.status
+        phase.findings = [*phase.findings, f"post-event {event.event_id} arrived after the fallback had run"]
+        try:
+            records.replace_phase(phase)
+            return
+        except RecordChanged:
+            fresh = records.get_phase(phase.run_key, phase.phase)
+            if fresh is None:
+                return
+            phase = fresh
+    raise TransientError(f"post phase of {phase.run_key} kept changing while the event's status was kept")
 
 
 def _timing_findings(event: PreMaintenance | PostMaintenance, now: datetime, margin: timedelta) -> list[str]:

@@ -25,6 +25,7 @@ from shared.models.run import Action, RunRecord, TaskStatus, task_id
 from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
+from shared.usecases.fences import pre_work_fence
 from shared.usecases.task_runner import FollowUp, TaskResult
 
 TAG_RUN = "prepost-run"
@@ -100,6 +101,9 @@ def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: da
         raise TransientError(f"VM is {state.value}", retry_after=TRANSITION_RECHECK)
     if message.is_follow_up and requested:
         raise TransientError(f"{START} did not complete: the VM is {state.value} instead of running")
+    fence = pre_work_fence(run, ports.records, now)
+    if fence is not None:
+        return TaskResult(fence.status, _join(fence.detail(START), warning), data)
     _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before})
     ports.compute.start_vm(message.target)
     return FollowUp(START, "start requested", {**data, "started_by_us": True})
@@ -162,6 +166,10 @@ def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, n
             to_create.append((disk_id, snapshot_id))
         # Anything else (Creating, Updating): Azure is still at it.
     if to_create:
+        fence = pre_work_fence(run, ports.records, now)
+        if fence is not None:
+            detail = f"{fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
+            return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
         # Recorded before asking, so a crash in between still counts them as this task's.
         _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create])
         for disk_id, snapshot_id in to_create:

@@ -18,6 +18,7 @@ from shared.models.policy import RunPolicy
 from shared.models.run import Action, Phase, RunRecord, TaskStatus
 from shared.ports.azure import AlertSuppression
 from shared.ports.records import RunRecords
+from shared.usecases.fences import pre_work_fence
 from shared.usecases.task_runner import TaskResult
 
 RULE_NAME_LIMIT = 260
@@ -71,6 +72,11 @@ def _suppress(message: TaskMessage, run: RunRecord, ports: MonitoringPorts, now:
     until = run.end + grace
     if until <= now:
         return TaskResult(TaskStatus.SKIPPED, f"the window and its grace ended at {until.isoformat()}")
+    fence = pre_work_fence(run, ports.records, now)
+    if fence is not None and not fence.missed:
+        # Cancelled, or the post phase began: a rule made now would outlive the undoing of it.
+        # (After the start the window is still on: silencing it is still wanted.)
+        return TaskResult(fence.status, fence.detail("alert suppression"))
     rule_id = _rule_id(run, subscription, machines, ports.rule_resource_group)
     ports.alerts.put_rule(
         rule_id,

@@ -7,16 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.models.ids import MachineKind, ResourceId
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
 from shared.models.policy import RunPolicy, SnapshotDisks
 from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord, TaskStatus
 from shared.ports.azure import MachineInventory, MaintenanceConfigurations, RunCancellation
+from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
 from shared.ports.transport import WorkTransport
 from shared.settings import AllowList
-from shared.usecases.supervision import cancel_run, complete_phase_if_done
+from shared.usecases.fences import pre_work_fence
+from shared.usecases.supervision import CONFLICT_RETRIES, cancel_run, finish_phase_if_done
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class PlanningPorts:
     inventory: MachineInventory
     configurations: MaintenanceConfigurations
     allowed_subscriptions: AllowList
-    cancellation: RunCancellation | None = None
+    cancellation: RunCancellation
     """Used when the pre phase cannot be planned at all: patching must not go ahead blind."""
 
 
@@ -57,6 +59,11 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
         return phase
 
     if message.phase is Phase.PRE:
+        fence = pre_work_fence(run, records, now)
+        if fence is not None:
+            # Pre-work that would begin after the run started, after the post phase began or
+            # after a cancellation acts on machines nobody is waiting for: plan nothing.
+            return _planning_failed(run, phase, ports, f"too late to plan the pre phase: {fence.reason}", now)
         try:
             tasks, outgoing, machines, policy, findings = _plan_pre(run, ports)
         except PermanentError as error:
@@ -75,18 +82,53 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
 
     records.add_tasks(tasks)
     ports.transport.send(outgoing)
-
-    phase.status = PhaseStatus.PLANNED
-    phase.planned_at = now
-    phase.expected_tasks = len(tasks)
-    phase.finished_tasks = sum(1 for task in tasks if task.status.is_final)
-    phase.machines = machines
-    phase.policy = policy.to_dict()
-    phase.findings = [*phase.findings, *policy.findings, *findings]
-    phase = records.replace_phase(phase)
+    phase = _mark_planned(phase, tasks, machines, [*policy.findings, *findings], policy, records, now)
     log.info("%s %s planned: %d tasks, %d machines", run.run_key, phase.phase.value, len(tasks), machines)
-    complete_phase_if_done(run.run_key, message.phase, records=records, now=now)
+    finish_phase_if_done(
+        run.run_key,
+        message.phase,
+        records=records,
+        cancellation=ports.cancellation,
+        transport=ports.transport,
+        now=now,
+    )
     return phase
+
+
+def _mark_planned(
+    phase: PhaseRecord,
+    tasks: list[TaskRecord],
+    machines: int,
+    findings: list[str],
+    policy: RunPolicy,
+    records: RunRecords,
+    now: datetime,
+) -> PhaseRecord:
+    """Mark the phase planned, its counters counted from the stored task records.
+
+    Outcomes may already have arrived for tasks sent above (or by an earlier delivery of this
+    plan). Each final outcome changes the phase in the same write as its task, so if one lands
+    between the count and this write, the write fails on the etag and the count is taken again.
+    """
+    planned_ids = {task.task_id for task in tasks}
+    for _ in range(CONFLICT_RETRIES):
+        stored = [task for task in records.list_tasks(phase.run_key, phase.phase) if task.task_id in planned_ids]
+        phase.status = PhaseStatus.PLANNED
+        phase.planned_at = now
+        phase.expected_tasks = len(tasks)
+        phase.finished_tasks = sum(1 for task in stored if task.status.is_final)
+        phase.failed_tasks = sum(1 for task in stored if task.status is TaskStatus.FAILED)
+        phase.machines = machines
+        phase.policy = policy.to_dict()
+        phase.findings = [*phase.findings, *(finding for finding in findings if finding not in phase.findings)]
+        try:
+            return records.replace_phase(phase)
+        except RecordChanged:
+            fresh = records.get_phase(phase.run_key, phase.phase)
+            if fresh is None or fresh.status is not PhaseStatus.RECEIVED:
+                raise TransientError(f"{phase.phase.value} phase of {phase.run_key} changed while planned") from None
+            phase = fresh
+    raise TransientError(f"{phase.phase.value} phase of {phase.run_key} kept changing while planned")
 
 
 def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, reason: str, now: datetime):
@@ -96,14 +138,14 @@ def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, r
     phase.findings = [*phase.findings, f"planning failed: {reason}"]
     phase = ports.records.replace_phase(phase)
     log.error("%s pre phase could not be planned: %s", run.run_key, reason)
-    if ports.cancellation is not None:
-        cancel_run(
-            run.run_key,
-            f"pre phase could not be planned: {reason}",
-            records=ports.records,
-            cancellation=ports.cancellation,
-            now=now,
-        )
+    cancel_run(
+        run.run_key,
+        f"pre phase could not be planned: {reason}",
+        records=ports.records,
+        cancellation=ports.cancellation,
+        transport=ports.transport,
+        now=now,
+    )
     return phase
 
 
@@ -112,8 +154,12 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
     try:
         policy = RunPolicy.from_tags(ports.configurations.get_tags(run.configuration_id))
     except PermanentError as error:
-        policy = RunPolicy()
-        findings.append(f"could not read the configuration's policy tags ({error}); defaults used")
+        # Not the defaults: they start VMs and silence alerts, which nobody asked for here.
+        policy = RunPolicy.fail_safe()
+        findings.append(
+            f"could not read the configuration's policy tags ({error}); the fail-safe policy is used: "
+            "snapshots of the OS disks, no VM started, no alert silenced, cancel on failure"
+        )
 
     allowed = [sub for sub in run.subscription_ids if ports.allowed_subscriptions.allows(sub)]
     refused = sorted(set(run.subscription_ids) - set(allowed))
@@ -132,7 +178,7 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
     outgoing: list[TaskMessage] = []
 
     def add(action: Action, target: str, *, status=TaskStatus.QUEUED, detail: str = "", options=None):
-        tasks.append(TaskRecord(run.run_key, Phase.PRE, action, target, status, detail, queued_at=None))
+        tasks.append(TaskRecord(run.run_key, Phase.PRE, action, target, status, detail, options=options or {}))
         if status is TaskStatus.QUEUED:
             cls = MonitoringMessage if action.is_monitoring else TaskMessage
             outgoing.append(
@@ -204,7 +250,11 @@ def _plan_post(run: RunRecord, ports: PlanningPorts):
             )
         elif task.action is Action.SUPPRESS_ALERTS and task.data.get("rule_id"):
             options = {"rule_id": task.data["rule_id"]}
-            tasks.append(TaskRecord(run.run_key, Phase.POST, Action.REMOVE_SUPPRESSION, task.target, TaskStatus.QUEUED))
+            tasks.append(
+                TaskRecord(
+                    run.run_key, Phase.POST, Action.REMOVE_SUPPRESSION, task.target, TaskStatus.QUEUED, options=options
+                )
+            )
             outgoing.append(
                 MonitoringMessage(
                     run_key=run.run_key,
@@ -227,7 +277,14 @@ def _plan_post(run: RunRecord, ports: PlanningPorts):
             if ResourceId(machine.resource_id).machine_kind is MachineKind.AZURE_VM:
                 options = {"retention_days": policy.snapshot_retention_days}
                 tasks.append(
-                    TaskRecord(run.run_key, Phase.POST, Action.PRUNE_SNAPSHOTS, machine.resource_id, TaskStatus.QUEUED)
+                    TaskRecord(
+                        run.run_key,
+                        Phase.POST,
+                        Action.PRUNE_SNAPSHOTS,
+                        machine.resource_id,
+                        TaskStatus.QUEUED,
+                        options=options,
+                    )
                 )
                 outgoing.append(
                     TaskMessage(

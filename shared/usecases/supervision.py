@@ -1,16 +1,20 @@
 """Supervision: record outcomes, close phases, cancel the run when the safety work failed,
-and run the post phase when its event never comes."""
+and make sure the post phase runs and finishes even when its event or its messages are lost.
+
+Every decision here is taken from the records, never from a message alone: a message may be
+delivered twice, late, or never, and several instances handle them at once.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.errors import PermanentError, TransientError
-from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, parse_time
-from shared.models.messages import PlanPhase, TaskOutcome
+from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, format_time, parse_time
+from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback, SafetyNet, TaskOutcome, task_message_for
 from shared.models.policy import RunPolicy
-from shared.models.run import Phase, PhaseRecord, PhaseSource, PhaseStatus, TaskStatus
+from shared.models.run import Phase, PhaseRecord, PhaseSource, PhaseStatus, RunRecord, TaskStatus
 from shared.ports.azure import RunCancellation
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
@@ -19,22 +23,43 @@ from shared.ports.transport import WorkTransport
 log = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 20
+MAX_HOP = timedelta(days=6)
+"""The longest a safety net is hidden in one send: under the 7 days a Storage queue allows."""
+SWEEP_INTERVAL = timedelta(minutes=15)
+"""How long the post fallback waits before it looks again at a post phase that is not final."""
+MAX_SWEEPS = 8
+"""Looks after the first: the fallback keeps an eye on the post phase for two hours."""
+RUN_CANCELLED = "run-cancelled"
+"""The :attr:`PostFallback.cause` sent when Update Manager accepted a cancellation."""
 
 
-def record_outcome(outcome: TaskOutcome, *, records: RunRecords, cancellation: RunCancellation, now: datetime) -> bool:
+# -- outcomes and phases -------------------------------------------------------------------
+
+
+def record_outcome(
+    outcome: TaskOutcome,
+    *,
+    records: RunRecords,
+    cancellation: RunCancellation,
+    transport: WorkTransport,
+    now: datetime,
+) -> bool:
     """Record a task's outcome; close the phase (and maybe cancel the run) when it was the last.
 
-    Idempotent: an outcome for a task that already has a final status changes nothing, so a
-    duplicated outcome message cannot count twice. Returns True if the record changed.
+    A task becomes final in the same write as its phase's counters
+    (:meth:`RunRecords.replace_task_and_phase`), so the counters never disagree with the task
+    records. An outcome for a task that is final already changes nothing but still looks at the
+    phase: if the delivery that made it final died before closing the phase, this one closes it.
+    Returns True if the task record changed.
     """
-    became_final = False
+    changed = False
     for _ in range(CONFLICT_RETRIES):
         task = records.get_task(outcome.run_key, outcome.task_id)
         if task is None:
             raise PermanentError(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
         if task.status.is_final:
             log.info("outcome for %s ignored: already %s", task.task_id, task.status.value)
-            return False
+            break
         task.status = outcome.status
         task.detail = outcome.detail
         task.attempts = max(task.attempts, outcome.attempts)
@@ -42,47 +67,43 @@ def record_outcome(outcome: TaskOutcome, *, records: RunRecords, cancellation: R
         task.finished_at = parse_time(outcome.finished_at) if outcome.finished_at else now
         task.data = {**task.data, **outcome.data}
         try:
-            records.replace_task(task)
-            became_final = outcome.status.is_final
-            break
+            if outcome.status.is_final:
+                phase = records.get_phase(outcome.run_key, outcome.phase)
+                if phase is None:
+                    raise PermanentError(f"{outcome.phase.value} phase of {outcome.run_key} is not recorded")
+                phase.finished_tasks += 1
+                phase.failed_tasks += outcome.status is TaskStatus.FAILED
+                records.replace_task_and_phase(task, phase)
+            else:
+                records.replace_task(task)
         except RecordChanged:
             continue
+        changed = True
+        if not outcome.status.is_final:
+            return True
+        break
     else:
         raise TransientError(f"task {outcome.task_id} kept changing while its outcome was recorded")
-
-    if became_final:
-        _count_finished(outcome, records)
-        finish_phase_if_done(outcome.run_key, outcome.phase, records=records, cancellation=cancellation, now=now)
-    return True
-
-
-def _count_finished(outcome: TaskOutcome, records: RunRecords) -> None:
-    for _ in range(CONFLICT_RETRIES):
-        phase = records.get_phase(outcome.run_key, outcome.phase)
-        if phase is None:
-            return
-        phase.finished_tasks += 1
-        if outcome.status is TaskStatus.FAILED:
-            phase.failed_tasks += 1
-        try:
-            records.replace_phase(phase)
-            return
-        except RecordChanged:
-            continue
-    raise TransientError(f"phase {outcome.phase.value} of {outcome.run_key} kept changing")
+    finish_phase_if_done(
+        outcome.run_key, outcome.phase, records=records, cancellation=cancellation, transport=transport, now=now
+    )
+    return changed
 
 
-def complete_phase_if_done(run_key: str, phase: Phase, *, records: RunRecords, now: datetime) -> PhaseRecord | None:
-    """Close the phase when every task is final (counted from the task records themselves).
+def complete_phase_if_done(
+    run_key: str, phase: Phase, *, records: RunRecords, now: datetime, recount: bool = False
+) -> PhaseRecord | None:
+    """Close the phase when every task is final, as the task records say.
 
-    The counters on the phase only decide when to look; the task records are the truth, so a
-    lost counter update delays nothing past the next outcome or the deadline check.
+    The phase's counters are kept exact (see :func:`record_outcome`) and decide cheaply when
+    to look; ``recount`` looks at the task records whatever the counters say (the deadline
+    check does, so that no drift can ever make it cancel a run whose work is done).
     """
     for _ in range(CONFLICT_RETRIES):
         record = records.get_phase(run_key, phase)
         if record is None or record.status is not PhaseStatus.PLANNED:
             return None
-        if record.finished_tasks < record.expected_tasks:
+        if not recount and record.finished_tasks < record.expected_tasks:
             return None
         tasks = records.list_tasks(run_key, phase)
         if any(not task.status.is_final for task in tasks):
@@ -100,117 +121,223 @@ def complete_phase_if_done(run_key: str, phase: Phase, *, records: RunRecords, n
 
 
 def finish_phase_if_done(
-    run_key: str, phase: Phase, *, records: RunRecords, cancellation: RunCancellation, now: datetime
+    run_key: str,
+    phase: Phase,
+    *,
+    records: RunRecords,
+    cancellation: RunCancellation,
+    transport: WorkTransport,
+    now: datetime,
+    recount: bool = False,
 ) -> PhaseRecord | None:
     """Close the phase if done; after the pre phase, cancel the run if safety work failed."""
-    closed = complete_phase_if_done(run_key, phase, records=records, now=now)
+    closed = complete_phase_if_done(run_key, phase, records=records, now=now, recount=recount)
     if closed is None or phase is not Phase.PRE:
         return closed
-    policy = RunPolicy.from_dict(closed.policy)
     failed = [
         task
         for task in records.list_tasks(run_key, Phase.PRE)
         if task.status is TaskStatus.FAILED and task.action.is_safety_critical
     ]
-    if failed and policy.cancel_on_failure:
+    if failed:
         names = ", ".join(sorted({task.target.rsplit("/", 1)[-1] for task in failed})[:10])
         cancel_run(
             run_key,
             f"{len(failed)} pre tasks failed ({names})",
             records=records,
             cancellation=cancellation,
+            transport=transport,
             now=now,
+            policy_allows=RunPolicy.from_dict(closed.policy).cancel_on_failure,
         )
     return closed
 
 
-def check_pre_deadline(run_key: str, *, records: RunRecords, cancellation: RunCancellation, now: datetime) -> str:
+# -- the cancellation deadline ----------------------------------------------------------------
+
+
+def check_pre_deadline(
+    message: CheckPreDeadline,
+    *,
+    records: RunRecords,
+    cancellation: RunCancellation,
+    transport: WorkTransport,
+    now: datetime,
+) -> str:
     """At the cancellation deadline: cancel the run if the pre-work has not finished.
 
     Patching without a finished snapshot is what this pipeline exists to prevent; Update
-    Manager proceeds unless someone cancels.
+    Manager proceeds unless someone cancels. Whether the work finished is read from the task
+    records themselves, never from a counter.
     """
+    if wait_until_due(message, transport=transport, now=now):
+        return f"not due until {message.due}; sent on"
+    run_key = message.run_key
     phase = records.get_phase(run_key, Phase.PRE)
     if phase is None:
         return "no pre phase recorded"
+    if phase.status.is_final:
+        return f"pre phase already {phase.status.value}"
     if phase.status is PhaseStatus.PLANNED:
-        closed = finish_phase_if_done(run_key, Phase.PRE, records=records, cancellation=cancellation, now=now)
+        closed = finish_phase_if_done(
+            run_key, Phase.PRE, records=records, cancellation=cancellation, transport=transport, now=now, recount=True
+        )
         if closed is not None:
             return f"pre phase {closed.status.value}"
-    elif phase.status.is_final:
-        return f"pre phase already {phase.status.value}"
-    policy = RunPolicy.from_dict(phase.policy)
-    pending = [task for task in records.list_tasks(run_key, Phase.PRE) if not task.status.is_final]
-    reason = (
-        f"pre-work not finished by the cancellation deadline ({len(pending)} tasks pending)"
-        if phase.status is PhaseStatus.PLANNED
-        else "pre phase was never planned before the cancellation deadline"
+        pending = [task for task in records.list_tasks(run_key, Phase.PRE) if not task.status.is_final]
+        reason = f"pre-work not finished by the cancellation deadline ({len(pending)} tasks pending)"
+    else:
+        reason = "pre phase was never planned before the cancellation deadline"
+    cancel_run(
+        run_key,
+        reason,
+        records=records,
+        cancellation=cancellation,
+        transport=transport,
+        now=now,
+        policy_allows=RunPolicy.from_dict(phase.policy).cancel_on_failure,
     )
-    if not policy.cancel_on_failure:
-        _add_finding(run_key, Phase.PRE, reason + "; not cancelled (prepost-cancel-on-failure=false)", records)
-        return reason
-    cancel_run(run_key, reason, records=records, cancellation=cancellation, now=now)
     return reason
 
 
-def cancel_run(run_key: str, reason: str, *, records: RunRecords, cancellation: RunCancellation, now: datetime) -> None:
-    """Cancel the scheduled run once, if it is not too late, and record what happened."""
+def cancel_run(
+    run_key: str,
+    reason: str,
+    *,
+    records: RunRecords,
+    cancellation: RunCancellation,
+    transport: WorkTransport,
+    now: datetime,
+    policy_allows: bool = True,
+) -> RunRecord:
+    """Decide once that the run must be cancelled; cancel it if that can still help; record why.
+
+    The record always says what came of it: the call's answer, or why no call was made (the
+    run already started, the post phase already began, the policy says not to). When Update
+    Manager accepted, the post phase is started at once: nothing will be patched, so the VMs
+    prepost started and the alerts it silenced must not wait for the end of the window.
+
+    Raises:
+        TransientError: the cancel call failed in a way worth retrying (the message is retried).
+    """
     run = records.get_run(run_key)
     if run.cancel_requested_at is not None:
-        return
+        return run
+    result, accepted = _cancel(run, records, cancellation, now, policy_allows)
+    for _ in range(CONFLICT_RETRIES):
+        if run.cancel_requested_at is not None:
+            return run  # another instance decided first; the call above was idempotent
+        run.cancel_requested_at = now
+        run.cancel_reason = reason
+        run.cancel_result = result
+        run.cancel_accepted = accepted
+        try:
+            run = records.update_run(run)
+            break
+        except RecordChanged:
+            run = records.get_run(run_key)
+    else:
+        raise TransientError(f"run {run_key} kept changing while its cancellation was recorded")
+    log.warning("run %s cancellation: %s (%s)", run_key, result, reason)
+    if accepted:
+        transport.send([PostFallback(run_key=run_key, due=format_time(now), cause=RUN_CANCELLED)])
+    return run
+
+
+def _cancel(
+    run: RunRecord, records: RunRecords, cancellation: RunCancellation, now: datetime, policy_allows: bool
+) -> tuple[str, bool]:
+    if not policy_allows:
+        return "not cancelled: the policy says so (prepost-cancel-on-failure=false)", False
+    if now >= run.start:
+        return f"too late: the run had already started at {run.start.isoformat()}", False
+    post = records.get_phase(run.run_key, Phase.POST)
+    if post is not None:
+        return f"not cancelled: the post phase began at {post.received_at.isoformat()}, so the run is over", False
     cutoff = min(
         run.cancellation_cutoff or run.start - DEFAULT_CUTOFF_BEFORE_START,
         run.start - DEFAULT_CUTOFF_BEFORE_START,
     )
-    run.cancel_requested_at = now
-    run.cancel_reason = reason
-    if now >= run.start:
-        run.cancel_result = "too late: the run had already started"
-    else:
-        try:
-            status = cancellation.cancel(run.correlation_id)
-            run.cancel_result = f"cancel requested; Update Manager reports {status}"
-            if now > cutoff:
-                run.cancel_result += f" (after the cut-off {cutoff.isoformat()}: it may not take effect)"
-        except PermanentError as error:
-            run.cancel_result = f"cancel refused: {error}"
-    log.warning("run %s cancellation: %s (%s)", run_key, run.cancel_result, reason)
-    records.update_run(run)
+    try:
+        status = cancellation.cancel(run.correlation_id)
+    except PermanentError as error:
+        return f"cancel refused: {error}", False
+    result = f"cancel requested; Update Manager reports {status}"
+    if now > cutoff:
+        result += f" (after the cut-off {cutoff.isoformat()}: it may not take effect)"
+    return result, True
 
 
-def post_fallback(run_key: str, *, records: RunRecords, transport: WorkTransport, now: datetime) -> str:
-    """After the window plus grace: run the post phase if its event never came.
+# -- the post phase, whatever happens to its event ----------------------------------------------
 
-    Started VMs would otherwise keep running and billing; the alert suppression ends by itself
-    (its schedule), but removing the rule keeps the subscription tidy.
+
+def post_fallback(message: PostFallback, *, records: RunRecords, transport: WorkTransport, now: datetime) -> str:
+    """After the window plus grace (or at once after a cancellation): see the post phase through.
+
+    - no post phase: start one (source ``fallback``), so started VMs do not keep running;
+    - a post phase never planned (its plan message was lost or parked): send the plan again;
+    - tasks of either phase still unfinished (their messages lost or parked): send them again,
+      as fresh messages; pre tasks are fenced by then and end without acting.
+
+    Until the post phase and every task are final, the message comes back every
+    :data:`SWEEP_INTERVAL`, at most :data:`MAX_SWEEPS` times.
     """
+    if wait_until_due(message, transport=transport, now=now):
+        return f"not due until {message.due}; sent on"
+    run_key = message.run_key
+    fresh = message.sweep + 1  # a resend number no earlier send of these messages used
     existing = records.get_phase(run_key, Phase.POST)
-    if existing is not None:
-        return f"post phase already {existing.status.value}"
-    phase, created = records.create_phase(
-        PhaseRecord(
-            run_key=run_key,
-            phase=Phase.POST,
-            status=PhaseStatus.RECEIVED,
-            event_id="(none: post-event not received)",
-            received_at=now,
-            source=PhaseSource.FALLBACK,
-            findings=["no post-event arrived by the end of the window plus grace; post phase run by prepost"],
+    created = False
+    if existing is None:
+        cause = (
+            "the run was cancelled; post phase run by prepost at once"
+            if message.cause == RUN_CANCELLED
+            else "no post-event arrived by the end of the window plus grace; post phase run by prepost"
         )
-    )
-    if created or phase.status is PhaseStatus.RECEIVED:
-        transport.send([PlanPhase(run_key=run_key, phase=Phase.POST)])
-    return "post phase started by fallback"
+        existing, created = records.create_phase(
+            PhaseRecord(
+                run_key=run_key,
+                phase=Phase.POST,
+                status=PhaseStatus.RECEIVED,
+                event_id="(none: post-event not received)",
+                received_at=now,
+                source=PhaseSource.FALLBACK,
+                findings=[cause],
+            )
+        )
+    result = "post phase started by fallback" if created else f"post phase {existing.status.value}"
+    if existing.status is PhaseStatus.RECEIVED:
+        # Not created just now: its plan message was lost or parked. Send it as a fresh message.
+        transport.send([PlanPhase(run_key=run_key, phase=Phase.POST, resend=0 if created else fresh)])
+        result += "; plan sent"
+    unfinished = [task for task in records.list_tasks(run_key) if not task.status.is_final]
+    # On the first look a planned post phase may simply be at work; from the second look on
+    # (or once the post phase is final) an unfinished task has lost its message.
+    if unfinished and (message.sweep > 0 or existing.status.is_final):
+        transport.send([task_message_for(task, resend=fresh) for task in unfinished])
+        result += f"; {len(unfinished)} unfinished tasks sent again"
+    settled = existing.status.is_final and not unfinished
+    if not settled and message.sweep < MAX_SWEEPS:
+        transport.send([message.next_sweep(now + SWEEP_INTERVAL)], delay=SWEEP_INTERVAL)
+    elif not settled:
+        log.error(
+            "run %s: post phase still %s after %d looks; left for an operator",
+            run_key,
+            existing.status.value,
+            MAX_SWEEPS + 1,
+        )
+    return result
 
 
-def _add_finding(run_key: str, phase: Phase, finding: str, records: RunRecords) -> None:
-    for _ in range(CONFLICT_RETRIES):
-        record = records.get_phase(run_key, phase)
-        if record is None or finding in record.findings:
-            return
-        record.findings.append(finding)
-        try:
-            records.replace_phase(record)
-            return
-        except RecordChanged:
-            continue
+def wait_until_due(message: SafetyNet, *, transport: WorkTransport, now: datetime) -> bool:
+    """True (and the message sent on) when ``message`` arrived before it is due.
+
+    Sending on in hops of at most :data:`MAX_HOP` lets a safety net wait longer than a
+    transport can hide a message (7 days on Storage queues), and keeps an early replay from
+    acting before its time.
+    """
+    due = message.due_at()
+    if due is None or now >= due:
+        return False
+    transport.send([message.resent()], delay=min(due - now, MAX_HOP))
+    return True

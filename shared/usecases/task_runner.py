@@ -24,10 +24,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.errors import PermanentError, Throttled, TransientError
+from shared.models.bounds import DETAIL_LIMIT, bounded_data, cut_text
 from shared.models.events import format_time, parse_time
 from shared.models.messages import TaskMessage, TaskOutcome
 from shared.models.run import TaskStatus
-from shared.ports.idempotency import AlreadyDone, AlreadyInProgress, IdempotencyStore
+from shared.ports.idempotency import AlreadyDone, AlreadyInProgress, Begun, IdempotencyStore
 from shared.ports.transport import WorkTransport
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,14 @@ def run_task(
     """
     key = f"task:{message.run_key}:{message.task_id}"
     try:
-        begun = idempotency.begin(key, now=now())
+        lock = idempotency.begin(key, now=now())
     except AlreadyInProgress:
-        # Another delivery is working on it (a duplicate). Look again later rather than fail.
-        transport.send([message], delay=IN_PROGRESS_RECHECK)
+        # Another delivery is working on it (a duplicate, or a crashed worker's lock that has
+        # not expired yet). Look again later rather than fail; as a fresh message, because
+        # Service Bus drops a MessageId it has seen within its duplicate-detection window.
+        transport.send([message.resent()], delay=IN_PROGRESS_RECHECK)
         return None
-    if isinstance(begun, AlreadyDone):
+    if isinstance(lock, AlreadyDone):
         log.info("%s already done; duplicate delivery ignored", key)
         return None
 
@@ -110,7 +113,6 @@ def run_task(
     try:
         result = action(message)
     except (Throttled, TransientError) as error:
-        idempotency.release(key)
         if message.attempt >= max_attempts:
             return _finish(
                 message,
@@ -119,8 +121,9 @@ def run_task(
                 now(),
                 transport,
                 idempotency,
-                key,
+                lock,
             )
+        idempotency.release(lock)
         delay = _retry_delay(message.attempt, error.retry_after, rng or random.Random())
         transport.send([message.next_attempt()], delay=delay)
         outcome = _outcome(
@@ -134,16 +137,16 @@ def run_task(
         transport.send([outcome])
         return outcome
     except PermanentError as error:
-        return _finish(message, TaskResult(TaskStatus.FAILED, str(error)), started, now(), transport, idempotency, key)
+        return _finish(message, TaskResult(TaskStatus.FAILED, str(error)), started, now(), transport, idempotency, lock)
     except Exception as error:
-        idempotency.release(key)
+        idempotency.release(lock)
         if delivery.is_last:
             detail = f"unexpected {type(error).__name__} on delivery {delivery.count}: {error}"
             transport.send([_outcome(message, TaskResult(TaskStatus.FAILED, detail), started, now())])
         raise
     if isinstance(result, FollowUp):
-        return _follow_up(message, result, started, now(), check_interval, transport, idempotency, key)
-    return _finish(message, result, started, now(), transport, idempotency, key)
+        return _follow_up(message, result, started, now(), check_interval, transport, idempotency, lock)
+    return _finish(message, result, started, now(), transport, idempotency, lock)
 
 
 def _follow_up(
@@ -154,7 +157,7 @@ def _follow_up(
     check_interval: timedelta,
     transport: WorkTransport,
     idempotency: IdempotencyStore,
-    key: str,
+    lock: Begun,
 ) -> TaskOutcome:
     """Schedule the next look at a running operation, or fail the task once it waited too long."""
     waiting_since = parse_time(message.waiting_since) if message.waiting_since else started
@@ -162,26 +165,35 @@ def _follow_up(
         minutes = int(MAX_OPERATION_WAIT.total_seconds() // 60)
         detail = f"{follow_up.operation} did not finish within {minutes} minutes; last seen: {follow_up.state}"
         result = TaskResult(TaskStatus.FAILED, detail, follow_up.data)
-        return _finish(message, result, started, finished, transport, idempotency, key)
+        return _finish(message, result, started, finished, transport, idempotency, lock)
     # Released first, so the follow-up delivery can begin; a crash before the send below
     # raises, and the platform delivers this message again, which looks at the operation again.
-    idempotency.release(key)
+    idempotency.release(lock)
     transport.send([message.follow_up(waiting_since=format_time(waiting_since))], delay=check_interval)
     seconds = int(check_interval.total_seconds())
     detail = f"{follow_up.operation}: {follow_up.state}; looking again in {seconds} s"
     outcome = _outcome(message, TaskResult(TaskStatus.IN_PROGRESS, detail, follow_up.data), started, finished)
     transport.send([outcome])
-    log.info("%s in progress: %s", key, detail)
+    log.info("%s in progress: %s", lock.key, detail)
     return outcome
 
 
-def _finish(message, result, started, finished, transport, idempotency, key) -> TaskOutcome:
+def _finish(
+    message: TaskMessage,
+    result: TaskResult,
+    started: datetime,
+    finished: datetime,
+    transport: WorkTransport,
+    idempotency: IdempotencyStore,
+    lock: Begun,
+) -> TaskOutcome:
     outcome = _outcome(message, result, started, finished)
     # Outcome first, then completion: a crash in between repeats an idempotent action and a
     # duplicate outcome (ignored by the recorder), never loses the outcome.
     transport.send([outcome])
-    idempotency.complete(key, {"status": result.status.value, "detail": result.detail})
-    log.info("%s %s: %s", key, result.status.value, result.detail)
+    if not idempotency.complete(lock, {"status": result.status.value, "detail": result.detail[:DETAIL_LIMIT]}):
+        log.warning("%s: lock taken over by another delivery while this one worked; its result stands", lock.key)
+    log.info("%s %s: %s", lock.key, result.status.value, result.detail)
     return outcome
 
 
@@ -192,11 +204,11 @@ def _outcome(message: TaskMessage, result: TaskResult, started: datetime, finish
         action=message.action,
         target=message.target,
         status=result.status,
-        detail=result.detail,
+        detail=cut_text(result.detail, DETAIL_LIMIT),
         attempts=message.attempt,
         started_at=format_time(started),
         finished_at=format_time(finished),
-        data=result.data,
+        data=bounded_data(result.data),
     )
 
 
