@@ -12,7 +12,7 @@ classes when it indexes the functions, to recognise the SDK type and the settlem
 import azure.functions as func
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
-from functions.servicebus_queues import PLAN_FUNCTION, VM_TASKS_FUNCTION, handle_delivery
+from functions.servicebus_delivery import PLAN_FUNCTION, VM_TASKS_FUNCTION, handle_delivery
 from shared.names import SERVICEBUS_CONNECTION, QueueName
 
 

@@ -12,43 +12,11 @@ Either way the decision is the same :func:`~shared.adapters.servicebus_settlemen
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 import azure.functions as func
 
+from functions.servicebus_delivery import PLAN_FUNCTION, VM_TASKS_FUNCTION, handle_delivery
 from shared.names import SERVICEBUS_CONNECTION, QueueName
 from shared.settings import ServiceBusSettlement
-
-if TYPE_CHECKING:
-    from shared.adapters.servicebus_settlement import ReceivedDelivery, Settlement, Settler
-    from shared.bootstrap import Container
-
-PLAN_FUNCTION = "plan_servicebus_queue"
-VM_TASKS_FUNCTION = "vm_tasks_servicebus_queue"
-
-
-def handle_delivery(
-    queue: QueueName,
-    delivery: ReceivedDelivery,
-    settler_for: Callable[[Container], Settler],
-) -> Settlement:
-    """Dispatch one delivery to the handlers and settle it; shared by both bindings."""
-    from shared.adapters.servicebus_settlement import SettlementPolicy, process_delivery
-    from shared.bootstrap import get_container
-    from shared.handlers import handle_message
-    from shared.usecases.task_runner import Delivery
-
-    container = get_container()
-    policy = SettlementPolicy(max_attempts=container.settings.max_task_attempts)
-
-    def handle(received: ReceivedDelivery) -> None:
-        info = policy.attempt_info(received)  # is_last agrees with the settlement decision
-        attempt = Delivery(count=info.count, max_count=info.max_count)
-        # Invalid bodies are raised, not parked here: the settlement dead-letters (or parks) them.
-        handle_message(queue, received.body, container, attempt, raise_invalid=True)
-
-    return process_delivery(queue, delivery, handle, settler=settler_for(container), policy=policy)
 
 
 def _handle_classic(queue: QueueName, msg: func.ServiceBusMessage) -> None:

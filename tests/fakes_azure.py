@@ -183,12 +183,12 @@ class FakeCompute(Compute, FaultInjection):
         self._look(vm_id)
         return self.vms.get(_key(vm_id))
 
-    def start_vm(self, vm_id: str) -> None:
-        self._call("start_vm", vm_id)
+    def begin_start_vm(self, vm_id: str) -> None:
+        self._call("begin_start_vm", vm_id)
         self._begin_power(vm_id, PowerState.STARTING, PowerState.RUNNING)
 
-    def deallocate_vm(self, vm_id: str) -> None:
-        self._call("deallocate_vm", vm_id)
+    def begin_deallocate_vm(self, vm_id: str) -> None:
+        self._call("begin_deallocate_vm", vm_id)
         self._begin_power(vm_id, PowerState.DEALLOCATING, PowerState.DEALLOCATED)
 
     def get_disk_location(self, disk_id: str) -> str | None:
@@ -200,10 +200,10 @@ class FakeCompute(Compute, FaultInjection):
         self._look(snapshot_id)
         return self.snapshots.get(_key(snapshot_id))
 
-    def create_incremental_snapshot(
+    def begin_create_incremental_snapshot(
         self, snapshot_id: str, *, source_disk_id: str, location: str, tags: Mapping[str, str]
     ) -> None:
-        self._call("create_incremental_snapshot", snapshot_id, source_disk_id, location, dict(tags))
+        self._call("begin_create_incremental_snapshot", snapshot_id, source_disk_id, location, dict(tags))
         if _key(source_disk_id) not in self.disk_locations:
             raise PermanentError(f"disk {source_disk_id} not found")
         key = _key(snapshot_id)
@@ -226,8 +226,8 @@ class FakeCompute(Compute, FaultInjection):
                 found.append(snapshot)
         return found
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
-        self._call("delete_snapshot", snapshot_id)
+    def begin_delete_snapshot(self, snapshot_id: str) -> None:
+        self._call("begin_delete_snapshot", snapshot_id)
         self.snapshots.pop(_key(snapshot_id), None)
 
     def _set_power(self, resource_id: str, state: PowerState) -> None:

@@ -17,7 +17,7 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.table_records import MAX_PROPERTY_UNITS, fit_text, from_table_datetime, to_utc
+from shared.adapters.table_values import MAX_PROPERTY_UNITS, fit_text, from_table_datetime, to_utc
 from shared.errors import PermanentError
 from shared.names import TableName
 from shared.ports.idempotency import IdempotencyRecord, IdempotencyStatus, IdempotencyStore, RecordChanged

@@ -98,7 +98,7 @@ class Compute(ABC):
         """The VM with its instance view, or None if it does not exist."""
 
     @abstractmethod
-    def start_vm(self, vm_id: str) -> None:
+    def begin_start_vm(self, vm_id: str) -> None:
         """Begin starting the VM; does not wait. The VM shows ``starting`` until it is running.
 
         Raises what the request itself failed with; the operation's own failure is seen later,
@@ -106,7 +106,7 @@ class Compute(ABC):
         """
 
     @abstractmethod
-    def deallocate_vm(self, vm_id: str) -> None:
+    def begin_deallocate_vm(self, vm_id: str) -> None:
         """Begin deallocating the VM; does not wait. The VM shows ``deallocating`` until done."""
 
     @abstractmethod
@@ -118,7 +118,7 @@ class Compute(ABC):
         """The snapshot, or None."""
 
     @abstractmethod
-    def create_incremental_snapshot(
+    def begin_create_incremental_snapshot(
         self, snapshot_id: str, *, source_disk_id: str, location: str, tags: Mapping[str, str]
     ) -> None:
         """Begin creating (or updating, same name) an incremental snapshot; does not wait.
@@ -133,8 +133,15 @@ class Compute(ABC):
         """Snapshots of one resource group (callers filter by tags)."""
 
     @abstractmethod
-    def delete_snapshot(self, snapshot_id: str) -> None:
-        """Delete the snapshot; succeed when it is already gone."""
+    def begin_delete_snapshot(self, snapshot_id: str) -> None:
+        """Begin deleting the snapshot; does not wait. Succeeds when it is already gone.
+
+        Until the deletion ends, :meth:`get_snapshot` and :meth:`list_snapshots` may still show
+        the snapshot (``provisioning_state`` ``Deleting``). Raises what the request itself failed
+        with (:class:`~shared.errors.TransientError` while another operation on the snapshot
+        runs, :class:`~shared.errors.Throttled`); the operation's own failure is seen later, as
+        a snapshot that is still there.
+        """
 
 
 class AlertSuppression(ABC):

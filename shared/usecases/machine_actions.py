@@ -105,7 +105,7 @@ def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: da
     if fence is not None:
         return TaskResult(fence.status, _join(fence.detail(START), warning), data)
     _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before})
-    ports.compute.start_vm(message.target)
+    ports.compute.begin_start_vm(message.target)
     return FollowUp(START, "start requested", {**data, "started_by_us": True})
 
 
@@ -139,7 +139,7 @@ def _deallocate_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, no
     if message.is_follow_up and requested:
         raise TransientError(f"{DEALLOCATE} did not complete: the VM is {state.value} instead of deallocated")
     _mark_task(ports.records, message, {"deallocate_requested": True, "power_state_before": before})
-    ports.compute.deallocate_vm(message.target)
+    ports.compute.begin_deallocate_vm(message.target)
     return FollowUp(DEALLOCATE, "deallocate requested", data)
 
 
@@ -198,7 +198,7 @@ def _snapshot_state(snapshot: Snapshot | None) -> str | None:
 def _begin_snapshot(
     ports: MachinePorts, run: RunRecord, message: TaskMessage, vm: VirtualMachine, disk_id: str, snapshot_id: str
 ) -> None:
-    ports.compute.create_incremental_snapshot(
+    ports.compute.begin_create_incremental_snapshot(
         snapshot_id,
         source_disk_id=disk_id,
         location=vm.location,
@@ -270,7 +270,7 @@ def _prune_snapshots(message: TaskMessage, run: RunRecord, ports: MachinePorts, 
         if tags.get(TAG_MACHINE, "").lower() != vm.name.lower() or tags.get(TAG_RUN) == run.run_key:
             continue
         if snapshot.created_at is not None and snapshot.created_at < now - retention:
-            ports.compute.delete_snapshot(snapshot.resource_id)
+            ports.compute.begin_delete_snapshot(snapshot.resource_id)
             deleted.append(snapshot.resource_id)
     return TaskResult(
         TaskStatus.SUCCEEDED,

@@ -66,10 +66,10 @@ def pollers() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name.startswith("LROPoller")]
 
 
-def test_start_vm_returns_with_the_vm_still_starting_and_no_status_poll(server, compute, clock):
+def test_begin_start_vm_returns_with_the_vm_still_starting_and_no_status_poll(server, compute, clock):
     vm = vm_in(server, PowerState.DEALLOCATED)
 
-    compute.start_vm(vm.id)
+    compute.begin_start_vm(vm.id)
 
     assert server.state.power_state(vm.id) is PowerState.STARTING
     assert operations_of(server) == [Operation.VM_START.value]
@@ -84,10 +84,10 @@ def test_start_vm_returns_with_the_vm_still_starting_and_no_status_poll(server, 
     assert server.state.count(Operation.VM_START.value, vm.id) == 1
 
 
-def test_deallocate_vm_returns_with_the_vm_still_deallocating(server, compute, clock):
+def test_begin_deallocate_vm_returns_with_the_vm_still_deallocating(server, compute, clock):
     vm = vm_in(server, PowerState.RUNNING)
 
-    compute.deallocate_vm(vm.id)
+    compute.begin_deallocate_vm(vm.id)
 
     assert compute.get_vm(vm.id).power_state is Power.DEALLOCATING
     assert Operation.OPERATION_STATUS.value not in operations_of(server)
@@ -96,7 +96,7 @@ def test_deallocate_vm_returns_with_the_vm_still_deallocating(server, compute, c
     assert compute.get_vm(vm.id).power_state is Power.DEALLOCATED
 
 
-def test_create_incremental_snapshot_returns_while_the_snapshot_is_creating(server, compute, clock):
+def test_begin_create_incremental_snapshot_returns_while_the_snapshot_is_creating(server, compute, clock):
     vm = vm_in(server, PowerState.RUNNING)
     disk = vm.os_disk
     snapshot_id = (
@@ -104,7 +104,7 @@ def test_create_incremental_snapshot_returns_while_the_snapshot_is_creating(serv
         "/providers/Microsoft.Compute/snapshots/prepost-adapter-test"
     )
 
-    created = compute.create_incremental_snapshot(
+    created = compute.begin_create_incremental_snapshot(
         snapshot_id, source_disk_id=disk.id, location=vm.location, tags={"prepost-run": "r"}
     )
 
@@ -119,12 +119,36 @@ def test_create_incremental_snapshot_returns_while_the_snapshot_is_creating(serv
     assert snapshot.tags == {"prepost-run": "r"}
 
 
+def test_begin_delete_snapshot_returns_while_the_snapshot_is_deleting(server, compute, clock):
+    vm = vm_in(server, PowerState.RUNNING)
+    snapshot_id = (
+        f"/subscriptions/{vm.subscription_id}/resourceGroups/{vm.resource_group}"
+        "/providers/Microsoft.Compute/snapshots/prepost-adapter-delete"
+    )
+    compute.begin_create_incremental_snapshot(snapshot_id, source_disk_id=vm.os_disk.id, location=vm.location, tags={})
+    clock.advance(OPERATION_SECONDS)
+    assert compute.get_snapshot(snapshot_id).provisioning_state == "Succeeded"
+    polls_before = operations_of(server).count(Operation.OPERATION_STATUS.value)
+
+    deleted = compute.begin_delete_snapshot(snapshot_id)
+
+    assert deleted is None
+    assert compute.get_snapshot(snapshot_id).provisioning_state == "Deleting"
+    assert operations_of(server).count(Operation.OPERATION_STATUS.value) == polls_before
+    assert pollers() == []
+    clock.advance(OPERATION_SECONDS)
+    assert compute.get_snapshot(snapshot_id) is None
+    assert server.state.count(Operation.SNAPSHOT_DELETE.value, snapshot_id) == 1
+    # Already gone: ARM answers 204 and there is nothing to wait for.
+    compute.begin_delete_snapshot(snapshot_id)
+
+
 def test_a_refused_begin_is_still_translated(server, compute):
     vm = vm_in(server, PowerState.DEALLOCATED)
     server.fail_next(Operation.VM_START.value, status=429, retry_after=7)
 
     with pytest.raises(Throttled) as caught:
-        compute.start_vm(vm.id)
+        compute.begin_start_vm(vm.id)
 
     assert caught.value.retry_after is not None and caught.value.retry_after.total_seconds() == 7
     assert server.state.power_state(vm.id) is PowerState.DEALLOCATED
@@ -134,7 +158,7 @@ def test_an_operation_that_fails_later_shows_as_the_power_state_going_back(serve
     vm = vm_in(server, PowerState.DEALLOCATED)
     server.fail_next(Operation.VM_START.value, status=500, on_completion=True)
 
-    compute.start_vm(vm.id)  # accepted: the failure comes with the operation's end
+    compute.begin_start_vm(vm.id)  # accepted: the failure comes with the operation's end
 
     assert compute.get_vm(vm.id).power_state is Power.STARTING
     clock.advance(OPERATION_SECONDS)

@@ -18,7 +18,8 @@ import pytest
 from azure.core.exceptions import AzureError
 
 from shared.adapters.storage_clients import StorageClients
-from shared.adapters.table_records import MAX_PROPERTY_UNITS, TableRunRecords
+from shared.adapters.table_records import TableRunRecords
+from shared.adapters.table_values import MAX_PROPERTY_UNITS
 from shared.errors import PermanentError
 from shared.models.run import (
     Action,

@@ -90,7 +90,7 @@ def task_data(estate: FakeEstate, action: Action, target: str, phase: Phase = Ph
 def test_a_deallocated_vm_is_marked_as_ours_then_started_and_followed_up():
     estate, vm = planned(power_state=PowerState.DEALLOCATED)
     marker_at_call = []
-    estate.compute.before["start_vm"] = lambda _: marker_at_call.append(
+    estate.compute.before["begin_start_vm"] = lambda _: marker_at_call.append(
         task_data(estate, Action.START_VM, vm).get("start_requested")
     )
 
@@ -114,7 +114,7 @@ def test_the_follow_up_finds_the_vm_running_and_reports_the_state_it_was_started
     assert result == TaskResult(
         TaskStatus.SUCCEEDED, "started from deallocated", {"power_state_before": "deallocated", "started_by_us": True}
     )
-    assert estate.compute.calls_to("start_vm") == [(vm,)]
+    assert estate.compute.calls_to("begin_start_vm") == [(vm,)]
 
 
 def test_a_vm_still_starting_is_followed_up_again_without_a_second_start():
@@ -128,7 +128,7 @@ def test_a_vm_still_starting_is_followed_up_again_without_a_second_start():
         == second
         == FollowUp("start VM", "starting", {"power_state_before": "deallocated", "started_by_us": True})
     )
-    assert estate.compute.calls_to("start_vm") == [(vm,)]
+    assert estate.compute.calls_to("begin_start_vm") == [(vm,)]
 
 
 def test_a_duplicate_of_the_first_delivery_while_starting_follows_up_too():
@@ -138,7 +138,7 @@ def test_a_duplicate_of_the_first_delivery_while_starting_follows_up_too():
     duplicate = act(estate, Action.START_VM, vm)  # checks=0: the original message, delivered twice
 
     assert isinstance(duplicate, FollowUp) and duplicate.state == "starting"
-    assert estate.compute.calls_to("start_vm") == [(vm,)]
+    assert estate.compute.calls_to("begin_start_vm") == [(vm,)]
 
 
 def test_a_start_that_failed_is_a_transient_error_on_the_follow_up():
@@ -149,7 +149,7 @@ def test_a_start_that_failed_is_a_transient_error_on_the_follow_up():
     with pytest.raises(TransientError, match="start VM did not complete: the VM is deallocated instead of running"):
         act(estate, Action.START_VM, vm, checks=1)
 
-    assert estate.compute.calls_to("start_vm") == [(vm,)]
+    assert estate.compute.calls_to("begin_start_vm") == [(vm,)]
     assert task_data(estate, Action.START_VM, vm)["start_requested"] is True  # post still deallocates
 
 
@@ -163,14 +163,14 @@ def test_the_next_attempt_after_a_failed_start_begins_it_again_and_keeps_the_sta
     done = act(estate, Action.START_VM, vm, attempt=2, checks=1)
 
     assert isinstance(again, FollowUp) and again.state == "start requested"
-    assert estate.compute.calls_to("start_vm") == [(vm,), (vm,)]
+    assert estate.compute.calls_to("begin_start_vm") == [(vm,), (vm,)]
     assert done.status is TaskStatus.SUCCEEDED and done.detail == "started from stopped"
     assert done.data["power_state_before"] == "stopped"
 
 
 def test_the_intent_marker_survives_a_failed_start_so_post_still_deallocates():
     estate, vm = planned(power_state=PowerState.DEALLOCATED)
-    estate.compute.fail("start_vm", TransientError("timeout"))
+    estate.compute.fail("begin_start_vm", TransientError("timeout"))
 
     with pytest.raises(TransientError):
         act(estate, Action.START_VM, vm)
@@ -183,7 +183,7 @@ def test_a_stopped_but_allocated_vm_is_started():
 
     result = act(estate, Action.START_VM, vm)
 
-    assert estate.compute.calls_to("start_vm") == [(vm,)]
+    assert estate.compute.calls_to("begin_start_vm") == [(vm,)]
     assert isinstance(result, FollowUp)
     assert result.data == {"power_state_before": "stopped", "started_by_us": True}
 
@@ -193,7 +193,7 @@ def test_a_running_vm_without_the_marker_is_not_ours():
 
     result = act(estate, Action.START_VM, vm)
 
-    assert estate.compute.calls_to("start_vm") == []
+    assert estate.compute.calls_to("begin_start_vm") == []
     assert result.status is TaskStatus.SUCCEEDED
     assert result.data == {"power_state_before": "running", "started_by_us": False}
     assert "left as it was found" in result.detail
@@ -201,10 +201,10 @@ def test_a_running_vm_without_the_marker_is_not_ours():
 
 def test_a_running_vm_with_the_marker_was_started_by_an_earlier_delivery():
     estate, vm = planned(power_state=PowerState.DEALLOCATED)
-    estate.compute.before["start_vm"] = lambda _: (_ for _ in ()).throw(TimeoutError("worker died"))
+    estate.compute.before["begin_start_vm"] = lambda _: (_ for _ in ()).throw(TimeoutError("worker died"))
     with pytest.raises(TimeoutError):
         act(estate, Action.START_VM, vm)
-    del estate.compute.before["start_vm"]
+    del estate.compute.before["begin_start_vm"]
     estate.compute.set_power(vm, PowerState.RUNNING)
 
     result = act(estate, Action.START_VM, vm)
@@ -234,7 +234,7 @@ def test_a_vm_in_transition_without_our_marker_is_retried_later(state):
         act(estate, Action.START_VM, vm)
 
     assert caught.value.retry_after == TRANSITION_RECHECK
-    assert estate.compute.calls_to("start_vm") == []
+    assert estate.compute.calls_to("begin_start_vm") == []
 
 
 @pytest.mark.parametrize(
@@ -281,7 +281,7 @@ def test_starting_a_vm_whose_task_was_never_planned_is_permanent():
 
     with pytest.raises(PermanentError):
         act(estate, Action.START_VM, other)
-    assert estate.compute.calls_to("start_vm") == []
+    assert estate.compute.calls_to("begin_start_vm") == []
 
 
 # -- snapshots ---------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def test_the_os_disk_is_snapshotted_incrementally_with_tags_and_followed_up():
 
     begun = act(estate, Action.SNAPSHOT_DISKS, vm, options={"disks": "os"})
 
-    [(snapshot_id, source, location, tags)] = estate.compute.calls_to("create_incremental_snapshot")
+    [(snapshot_id, source, location, tags)] = estate.compute.calls_to("begin_create_incremental_snapshot")
     assert snapshot_id == snapshot_id_for(run, machine.os_disk_id)
     assert (source, location) == (machine.os_disk_id, "northeurope")
     assert tags == {
@@ -352,7 +352,7 @@ def test_the_os_disk_is_snapshotted_incrementally_with_tags_and_followed_up():
     assert result == TaskResult(
         TaskStatus.SUCCEEDED, "1 incremental snapshot(s): 1 created, 0 reused", {"snapshots": [snapshot_id]}
     )
-    assert len(estate.compute.calls_to("create_incremental_snapshot")) == 1
+    assert len(estate.compute.calls_to("begin_create_incremental_snapshot")) == 1
 
 
 def test_all_disks_includes_the_data_disks():
@@ -362,7 +362,7 @@ def test_all_disks_includes_the_data_disks():
     begun = act(estate, Action.SNAPSHOT_DISKS, vm, options={"disks": "all"})
     result = act(estate, Action.SNAPSHOT_DISKS, vm, options={"disks": "all"}, checks=1)
 
-    sources = [call[1] for call in estate.compute.calls_to("create_incremental_snapshot")]
+    sources = [call[1] for call in estate.compute.calls_to("begin_create_incremental_snapshot")]
     assert sources == [machine.os_disk_id, *machine.data_disk_ids]
     assert begun.state == "0 of 3 snapshot(s) ready"
     assert result.detail == "3 incremental snapshot(s): 3 created, 0 reused"
@@ -382,7 +382,7 @@ def test_an_existing_succeeded_snapshot_is_reused_at_once():
 
     result = act(estate, Action.SNAPSHOT_DISKS, vm)
 
-    assert estate.compute.calls_to("create_incremental_snapshot") == []
+    assert estate.compute.calls_to("begin_create_incremental_snapshot") == []
     assert result == TaskResult(
         TaskStatus.SUCCEEDED, "1 incremental snapshot(s): 0 created, 1 reused", {"snapshots": [snapshot_id]}
     )
@@ -398,7 +398,7 @@ def test_created_and_reused_are_counted_across_follow_ups():
     done = act(estate, Action.SNAPSHOT_DISKS, vm, options={"disks": "all"}, checks=2)
 
     assert (begun.state, waiting.state) == ("1 of 3 snapshot(s) ready", "1 of 3 snapshot(s) ready")
-    created = [call[0] for call in estate.compute.calls_to("create_incremental_snapshot")]
+    created = [call[0] for call in estate.compute.calls_to("begin_create_incremental_snapshot")]
     assert reused not in created and len(created) == 2
     assert done.detail == "3 incremental snapshot(s): 2 created, 1 reused"
     assert done.data == {
@@ -416,7 +416,7 @@ def test_a_snapshot_still_creating_is_not_asked_for_again():
     done = act(estate, Action.SNAPSHOT_DISKS, vm, checks=2)
 
     assert again == duplicate == FollowUp("snapshot disks", "0 of 1 snapshot(s) ready")
-    assert len(estate.compute.calls_to("create_incremental_snapshot")) == 1
+    assert len(estate.compute.calls_to("begin_create_incremental_snapshot")) == 1
     assert done.detail == "1 incremental snapshot(s): 1 created, 0 reused"
 
 
@@ -431,7 +431,7 @@ def test_a_snapshot_creating_before_this_task_is_waited_for_and_counted_as_reuse
     done = act(estate, Action.SNAPSHOT_DISKS, vm, checks=1)
 
     assert begun.state == "0 of 1 snapshot(s) ready"
-    assert estate.compute.calls_to("create_incremental_snapshot") == []
+    assert estate.compute.calls_to("begin_create_incremental_snapshot") == []
     assert done.detail == "1 incremental snapshot(s): 0 created, 1 reused"
 
 
@@ -445,7 +445,7 @@ def test_a_snapshot_that_ended_unsuccessfully_found_by_a_first_delivery_is_creat
     act(estate, Action.SNAPSHOT_DISKS, vm)
     done = act(estate, Action.SNAPSHOT_DISKS, vm, checks=1)
 
-    assert [call[0] for call in estate.compute.calls_to("create_incremental_snapshot")] == [snapshot_id]
+    assert [call[0] for call in estate.compute.calls_to("begin_create_incremental_snapshot")] == [snapshot_id]
     assert estate.compute.snapshots[snapshot_id.lower()].provisioning_state == "Succeeded"
     assert done.detail == "1 incremental snapshot(s): 1 created, 0 reused"
 
@@ -463,14 +463,14 @@ def test_a_snapshot_creation_that_failed_is_a_transient_error_on_the_follow_up_a
     done = act(estate, Action.SNAPSHOT_DISKS, vm, attempt=2, checks=1)
 
     assert retried.state == "0 of 1 snapshot(s) ready"
-    assert [call[0] for call in estate.compute.calls_to("create_incremental_snapshot")] == [snapshot_id] * 2
+    assert [call[0] for call in estate.compute.calls_to("begin_create_incremental_snapshot")] == [snapshot_id] * 2
     assert done.detail == "1 incremental snapshot(s): 1 created, 0 reused"
     assert task_data(estate, Action.SNAPSHOT_DISKS, vm)["snapshots_requested"] == [snapshot_id]
 
 
 def test_a_throttled_snapshot_retried_creates_no_duplicates():
     estate, vm = planned(data_disks=1)
-    estate.compute.fail("create_incremental_snapshot", None, Throttled("429", retry_after=timedelta(seconds=60)))
+    estate.compute.fail("begin_create_incremental_snapshot", None, Throttled("429", retry_after=timedelta(seconds=60)))
 
     with pytest.raises(Throttled):
         act(estate, Action.SNAPSHOT_DISKS, vm, options={"disks": "all"})
@@ -479,7 +479,7 @@ def test_a_throttled_snapshot_retried_creates_no_duplicates():
 
     assert begun.state == "1 of 2 snapshot(s) ready"
     assert len(estate.compute.snapshots) == 2
-    assert len(estate.compute.calls_to("create_incremental_snapshot")) == 3  # 1, throttled, then the other
+    assert len(estate.compute.calls_to("begin_create_incremental_snapshot")) == 3  # 1, throttled, then the other
     assert result.detail == "2 incremental snapshot(s): 2 created, 0 reused"
 
 
@@ -534,7 +534,7 @@ def test_a_missing_arc_server_is_permanent():
 def test_a_vm_that_is_not_deallocated_is_marked_then_deallocated_and_followed_up(state):
     estate, vm = planned_post(power_state=state)
     marker_at_call = []
-    estate.compute.before["deallocate_vm"] = lambda _: marker_at_call.append(
+    estate.compute.before["begin_deallocate_vm"] = lambda _: marker_at_call.append(
         task_data(estate, Action.DEALLOCATE_VM, vm, Phase.POST).get("deallocate_requested")
     )
 
@@ -543,7 +543,7 @@ def test_a_vm_that_is_not_deallocated_is_marked_then_deallocated_and_followed_up
 
     assert marker_at_call == [True]
     assert begun == FollowUp("deallocate VM", "deallocate requested", {"power_state_before": state.value})
-    assert estate.compute.calls_to("deallocate_vm") == [(vm,)]
+    assert estate.compute.calls_to("begin_deallocate_vm") == [(vm,)]
     assert estate.compute.power_state(vm) is PowerState.DEALLOCATED
     assert done == TaskResult(
         TaskStatus.SUCCEEDED, "deallocated (prepost had started it for the run)", {"power_state_before": state.value}
@@ -557,7 +557,7 @@ def test_a_vm_still_deallocating_is_followed_up_again():
     again = act(estate, Action.DEALLOCATE_VM, vm, phase=Phase.POST, checks=1)
 
     assert again == FollowUp("deallocate VM", "deallocating", {"power_state_before": "running"})
-    assert estate.compute.calls_to("deallocate_vm") == [(vm,)]
+    assert estate.compute.calls_to("begin_deallocate_vm") == [(vm,)]
 
 
 def test_a_deallocation_that_failed_is_a_transient_error_on_the_follow_up():
@@ -576,7 +576,7 @@ def test_an_already_deallocated_vm_is_left_alone():
 
     result = act(estate, Action.DEALLOCATE_VM, vm, phase=Phase.POST)
 
-    assert estate.compute.calls_to("deallocate_vm") == []
+    assert estate.compute.calls_to("begin_deallocate_vm") == []
     assert result == TaskResult(TaskStatus.SUCCEEDED, "already deallocated", {"power_state_before": "deallocated"})
 
 
@@ -587,7 +587,7 @@ def test_deallocating_a_vm_in_transition_without_our_marker_is_retried_later(sta
     with pytest.raises(TransientError) as caught:
         act(estate, Action.DEALLOCATE_VM, vm, phase=Phase.POST)
     assert caught.value.retry_after == TRANSITION_RECHECK
-    assert estate.compute.calls_to("deallocate_vm") == []
+    assert estate.compute.calls_to("begin_deallocate_vm") == []
 
 
 # -- prune -------------------------------------------------------------------------------
@@ -614,7 +614,7 @@ def test_prune_deletes_only_old_snapshots_of_that_machine_and_never_this_runs():
 
     result = act(estate, Action.PRUNE_SNAPSHOTS, vm, phase=Phase.POST, options={"retention_days": 7})
 
-    assert estate.compute.calls_to("delete_snapshot") == [(doomed,)]
+    assert estate.compute.calls_to("begin_delete_snapshot") == [(doomed,)]
     assert result.data["deleted"] == [doomed]
     assert len(estate.compute.snapshots) == 5
     assert estate.compute.calls_to("list_snapshots") == [(sub, rg)]

@@ -1,6 +1,6 @@
 """Virtual machines and snapshots through azure-mgmt-compute.
 
-VM start, deallocation and snapshot creation only *begin* the operation (``polling=False``):
+VM start, deallocation, snapshot creation and deletion only *begin* the operation (``polling=False``):
 the initial request is made, its errors translated, and the call returns. Waiting for the
 operation would hold the message past its lock, and azure-core's poller would keep polling ARM
 from a background thread, spending the subscription's read budget. The task follows up instead.
@@ -32,14 +32,14 @@ class ArmCompute(Compute):
         )
         return None if vm is None else _to_vm(vm)
 
-    def start_vm(self, vm_id: str) -> None:
+    def begin_start_vm(self, vm_id: str) -> None:
         operations, resource = self._vms(vm_id)
         call(
             f"start VM {resource.name}",
             lambda: operations.begin_start(resource.resource_group, resource.name, polling=False),
         )
 
-    def deallocate_vm(self, vm_id: str) -> None:
+    def begin_deallocate_vm(self, vm_id: str) -> None:
         operations, resource = self._vms(vm_id)
         call(
             f"deallocate VM {resource.name}",
@@ -58,7 +58,7 @@ class ArmCompute(Compute):
         found = or_none(f"get snapshot {resource.name}", lambda: snapshots.get(resource.resource_group, resource.name))
         return None if found is None else _to_snapshot(found)
 
-    def create_incremental_snapshot(
+    def begin_create_incremental_snapshot(
         self, snapshot_id: str, *, source_disk_id: str, location: str, tags: Mapping[str, str]
     ) -> None:
         from azure.mgmt.compute.models import CreationData
@@ -86,12 +86,13 @@ class ArmCompute(Compute):
             lambda: [_to_snapshot(s) for s in snapshots.list_by_resource_group(resource_group)],
         )
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
+    def begin_delete_snapshot(self, snapshot_id: str) -> None:
         resource = ResourceId(snapshot_id)
         snapshots = self._clients.compute(resource.subscription_id).snapshots
+        # A 404 (its resource group gone, say) means there is nothing left to delete.
         or_none(
             f"delete snapshot {resource.name}",
-            lambda: snapshots.begin_delete(resource.resource_group, resource.name).result(),
+            lambda: snapshots.begin_delete(resource.resource_group, resource.name, polling=False),
         )
 
 
