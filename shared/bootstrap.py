@@ -173,7 +173,9 @@ class Container:
     def machine_ports(self) -> MachinePorts:
         from shared.usecases.machine_actions import MachinePorts
 
-        return self._get("machine_ports", lambda: MachinePorts(records=self.records, compute=self.compute, arc=self.arc))
+        return self._get(
+            "machine_ports", lambda: MachinePorts(records=self.records, compute=self.compute, arc=self.arc)
+        )
 
     @property
     def monitoring_ports(self) -> MonitoringPorts:

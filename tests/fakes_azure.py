@@ -438,7 +438,12 @@ class FakeEstate:
 
     def planning(self) -> PlanningPorts:
         return PlanningPorts(
-            self.records, self.transport, self.inventory, self.configurations, self.allowed_subscriptions
+            self.records,
+            self.transport,
+            self.inventory,
+            self.configurations,
+            self.allowed_subscriptions,
+            self.cancellation,
         )
 
     def plan(self, phase: Phase = Phase.PRE, *, attempt: int = 1, now: datetime | None = None) -> PhaseRecord:
@@ -476,7 +481,9 @@ class FakeEstate:
             attempts=attempts,
             data=dict(data or {}),
         )
-        return record_outcome(outcome, records=self.records, cancellation=self.cancellation, now=now or self.now)
+        return record_outcome(
+            outcome, records=self.records, cancellation=self.cancellation, transport=self.transport, now=now or self.now
+        )
 
     def task(self, phase: Phase, action: Action, target: str) -> TaskRecord | None:
         return self.records.get_task(self.key, task_id(phase, action, target))

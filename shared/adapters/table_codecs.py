@@ -73,11 +73,12 @@ def run_entity(run: RunRecord) -> dict[str, Any]:
             "CancelRequestedAt": to_utc(run.cancel_requested_at),
             "CancelReason": fit_text(run.cancel_reason, what="cancel reason"),
             "CancelResult": fit_text(run.cancel_result, what="cancel result"),
+            "CancelAccepted": run.cancel_accepted or None,
         }
     )
 
 
-def run_from_entity(entity: Mapping[str, Any]) -> RunRecord:
+def run_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> RunRecord:
     return RunRecord(
         run_key=entity["RowKey"],
         correlation_id=entity["CorrelationId"],
@@ -90,6 +91,8 @@ def run_from_entity(entity: Mapping[str, Any]) -> RunRecord:
         cancel_requested_at=from_table_datetime(entity.get("CancelRequestedAt")),
         cancel_reason=entity.get("CancelReason"),
         cancel_result=entity.get("CancelResult"),
+        cancel_accepted=bool(entity.get("CancelAccepted", False)),
+        etag=etag,
     )
 
 
@@ -156,6 +159,7 @@ def task_entity(task: TaskRecord) -> dict[str, Any]:
             "StartedAt": to_utc(task.started_at),
             "FinishedAt": to_utc(task.finished_at),
             "Data": json_property(task.data, what=f"data of task {task.task_id}"),
+            "Options": json_property(task.options, what=f"options of task {task.task_id}") if task.options else None,
         }
     )
 
@@ -173,6 +177,7 @@ def task_from_entity(entity: Mapping[str, Any], etag: str | None) -> TaskRecord:
         started_at=from_table_datetime(entity.get("StartedAt")),
         finished_at=from_table_datetime(entity.get("FinishedAt")),
         data=json.loads(entity.get("Data") or "{}"),
+        options=json.loads(entity.get("Options") or "{}"),
         etag=etag,
     )
 

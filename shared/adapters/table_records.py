@@ -6,15 +6,17 @@ Layout (one name per concept: the tables are :class:`shared.names.TableName`):
 table          PartitionKey         RowKey
 =============  ===================  =============================================
 ``RUNS``       ``run``              run key                       (the runs)
-``RUNS``       run key              ``phase-pre`` / ``phase-post`` (their phases)
-``TASKS``      run key              task id
+``TASKS``      run key              ``phase-pre`` / ``phase-post`` (the run's phases)
+``TASKS``      run key              task id (``pre-...``, ``post-...``: the phases' tasks)
 ``MACHINES``   run key              short hash of the resource id
 ``EVENTS``     ``yyyyMMdd`` (UTC)   inverted timestamp + short uuid (newest first)
 =============  ===================  =============================================
 
 Conditional writes use the entity's ETag (``If-Match``), so two handlers updating the same
-phase or task never lose each other's changes: the loser gets
-:class:`~shared.ports.idempotency.RecordChanged` and re-reads. Lists and dicts are stored as
+run, phase or task never lose each other's changes: the loser gets
+:class:`~shared.ports.idempotency.RecordChanged` and re-reads. A phase lives in the same
+partition as its tasks, so a task and its phase's counters change in one entity group
+transaction (:meth:`TableRunRecords.replace_task_and_phase`): all or nothing. Lists and dicts are stored as
 JSON strings, datetimes as ``Edm.DateTime`` in UTC. A string property holds at most 64 KiB
 (32,768 UTF-16 code units, checked by Azurite too): free text is cut to fit and says so.
 
@@ -104,10 +106,10 @@ class TableRunRecords(RunRecords):
 
         entity = run_entity(run)
         try:
-            self._runs.create_entity(entity)
+            metadata = self._runs.create_entity(entity)
         except ResourceExistsError:
             return self.get_run(run.run_key), False
-        return run_from_entity(entity), True
+        return run_from_entity(entity, metadata["etag"]), True
 
     def get_run(self, run_key: str) -> RunRecord:
         from azure.core.exceptions import ResourceNotFoundError
@@ -116,13 +118,12 @@ class TableRunRecords(RunRecords):
             entity = self._runs.get_entity(RUN_PARTITION, check_key(run_key, "run key"))
         except ResourceNotFoundError:
             raise RunNotFound(run_key) from None
-        return run_from_entity(entity)
+        return run_from_entity(entity, entity.metadata["etag"])
 
-    def update_run(self, run: RunRecord) -> None:
-        from azure.data.tables import UpdateMode
-
-        # REPLACE, not MERGE: a field set back to None must disappear from the entity.
-        self._runs.upsert_entity(run_entity(run), mode=UpdateMode.REPLACE)
+    def update_run(self, run: RunRecord) -> RunRecord:
+        entity = run_entity(run)
+        etag = self._replace_if_unchanged(self._runs, entity, run.etag, f"run {run.run_key}")
+        return run_from_entity(entity, etag)
 
     def list_runs(self, *, limit: int = 50) -> list[RunRecord]:
         if limit <= 0:
@@ -140,7 +141,7 @@ class TableRunRecords(RunRecords):
 
         entity = phase_entity(phase)
         try:
-            metadata = self._runs.create_entity(entity)
+            metadata = self._tasks.create_entity(entity)
         except ResourceExistsError:
             stored = self.get_phase(phase.run_key, phase.phase)
             if stored is None:  # deleted in between: nothing sensible to return but an error
@@ -152,7 +153,7 @@ class TableRunRecords(RunRecords):
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            entity = self._runs.get_entity(check_key(run_key, "run key"), phase_row(phase))
+            entity = self._tasks.get_entity(check_key(run_key, "run key"), phase_row(phase))
         except ResourceNotFoundError:
             return None
         return phase_from_entity(entity, entity.metadata["etag"])
@@ -160,7 +161,7 @@ class TableRunRecords(RunRecords):
     def replace_phase(self, phase: PhaseRecord) -> PhaseRecord:
         entity = phase_entity(phase)
         etag = self._replace_if_unchanged(
-            self._runs, entity, phase.etag, f"phase {phase.phase.value} of {phase.run_key}"
+            self._tasks, entity, phase.etag, f"phase {phase.phase.value} of {phase.run_key}"
         )
         return phase_from_entity(entity, etag)
 
@@ -192,15 +193,43 @@ class TableRunRecords(RunRecords):
         etag = self._replace_if_unchanged(self._tasks, entity, task.etag, f"task {task.task_id} of {task.run_key}")
         return task_from_entity(entity, etag)
 
+    def replace_task_and_phase(self, task: TaskRecord, phase: PhaseRecord) -> tuple[TaskRecord, PhaseRecord]:
+        from azure.core import MatchConditions
+        from azure.data.tables import TableTransactionError, UpdateMode
+
+        if task.etag is None or phase.etag is None:
+            raise RecordChanged(f"task {task.task_id} and its phase: both must be read before this write")
+        if task.run_key != phase.run_key:
+            raise ValueError("a task and its phase share a run")
+        task_row, phase_row_ = task_entity(task), phase_entity(phase)
+        condition = {"mode": UpdateMode.REPLACE, "match_condition": MatchConditions.IfNotModified}
+        try:
+            results = self._tasks.submit_transaction(
+                [
+                    ("update", task_row, {**condition, "etag": task.etag}),
+                    ("update", phase_row_, {**condition, "etag": phase.etag}),
+                ]
+            )
+        except TableTransactionError as error:
+            if error.status_code in (404, 412):  # one of them changed or vanished: nothing was written
+                raise RecordChanged(f"task {task.task_id} or its phase changed since read") from None
+            raise
+        return task_from_entity(task_row, results[0]["etag"]), phase_from_entity(phase_row_, results[1]["etag"])
+
     def list_tasks(self, run_key: str, phase: Phase | None = None) -> list[TaskRecord]:
-        query = "PartitionKey eq @pk"
+        # Task rows start with their phase ("pre-...", "post-..."); the phase rows ("phase-...")
+        # share the partition and fall outside these ranges ("." sorts just after "-").
         parameters = {"pk": check_key(run_key, "run key")}
-        if phase is not None:
-            query += " and Phase eq @phase"
-            parameters["phase"] = phase.value
+        phases = [phase] if phase is not None else list(Phase)
+        ranges = []
+        for index, value in enumerate(phases):
+            parameters[f"lo{index}"], parameters[f"hi{index}"] = f"{value.value}-", f"{value.value}."
+            ranges.append(f"(RowKey ge @lo{index} and RowKey lt @hi{index})")
+        query = f"PartitionKey eq @pk and ({' or '.join(ranges)})"
         found = [
             task_from_entity(entity, entity.metadata["etag"])
             for entity in self._tasks.query_entities(query, parameters=parameters)
+            if "Action" in entity
         ]
         # The service returns RowKey (= task id) order already; sorting again costs nothing
         # and keeps the contract independent of the backend's collation.
