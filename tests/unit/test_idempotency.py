@@ -33,15 +33,18 @@ def store() -> FakeIdempotencyStore:
 
 
 def test_begin_on_a_new_key_takes_the_lock(store):
-    assert store.begin(KEY, now=T0) == Begun(KEY)
+    lock = store.begin(KEY, now=T0)
+
+    assert isinstance(lock, Begun) and lock.key == KEY
+    assert lock.etag == store.records[KEY].etag
     record = store.records[KEY]
     assert record.status is IdempotencyStatus.IN_PROGRESS
     assert record.expires_at == T0 + LOCK
 
 
 def test_complete_keeps_the_result_and_the_next_begin_returns_it(store):
-    store.begin(KEY, now=T0)
-    store.complete(KEY, {"snapshots": ["s1", "s2"]}, now=T0 + timedelta(minutes=1))
+    lock = store.begin(KEY, now=T0)
+    assert store.complete(lock, {"snapshots": ["s1", "s2"]}, now=T0 + timedelta(minutes=1)) is True
 
     outcome = store.begin(KEY, now=T0 + timedelta(minutes=2))
 
@@ -50,15 +53,13 @@ def test_complete_keeps_the_result_and_the_next_begin_returns_it(store):
 
 
 def test_a_result_of_none_is_still_done(store):
-    store.begin(KEY, now=T0)
-    store.complete(KEY, now=T0)
+    store.complete(store.begin(KEY, now=T0), now=T0)
 
     assert store.begin(KEY, now=T0 + timedelta(seconds=1)) == AlreadyDone(KEY, None)
 
 
 def test_results_that_are_not_json_are_kept_as_text(store):
-    store.begin(KEY, now=T0)
-    store.complete(KEY, {"at": T0}, now=T0)
+    store.complete(store.begin(KEY, now=T0), {"at": T0}, now=T0)
 
     assert store.begin(KEY, now=T0).result == {"at": str(T0)}
 
@@ -77,37 +78,48 @@ def test_an_expired_lock_is_taken_over(store):
     """A worker that crashed never releases its lock: the next delivery after expiry runs the work."""
     store.begin(KEY, now=T0)
 
-    assert store.begin(KEY, now=T0 + LOCK) == Begun(KEY)
+    assert isinstance(store.begin(KEY, now=T0 + LOCK), Begun)
     assert store.records[KEY].expires_at == T0 + LOCK + LOCK
 
 
 def test_the_new_holder_of_a_taken_over_lock_can_complete(store):
-    store.begin(KEY, now=T0)
-    store.begin(KEY, now=T0 + LOCK)
-    store.complete(KEY, "second", now=T0 + LOCK + timedelta(minutes=1))
+    first = store.begin(KEY, now=T0)
+    second = store.begin(KEY, now=T0 + LOCK)
 
+    assert store.complete(second, "second", now=T0 + LOCK + timedelta(minutes=1)) is True
     assert store.begin(KEY, now=T0 + LOCK + timedelta(minutes=2)) == AlreadyDone(KEY, "second")
+    assert store.complete(first, "first", now=T0 + LOCK + timedelta(minutes=3)) is False
+
+
+def test_a_worker_whose_lock_was_taken_over_cannot_complete_or_release_it(store):
+    """Its lock expired while it worked; the successor's lock must survive whatever it does."""
+    slow = store.begin(KEY, now=T0)
+    successor = store.begin(KEY, now=T0 + LOCK)
+
+    assert store.release(slow) is False
+    assert store.complete(slow, "late", now=T0 + LOCK) is False
+
+    assert store.records[KEY].status is IdempotencyStatus.IN_PROGRESS
+    assert store.records[KEY].etag == successor.etag
 
 
 def test_an_expired_result_lets_the_work_run_again(store):
-    store.begin(KEY, now=T0)
-    store.complete(KEY, "old", now=T0)
+    store.complete(store.begin(KEY, now=T0), "old", now=T0)
 
     assert store.begin(KEY, now=T0 + KEEP - timedelta(seconds=1)) == AlreadyDone(KEY, "old")
-    assert store.begin(KEY, now=T0 + KEEP) == Begun(KEY)
+    assert isinstance(store.begin(KEY, now=T0 + KEEP), Begun)
     assert store.records[KEY].status is IdempotencyStatus.IN_PROGRESS
 
 
 def test_release_gives_the_lock_back_for_a_retry(store):
-    store.begin(KEY, now=T0)
-    store.release(KEY)
+    assert store.release(store.begin(KEY, now=T0)) is True
 
     assert KEY not in store.records
-    assert store.begin(KEY, now=T0 + timedelta(seconds=1)) == Begun(KEY)
+    assert isinstance(store.begin(KEY, now=T0 + timedelta(seconds=1)), Begun)
 
 
 def test_release_of_an_unknown_key_succeeds(store):
-    store.release("never-begun")
+    assert store.release(Begun("never-begun", etag='W/"0"')) is True
 
     assert store.records == {}
 
@@ -115,8 +127,8 @@ def test_release_of_an_unknown_key_succeeds(store):
 def test_keys_are_independent(store):
     store.begin("run-a:x", now=T0)
 
-    assert store.begin("run-a:y", now=T0) == Begun("run-a:y")
-    assert store.begin("run-b:x", now=T0) == Begun("run-b:x")
+    assert store.begin("run-a:y", now=T0).key == "run-a:y"
+    assert store.begin("run-b:x", now=T0).key == "run-b:x"
 
 
 class _RacingStore(FakeIdempotencyStore):

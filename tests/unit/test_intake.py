@@ -96,8 +96,10 @@ def test_the_same_event_twice_records_one_run_and_one_plan(records, transport):
     assert [d.outcome for d in records.deliveries] == [DeliveryOutcome.ACCEPTED, DeliveryOutcome.DUPLICATE]
 
 
-def test_a_duplicate_of_a_planned_phase_sends_nothing(records, transport):
+def test_a_duplicate_of_a_planned_phase_sends_its_safety_nets_again_but_no_plan(records, transport):
+    """The first delivery may have died after the plan went out and before the nets did."""
     accept(sample(), records, transport)
+    first_nets = {m.message_id for m in transport.of_kind(CheckPreDeadline) + transport.of_kind(PostFallback)}
     phase = records.get_phase(KEY, Phase.PRE)
     phase.status = PhaseStatus.PLANNED
     records.replace_phase(phase)
@@ -107,7 +109,9 @@ def test_a_duplicate_of_a_planned_phase_sends_nothing(records, transport):
 
     assert result.outcome is DeliveryOutcome.DUPLICATE
     assert "already received" in result.reason
-    assert transport.sent == []
+    assert transport.of_kind(PlanPhase) == []
+    nets = {m.message_id for m in transport.of_kind(CheckPreDeadline) + transport.of_kind(PostFallback)}
+    assert nets == first_nets and len(nets) == 2
     assert records.deliveries[-1].outcome is DeliveryOutcome.DUPLICATE
 
 
@@ -275,7 +279,7 @@ def test_a_post_event_first_then_the_pre_event_keeps_the_cutoff(records, transpo
 
 def test_a_post_event_after_the_fallback_ran_is_a_duplicate(records, transport):
     accept(sample(), records, transport)
-    post_fallback(KEY, records=records, transport=transport, now=RECEIVED + timedelta(hours=6))
+    post_fallback(PostFallback(run_key=KEY), records=records, transport=transport, now=RECEIVED + timedelta(hours=6))
     phase = records.get_phase(KEY, Phase.POST)
     phase.status = PhaseStatus.PLANNED
     records.replace_phase(phase)
@@ -286,6 +290,9 @@ def test_a_post_event_after_the_fallback_ran_is_a_duplicate(records, transport):
     assert result.outcome is DeliveryOutcome.DUPLICATE
     assert "by the fallback" in result.reason
     assert transport.sent == []
+    stored = records.get_phase(KEY, Phase.POST)
+    assert stored.event_status == "Succeeded"
+    assert any("arrived after the fallback" in finding for finding in stored.findings)
 
 
 class BrokenTransport(FakeTransport):

@@ -213,16 +213,20 @@ def test_invalid_policy_tags_become_phase_findings():
     assert RunPolicy.from_dict(phase.policy).cancel_on_failure is True
 
 
-def test_a_configuration_that_cannot_be_read_plans_with_defaults_and_says_so(estate):
+def test_a_configuration_that_cannot_be_read_plans_the_fail_safe_policy_and_says_so(estate):
     estate.configurations.fail("get_tags", PermanentError("forbidden"))
-    estate.add_vm("vm-web-01")
+    vm = estate.add_vm("vm-web-01")
     estate.deliver()
 
     phase = estate.plan()
 
     assert phase.status is PhaseStatus.PLANNED
     assert any("could not read the configuration's policy tags" in f for f in phase.findings)
-    assert RunPolicy.from_dict(phase.policy) == RunPolicy()
+    assert RunPolicy.from_dict(phase.policy) == RunPolicy.fail_safe()
+    actions = {task.action for task in estate.tasks(Phase.PRE)}
+    assert Action.SNAPSHOT_DISKS in actions
+    assert Action.START_VM not in actions and Action.SUPPRESS_ALERTS not in actions
+    assert estate.task(Phase.PRE, Action.SNAPSHOT_DISKS, vm).options == {"disks": "os"}
 
 
 @pytest.mark.parametrize("error", [Throttled("429"), TransientError("503")], ids=["throttled", "transient"])

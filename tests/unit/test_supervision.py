@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 
 from shared.errors import PermanentError, TransientError
-from shared.models.events import DEFAULT_CUTOFF_BEFORE_START
-from shared.models.messages import PlanPhase
+from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, format_time
+from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback
 from shared.models.run import Action, Phase, PhaseSource, PhaseStatus, TaskStatus
 from shared.ports.idempotency import RecordChanged
-from shared.usecases.supervision import cancel_run, check_pre_deadline, post_fallback
+from shared.usecases.supervision import MAX_HOP, cancel_run, check_pre_deadline, post_fallback
 from tests.fakes import FakeRunRecords
 from tests.fakes_azure import FakeEstate
 
@@ -33,7 +33,29 @@ def finish_all_but_snapshot(estate: FakeEstate, vm: str) -> None:
 
 def deadline_check(estate: FakeEstate, *, now=None) -> str:
     now = now or estate.event.cancel_deadline(timedelta(minutes=2))
-    return check_pre_deadline(estate.key, records=estate.records, cancellation=estate.cancellation, now=now)
+    return check_pre_deadline(
+        CheckPreDeadline(run_key=estate.key),
+        records=estate.records,
+        cancellation=estate.cancellation,
+        transport=estate.transport,
+        now=now,
+    )
+
+
+def cancel(estate: FakeEstate, reason: str = "test", *, now=None):
+    return cancel_run(
+        estate.key,
+        reason,
+        records=estate.records,
+        cancellation=estate.cancellation,
+        transport=estate.transport,
+        now=now or estate.now,
+    )
+
+
+def fallback(estate: FakeEstate, *, now, sweep: int = 0) -> str:
+    message = PostFallback(run_key=estate.key, sweep=sweep)
+    return post_fallback(message, records=estate.records, transport=estate.transport, now=now)
 
 
 # -- outcomes ----------------------------------------------------------------------------
@@ -213,7 +235,9 @@ def test_cancel_on_failure_false_does_not_cancel():
 
     assert estate.phase().status is PhaseStatus.COMPLETED_WITH_FAILURES
     assert estate.cancellation.calls == []
-    assert estate.records.get_run(estate.key).cancel_requested_at is None
+    run = estate.records.get_run(estate.key)
+    assert run.cancel_accepted is False
+    assert "prepost-cancel-on-failure=false" in run.cancel_result  # the record says why not
 
 
 def test_a_refused_cancellation_is_recorded():
@@ -233,10 +257,10 @@ def test_a_transient_cancellation_failure_is_raised_and_the_retry_cancels():
     estate.cancellation.fail("cancel", TransientError("503"))
 
     with pytest.raises(TransientError):
-        cancel_run(estate.key, "test", records=estate.records, cancellation=estate.cancellation, now=estate.now)
+        cancel(estate)
     assert estate.records.get_run(estate.key).cancel_requested_at is None
 
-    cancel_run(estate.key, "test", records=estate.records, cancellation=estate.cancellation, now=estate.now)
+    cancel(estate)
 
     assert estate.cancellation.cancelled == [estate.event.correlation_id]
     assert estate.records.get_run(estate.key).cancel_requested_at == estate.now
@@ -245,13 +269,7 @@ def test_a_transient_cancellation_failure_is_raised_and_the_retry_cancels():
 def test_a_cancellation_after_the_run_started_is_recorded_as_too_late():
     estate, _ = planned()
 
-    cancel_run(
-        estate.key,
-        "pre-work failed",
-        records=estate.records,
-        cancellation=estate.cancellation,
-        now=estate.event.start,
-    )
+    cancel(estate, "pre-work failed", now=estate.event.start)
 
     run = estate.records.get_run(estate.key)
     assert estate.cancellation.calls == []
@@ -263,7 +281,7 @@ def test_a_cancellation_after_the_cutoff_is_tried_and_flagged():
     estate, _ = planned()
     after_cutoff = estate.event.start - DEFAULT_CUTOFF_BEFORE_START + timedelta(minutes=1)
 
-    cancel_run(estate.key, "late", records=estate.records, cancellation=estate.cancellation, now=after_cutoff)
+    cancel(estate, "late", now=after_cutoff)
 
     assert len(estate.cancellation.calls_to("cancel")) == 1
     assert "after the cut-off" in estate.records.get_run(estate.key).cancel_result
@@ -339,7 +357,7 @@ def test_the_deadline_check_respects_cancel_on_failure_false():
     deadline_check(estate)
 
     assert estate.cancellation.calls == []
-    assert any("not cancelled (prepost-cancel-on-failure=false)" in f for f in estate.phase().findings)
+    assert "prepost-cancel-on-failure=false" in estate.records.get_run(estate.key).cancel_result
 
 
 def test_the_deadline_check_without_a_pre_phase_does_nothing():
@@ -357,22 +375,43 @@ def test_the_fallback_starts_the_post_phase_when_no_post_event_came():
     estate, _ = planned()
     later = estate.event.end + timedelta(hours=1)
 
-    post_fallback(estate.key, records=estate.records, transport=estate.transport, now=later)
+    fallback(estate, now=later)
 
     phase = estate.phase(Phase.POST)
     assert phase.source is PhaseSource.FALLBACK
     assert phase.status is PhaseStatus.RECEIVED
     assert phase.received_at == later
-    assert [s.message for s in estate.transport.sent] == [PlanPhase(run_key=estate.key, phase=Phase.POST)]
+    assert estate.transport.of_kind(PlanPhase) == [PlanPhase(run_key=estate.key, phase=Phase.POST)]
+    # It comes back to see the post phase through.
+    assert [m.sweep for m in estate.transport.of_kind(PostFallback)] == [1]
 
 
-def test_the_fallback_does_nothing_when_the_post_event_came():
-    estate, _ = planned()
+def test_the_fallback_leaves_a_finished_post_phase_alone():
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.SUCCEEDED)
     estate.deliver("post-eventgrid.json")
+    estate.plan(Phase.POST)
+    for task in estate.tasks(Phase.POST):
+        estate.report(task.action, task.target, TaskStatus.SUCCEEDED, phase=Phase.POST)
     estate.transport.take()
 
-    result = post_fallback(estate.key, records=estate.records, transport=estate.transport, now=estate.now)
+    result = fallback(estate, now=estate.event.end + timedelta(hours=1))
 
-    assert "already" in result
+    assert estate.phase(Phase.POST).status is PhaseStatus.COMPLETED
+    assert "completed" in result
     assert estate.transport.sent == []
     assert estate.phase(Phase.POST).source is PhaseSource.EVENT
+
+
+def test_a_safety_net_delivered_early_is_sent_on_until_it_is_due():
+    estate, _ = planned()
+    due = estate.event.end + timedelta(hours=1)
+    early = PostFallback(run_key=estate.key, due=format_time(due))
+
+    result = post_fallback(early, records=estate.records, transport=estate.transport, now=due - timedelta(days=9))
+
+    assert "not due" in result
+    assert estate.phase(Phase.POST) is None
+    [sent] = estate.transport.sent
+    assert sent.message == early.resent() and sent.delay == MAX_HOP

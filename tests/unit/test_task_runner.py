@@ -134,7 +134,9 @@ def test_a_task_in_progress_elsewhere_is_looked_at_again_later(idempotency, tran
     assert run(MESSAGE, action, idempotency, transport) is None
 
     assert action.calls == []
-    assert [(s.message, s.delay) for s in transport.sent] == [(MESSAGE, IN_PROGRESS_RECHECK)]
+    assert [(s.message, s.delay) for s in transport.sent] == [(MESSAGE.resent(), IN_PROGRESS_RECHECK)]
+    # A fresh id: Service Bus drops a MessageId it saw within its duplicate-detection window.
+    assert transport.sent[0].message.message_id != MESSAGE.message_id
 
 
 def test_throttling_requeues_with_retry_after_and_reports_retrying(idempotency, transport):
