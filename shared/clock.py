@@ -25,6 +25,22 @@ class SystemClock:
         return datetime.now(timezone.utc)
 
 
+class OffsetClock:
+    """The real time, moved to start at ``start``: it runs at real speed from that moment.
+
+    For rehearsing a window whose times are fixed (sample events of a past date) as if it were
+    happening now.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("OffsetClock needs a timezone-aware start")
+        self._offset = start - datetime.now(timezone.utc)
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) + self._offset
+
+
 _clock: Clock = SystemClock()
 _lock = threading.Lock()
 

@@ -18,6 +18,8 @@ from shared.errors import SettingsError
 from shared.names import SERVICEBUS_CONNECTION, STORAGE_CONNECTION, SettingName
 
 AZURE_RESOURCE_MANAGER = "https://management.azure.com"
+MAX_SETTING_MINUTES = 24 * 60
+"""The largest grace or margin a setting may give: a day (the same bound as the policy tag's)."""
 
 
 class Transport(str, Enum):
@@ -115,7 +117,7 @@ class Settings:
             value = env.get(name)
             return value.strip() if value and value.strip() else default
 
-        def minutes(name: SettingName, default: int) -> timedelta:
+        def minutes(name: SettingName, default: int, maximum: int = MAX_SETTING_MINUTES) -> timedelta:
             raw = text(name.value)
             if raw is None:
                 return timedelta(minutes=default)
@@ -126,6 +128,9 @@ class Settings:
                 return timedelta(minutes=default)
             if value < 0:
                 problems.append(f"{name.value} must not be negative, got {value}")
+            elif value > maximum:
+                problems.append(f"{name.value} must be at most {maximum} minutes, got {value}")
+                return timedelta(minutes=default)
             return timedelta(minutes=value)
 
         storage = StorageConnection(

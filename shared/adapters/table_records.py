@@ -224,8 +224,9 @@ class TableRunRecords(RunRecords):
         ranges = []
         for index, value in enumerate(phases):
             parameters[f"lo{index}"], parameters[f"hi{index}"] = f"{value.value}-", f"{value.value}."
-            ranges.append(f"(RowKey ge @lo{index} and RowKey lt @hi{index})")
-        query = f"PartitionKey eq @pk and ({' or '.join(ranges)})"
+            # Spaces around the parameters: the SDK substitutes whitespace-separated words.
+            ranges.append(f"( RowKey ge @lo{index} and RowKey lt @hi{index} )")
+        query = f"PartitionKey eq @pk and ( {' or '.join(ranges)} )"
         found = [
             task_from_entity(entity, entity.metadata["etag"])
             for entity in self._tasks.query_entities(query, parameters=parameters)

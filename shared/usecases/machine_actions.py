@@ -269,12 +269,15 @@ def _prune_snapshots(message: TaskMessage, run: RunRecord, ports: MachinePorts, 
         tags = {key.lower(): value for key, value in snapshot.tags.items()}
         if tags.get(TAG_MACHINE, "").lower() != vm.name.lower() or tags.get(TAG_RUN) == run.run_key:
             continue
+        if snapshot.provisioning_state.lower() == "deleting":
+            continue  # asked for by an earlier delivery; Azure refuses a second delete meanwhile
         if snapshot.created_at is not None and snapshot.created_at < now - retention:
             ports.compute.begin_delete_snapshot(snapshot.resource_id)
             deleted.append(snapshot.resource_id)
+    # The ids can be hundreds: the outcome keeps the count and the first few (shared.models.bounds).
     return TaskResult(
         TaskStatus.SUCCEEDED,
-        f"{len(deleted)} snapshot(s) older than {retention.days} days deleted",
+        f"deletion of {len(deleted)} snapshot(s) older than {retention.days} days requested",
         {"deleted": deleted},
     )
 

@@ -18,7 +18,7 @@ from shared.ports.records import RunRecords
 from shared.ports.transport import WorkTransport
 from shared.settings import AllowList
 from shared.usecases.fences import pre_work_fence
-from shared.usecases.supervision import CONFLICT_RETRIES, cancel_run, finish_phase_if_done
+from shared.usecases.supervision import CONFLICT_RETRIES, cancel_if_pre_failed, finish_phase_if_done
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
         raise PermanentError(f"{message.phase.value} phase of run {run.run_key} is not recorded")
     if phase.status is not PhaseStatus.RECEIVED:
         log.info("%s %s already planned (%s)", run.run_key, phase.phase.value, phase.status.value)
+        if phase.phase is Phase.PRE:
+            # A pre phase that failed to plan, or closed with failures, whose cancellation a
+            # crash or a failed cancel call left unmade: this redelivery makes it.
+            cancel_if_pre_failed(
+                run.run_key, records=records, cancellation=ports.cancellation, transport=ports.transport, now=now
+            )
         return phase
 
     if message.phase is Phase.PRE:
@@ -138,13 +144,8 @@ def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, r
     phase.findings = [*phase.findings, f"planning failed: {reason}"]
     phase = ports.records.replace_phase(phase)
     log.error("%s pre phase could not be planned: %s", run.run_key, reason)
-    cancel_run(
-        run.run_key,
-        f"pre phase could not be planned: {reason}",
-        records=ports.records,
-        cancellation=ports.cancellation,
-        transport=ports.transport,
-        now=now,
+    cancel_if_pre_failed(
+        run.run_key, records=ports.records, cancellation=ports.cancellation, transport=ports.transport, now=now
     )
     return phase
 

@@ -132,25 +132,51 @@ def finish_phase_if_done(
 ) -> PhaseRecord | None:
     """Close the phase if done; after the pre phase, cancel the run if safety work failed."""
     closed = complete_phase_if_done(run_key, phase, records=records, now=now, recount=recount)
-    if closed is None or phase is not Phase.PRE:
-        return closed
-    failed = [
-        task
-        for task in records.list_tasks(run_key, Phase.PRE)
-        if task.status is TaskStatus.FAILED and task.action.is_safety_critical
-    ]
-    if failed:
-        names = ", ".join(sorted({task.target.rsplit("/", 1)[-1] for task in failed})[:10])
-        cancel_run(
-            run_key,
-            f"{len(failed)} pre tasks failed ({names})",
-            records=records,
-            cancellation=cancellation,
-            transport=transport,
-            now=now,
-            policy_allows=RunPolicy.from_dict(closed.policy).cancel_on_failure,
-        )
+    if phase is Phase.PRE:
+        cancel_if_pre_failed(run_key, records=records, cancellation=cancellation, transport=transport, now=now)
     return closed
+
+
+def cancel_if_pre_failed(
+    run_key: str, *, records: RunRecords, cancellation: RunCancellation, transport: WorkTransport, now: datetime
+) -> None:
+    """Once the pre phase is final, cancel the run if its safety work failed (or it was never planned).
+
+    Safe to call again and again: it acts only while no cancellation decision is recorded. That
+    is what makes it resumable: the phase is closed in one write and the cancel decided in a
+    later one, so whoever comes next (a redelivered outcome or plan, the deadline check) finishes
+    a decision that a crash or a failed cancel call left half-made.
+    """
+    phase = records.get_phase(run_key, Phase.PRE)
+    if phase is None or not phase.status.is_final:
+        return
+    if records.get_run(run_key).cancel_requested_at is not None:
+        return
+    if phase.status is PhaseStatus.FAILED:
+        why = next((f for f in reversed(phase.findings) if f.startswith("planning failed: ")), "planning failed")
+        reason = f"pre phase could not be planned: {why.removeprefix('planning failed: ')}"
+        # The policy may be unknown here, and patching blind is what prepost exists to prevent.
+        allows = RunPolicy.from_dict(phase.policy).cancel_on_failure if phase.policy else True
+    else:
+        failed = [
+            task
+            for task in records.list_tasks(run_key, Phase.PRE)
+            if task.status is TaskStatus.FAILED and task.action.is_safety_critical
+        ]
+        if not failed:
+            return
+        names = ", ".join(sorted({task.target.rsplit("/", 1)[-1] for task in failed})[:10])
+        reason = f"{len(failed)} pre tasks failed ({names})"
+        allows = RunPolicy.from_dict(phase.policy).cancel_on_failure
+    cancel_run(
+        run_key,
+        reason,
+        records=records,
+        cancellation=cancellation,
+        transport=transport,
+        now=now,
+        policy_allows=allows,
+    )
 
 
 # -- the cancellation deadline ----------------------------------------------------------------
@@ -177,6 +203,8 @@ def check_pre_deadline(
     if phase is None:
         return "no pre phase recorded"
     if phase.status.is_final:
+        # A failed phase whose cancellation a crash or a failed call left unmade is made now.
+        cancel_if_pre_failed(run_key, records=records, cancellation=cancellation, transport=transport, now=now)
         return f"pre phase already {phase.status.value}"
     if phase.status is PhaseStatus.PLANNED:
         closed = finish_phase_if_done(
@@ -222,6 +250,9 @@ def cancel_run(
     """
     run = records.get_run(run_key)
     if run.cancel_requested_at is not None:
+        if run.cancel_accepted:
+            # The delivery that recorded it may have died before the post phase was sent on.
+            transport.send([_post_after_cancel(run_key, run.cancel_requested_at)])
         return run
     result, accepted = _cancel(run, records, cancellation, now, policy_allows)
     for _ in range(CONFLICT_RETRIES):
@@ -240,8 +271,13 @@ def cancel_run(
         raise TransientError(f"run {run_key} kept changing while its cancellation was recorded")
     log.warning("run %s cancellation: %s (%s)", run_key, result, reason)
     if accepted:
-        transport.send([PostFallback(run_key=run_key, due=format_time(now), cause=RUN_CANCELLED)])
+        transport.send([_post_after_cancel(run_key, now)])
     return run
+
+
+def _post_after_cancel(run_key: str, cancelled_at: datetime) -> PostFallback:
+    """The same message (same id) however often it is sent: Service Bus keeps one."""
+    return PostFallback(run_key=run_key, due=format_time(cancelled_at), cause=RUN_CANCELLED)
 
 
 def _cancel(

@@ -14,11 +14,28 @@ from datetime import datetime, timezone
 import pytest
 
 from prepost.simulator import Estate
+from shared.clock import OffsetClock, set_clock
 from tests.integration.harness import AppHarness, reset_storage
 
 SAMPLE_SUBSCRIPTIONS = ["6f1d2c4e-8a7b-4c21-9e3f-2b5a7d9c1e40", "b3e8a912-4f6c-4d0b-8a21-7c5e9f3d2a18"]
 SAMPLE_CONFIGURATION = "mc-weekly-linux"
 SAMPLE_START = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+
+
+SAMPLE_NOW = datetime(2026, 11, 22, 1, 25, 30, tzinfo=timezone.utc)
+"""Just after the sample pre-event's time: the app lives through the sample window as it happens."""
+
+
+@pytest.fixture(autouse=True)
+def _sample_clock() -> Iterator[None]:
+    """The app's clock at the sample window (tests/fixtures/events), moving at real speed.
+
+    The samples' times are fixed; without this, every run they describe would already be over,
+    and the pipeline rightly refuses to begin pre-work after a run's start.
+    """
+    set_clock(OffsetClock(SAMPLE_NOW))
+    yield
+    set_clock(None)
 
 
 @pytest.fixture(autouse=True)

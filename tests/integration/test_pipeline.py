@@ -247,7 +247,9 @@ def test_a_failed_snapshot_fails_its_task_and_cancels_the_run_once(start_app, st
     else:
         app.quiesce()
         assert app.sim.state.cancellations() == []
-        assert app.records.get_run(app.run_key).cancel_requested_at is None
+        run = app.records.get_run(app.run_key)
+        assert not run.cancel_accepted
+        assert "prepost-cancel-on-failure=false" in run.cancel_result  # the record says why not
 
 
 def test_throttled_start_is_requeued_with_retry_after_and_succeeds(start_app):

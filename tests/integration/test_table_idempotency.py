@@ -76,8 +76,9 @@ class TestContract:
     # -- the state machine --------------------------------------------------------------
 
     def test_begin_complete_then_already_done(self, store, key):
-        assert store.begin(key, now=T0) == Begun(key)
-        store.complete(key, {"snapshots": ["s1"], "count": 1}, now=T0 + timedelta(minutes=1))
+        lock = store.begin(key, now=T0)
+        assert isinstance(lock, Begun) and lock.key == key and lock.etag
+        assert store.complete(lock, {"snapshots": ["s1"], "count": 1}, now=T0 + timedelta(minutes=1)) is True
 
         assert store.begin(key, now=T0 + timedelta(minutes=2)) == AlreadyDone(key, {"snapshots": ["s1"], "count": 1})
 
@@ -89,27 +90,38 @@ class TestContract:
             second.begin(key, now=T0 + LOCK - timedelta(seconds=1))
         assert raised.value.expires_at == T0 + LOCK
 
-        assert second.begin(key, now=T0 + LOCK) == Begun(key)
+        assert isinstance(second.begin(key, now=T0 + LOCK), Begun)
         with pytest.raises(AlreadyInProgress):
             first.begin(key, now=T0 + LOCK + timedelta(seconds=1))
 
+    def test_a_worker_whose_lock_was_taken_over_cannot_complete_or_release_it(self, make_store, key):
+        slow, successor = make_store(), make_store()
+        slow_lock = slow.begin(key, now=T0)
+        successor_lock = successor.begin(key, now=T0 + LOCK)
+
+        assert slow.release(slow_lock) is False
+        assert slow.complete(slow_lock, "late", now=T0 + LOCK) is False
+
+        with pytest.raises(AlreadyInProgress):  # the successor's lock is intact
+            slow.begin(key, now=T0 + LOCK + timedelta(seconds=1))
+        assert successor.complete(successor_lock, "done", now=T0 + LOCK) is True
+        assert slow.begin(key, now=T0 + LOCK + timedelta(seconds=2)) == AlreadyDone(key, "done")
+
     def test_an_expired_result_lets_the_work_run_again(self, store, key):
-        store.begin(key, now=T0)
-        store.complete(key, "old", now=T0)
+        store.complete(store.begin(key, now=T0), "old", now=T0)
 
         assert store.begin(key, now=T0 + KEEP - timedelta(seconds=1)) == AlreadyDone(key, "old")
-        assert store.begin(key, now=T0 + KEEP) == Begun(key)
+        assert isinstance(store.begin(key, now=T0 + KEEP), Begun)
 
     def test_release_lets_the_next_delivery_run_the_work(self, make_store, key):
         first, second = make_store(), make_store()
-        first.begin(key, now=T0)
-        first.release(key)
+        assert first.release(first.begin(key, now=T0)) is True
 
-        assert second.begin(key, now=T0 + timedelta(seconds=1)) == Begun(key)
+        assert isinstance(second.begin(key, now=T0 + timedelta(seconds=1)), Begun)
 
     def test_release_of_an_unknown_key_succeeds(self, store, key):
-        store.release(key)
-        store.release(key)
+        assert store.release(Begun(key, 'W/"1"')) is True
+        assert store.release(Begun(key, 'W/"1"')) is True
 
     def test_keys_with_characters_table_keys_forbid(self, store, unique_suffix):
         keys = [
@@ -120,23 +132,21 @@ class TestContract:
             f"run-{unique_suffix}:" + "long" * 500,
         ]
         for index, key in enumerate(keys):
-            assert store.begin(key, now=T0) == Begun(key)
-            store.complete(key, index, now=T0)
+            lock = store.begin(key, now=T0)
+            assert isinstance(lock, Begun)
+            store.complete(lock, index, now=T0)
         for index, key in enumerate(keys):
             assert store.begin(key, now=T0) == AlreadyDone(key, index)
 
     def test_a_large_result_is_kept_whole(self, store, key):
         result = {"snapshots": [f"/subscriptions/s/snapshots/snap-{index:05d}" for index in range(5_000)]}
-        store.begin(key, now=T0)
-        store.complete(key, result, now=T0)
+        store.complete(store.begin(key, now=T0), result, now=T0)
 
         assert store.begin(key, now=T0) == AlreadyDone(key, result)
 
     def test_a_shorter_result_replaces_a_longer_one(self, store, key):
-        store.begin(key, now=T0)
-        store.complete(key, "x" * 100_000, now=T0)
-        store.begin(key, now=T0 + KEEP)
-        store.complete(key, "short", now=T0 + KEEP)
+        store.complete(store.begin(key, now=T0), "x" * 100_000, now=T0)
+        store.complete(store.begin(key, now=T0 + KEEP), "short", now=T0 + KEEP)
 
         assert store.begin(key, now=T0 + KEEP) == AlreadyDone(key, "short")
 
@@ -163,10 +173,11 @@ class TestContract:
             '{"a": 1}',
         )
 
-    def test_replace_needs_the_current_etag_unless_unconditional(self, store, key):
-        store._create(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + LOCK))
+    def test_replace_needs_the_current_etag(self, store, key):
+        created = store._create(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + LOCK))
         read = store._get(key)
-        store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 2 * LOCK, etag=read.etag))
+        assert read.etag == created
+        replaced = store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 2 * LOCK, etag=read.etag))
 
         with pytest.raises(RecordChanged):  # the etag it read is stale now
             store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 3 * LOCK, etag=read.etag))
@@ -174,28 +185,31 @@ class TestContract:
             store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 3 * LOCK))
         assert store._get(key).expires_at == T0 + 2 * LOCK
 
-        store._replace(IdempotencyRecord(key, IdempotencyStatus.COMPLETED, T0 + KEEP, "1"), unconditional=True)
+        store._replace(IdempotencyRecord(key, IdempotencyStatus.COMPLETED, T0 + KEEP, "1", etag=replaced))
         assert store._get(key).status is IdempotencyStatus.COMPLETED
 
     def test_conditional_replace_of_a_missing_record_raises(self, store, key):
         store._create(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + LOCK))
         etag = store._get(key).etag
-        store._delete(key)
+        store._delete(key, etag)
 
         with pytest.raises(RecordChanged):
             store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + LOCK, etag=etag))
 
-    def test_unconditional_replace_creates_a_missing_record(self, store, key):
-        store._replace(IdempotencyRecord(key, IdempotencyStatus.COMPLETED, T0 + KEEP, "2"), unconditional=True)
-
-        assert store._get(key).result == "2"
-
     def test_delete_succeeds_when_gone(self, store, key):
-        store._create(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + LOCK))
-        store._delete(key)
-        store._delete(key)
+        etag = store._create(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + LOCK))
+        store._delete(key, etag)
+        store._delete(key, etag)
 
         assert store._get(key) is None
+
+    def test_delete_with_a_stale_etag_raises_and_keeps_the_record(self, store, key):
+        stale = store._create(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + LOCK))
+        store._replace(IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, T0 + 2 * LOCK, etag=stale))
+
+        with pytest.raises(RecordChanged):
+            store._delete(key, stale)
+        assert store._get(key).expires_at == T0 + 2 * LOCK
 
 
 # -- only the table adapter ---------------------------------------------------------------
@@ -246,7 +260,7 @@ def test_records_are_keyed_by_run_and_digest(table_store, storage, unique_suffix
 
 
 def test_a_result_too_large_for_an_entity_is_refused(table_store, key):
-    table_store.begin(key, now=T0)
+    lock = table_store.begin(key, now=T0)
 
     with pytest.raises(PermanentError, match="keeps at most"):
-        table_store.complete(key, "x" * (RESULT_CHUNKS * 32 * 1024), now=T0)
+        table_store.complete(lock, "x" * (RESULT_CHUNKS * 32 * 1024), now=T0)

@@ -133,8 +133,9 @@ class TestContract:
         stored, created = records.create_run(run)
 
         assert created is True
-        assert stored == run
-        assert records.get_run(run.run_key) == run
+        assert stored.etag
+        assert replace(stored, etag=None) == run
+        assert records.get_run(run.run_key) == stored
 
     def test_creating_a_run_twice_keeps_the_first(self, records):
         first = make_run()
@@ -143,23 +144,33 @@ class TestContract:
         stored, created = records.create_run(replace(first, end=first.end + timedelta(hours=1)))
 
         assert created is False
-        assert stored == first
-        assert records.get_run(first.run_key) == first
+        assert replace(stored, etag=None) == first
+        assert records.get_run(first.run_key) == stored
 
     def test_a_missing_run_raises_run_not_found(self, records):
         with pytest.raises(RunNotFound):
             records.get_run("never-recorded")
 
     def test_update_run_overwrites_and_clears_the_cancellation(self, records):
-        run = make_run()
-        records.create_run(run)
-        cancelled = replace(run, cancel_requested_at=T0, cancel_reason="deadline", cancel_result="accepted")
+        run, _ = records.create_run(make_run())
+        cancelled = replace(
+            run, cancel_requested_at=T0, cancel_reason="deadline", cancel_result="accepted", cancel_accepted=True
+        )
 
-        records.update_run(cancelled)
+        cancelled = records.update_run(cancelled)
         assert records.get_run(run.run_key) == cancelled
 
-        records.update_run(run)
-        assert records.get_run(run.run_key) == run
+        cleared = records.update_run(replace(run, etag=cancelled.etag))
+        assert records.get_run(run.run_key) == cleared
+        assert cleared.cancel_requested_at is None and cleared.cancel_accepted is False
+
+    def test_update_run_from_a_stale_read_raises_record_changed(self, records):
+        run, _ = records.create_run(make_run())
+        records.update_run(replace(run, cancel_reason="first"))
+
+        with pytest.raises(RecordChanged):
+            records.update_run(replace(run, cancel_reason="second"))
+        assert records.get_run(run.run_key).cancel_reason == "first"
 
     def test_list_runs_is_newest_start_first_and_limited(self, records):
         starts = [T0 + timedelta(days=offset) for offset in (3, -7, 0, 14, -1)]
@@ -466,10 +477,12 @@ def test_layout_of_the_stored_entities(table_records, storage):
     table_records.record_delivery(DeliveryRecord(T0, "evt", "type", DeliveryOutcome.ACCEPTED))
 
     runs = {(e["PartitionKey"], e["RowKey"]) for e in storage.table(TableName.RUNS).list_entities()}
+    tasks = {(e["PartitionKey"], e["RowKey"]) for e in storage.table(TableName.TASKS).list_entities()}
     machine = next(iter(storage.table(TableName.MACHINES).list_entities()))
     delivery = next(iter(storage.table(TableName.EVENTS).list_entities()))
 
-    assert runs == {("run", "weekly-20261115150000-abc"), ("weekly-20261115150000-abc", "phase-pre")}
+    assert runs == {("run", "weekly-20261115150000-abc")}
+    assert tasks == {("weekly-20261115150000-abc", "phase-pre")}  # a phase sits beside its tasks
     assert len(machine["RowKey"]) == 16 and machine["ResourceId"] == vm("vm1")
     assert delivery["PartitionKey"] == "20261115"
 

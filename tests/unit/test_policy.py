@@ -109,3 +109,36 @@ def test_findings_do_not_change_equality_but_survive_a_round_trip():
 
 def test_an_empty_stored_policy_is_the_default():
     assert RunPolicy.from_dict({}) == RunPolicy()
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "field"),
+    [
+        ("prepost-suppression-grace-minutes", "99999999", "suppression_grace_minutes"),
+        ("prepost-suppression-grace-minutes", "1441", "suppression_grace_minutes"),
+        ("prepost-snapshot-retention-days", "3651", "snapshot_retention_days"),
+        ("prepost-snapshot-retention-days", "9" * 400, "snapshot_retention_days"),
+    ],
+)
+def test_a_number_beyond_its_bound_keeps_the_default_and_becomes_a_finding(tag, value, field):
+    policy = RunPolicy.from_tags({tag: value})
+
+    assert getattr(policy, field) == getattr(RunPolicy(), field)
+    assert any(tag in finding for finding in policy.findings)
+    assert all(len(finding) < 300 for finding in policy.findings)
+
+
+def test_the_largest_numbers_in_bounds_are_kept():
+    tags = {"prepost-suppression-grace-minutes": "1440", "prepost-snapshot-retention-days": "3650"}
+    policy = RunPolicy.from_tags(tags)
+
+    assert (policy.suppression_grace_minutes, policy.snapshot_retention_days) == (1440, 3650)
+    assert policy.findings == ()
+
+
+def test_the_fail_safe_policy_takes_snapshots_and_cancels_but_starts_and_silences_nothing():
+    policy = RunPolicy.fail_safe()
+
+    assert policy.snapshot_disks is not SnapshotDisks.NONE and policy.cancel_on_failure
+    assert not policy.start_deallocated and not policy.suppress_alerts
+    assert policy.snapshot_retention_days == 0

@@ -280,3 +280,9 @@ class TestServiceBusSettlementAndOperationChecks:
         )
         with pytest.raises(SettingsError, match="PREPOST_SERVICEBUS_SETTLEMENT"):
             selected_servicebus_settlement({"PREPOST_SERVICEBUS_SETTLEMENT": "explicitly"})
+
+
+def test_a_grace_beyond_a_day_is_refused():
+    """A grace of 99999999 minutes would keep a suppression rule alive for centuries."""
+    assert "at most 1440 minutes" in problems(env(SUPPRESSION_GRACE_MINUTES="99999999"))
+    assert Settings.from_environ(env(SUPPRESSION_GRACE_MINUTES="1440")).suppression_grace == timedelta(days=1)
