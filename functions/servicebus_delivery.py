@@ -36,7 +36,7 @@ def handle_delivery(
     from shared.usecases.task_runner import Delivery
 
     container = get_container()
-    policy = SettlementPolicy(max_attempts=container.settings.max_task_attempts)
+    policy = SettlementPolicy(retry=container.retry_policy)
 
     def handle(received: ReceivedDelivery) -> None:
         info = policy.attempt_info(received)  # is_last agrees with the settlement decision

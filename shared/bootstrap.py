@@ -24,6 +24,7 @@ from shared.ports.transport import WorkTransport
 from shared.settings import Settings, Transport, get_settings
 
 if TYPE_CHECKING:
+    from shared.models.retry import RetryPolicy
     from shared.usecases.intake import IntakePolicy
     from shared.usecases.machine_actions import MachinePorts
     from shared.usecases.monitoring_actions import MonitoringPorts
@@ -137,6 +138,13 @@ class Container:
 
 
     # -- what the use cases take ------------------------------------------------------------
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The one retry policy, for the task runner and the Service Bus settlement alike."""
+        from shared.models.retry import RetryPolicy
+
+        return self._get("retry_policy", lambda: RetryPolicy(max_attempts=self.settings.max_task_attempts))
 
     @property
     def intake_policy(self) -> IntakePolicy:

@@ -127,7 +127,7 @@ def _run(message: TaskMessage, action, container: Container, delivery: Delivery)
         action,
         idempotency=container.idempotency,
         transport=container.transport,
-        max_attempts=container.settings.max_task_attempts,
+        retry=container.retry_policy,
         check_interval=container.settings.operation_check_interval,
         now=utcnow,
         delivery=delivery,

@@ -49,20 +49,18 @@ from shared.errors import (
     TransientError,
     UnsupportedEventType,
 )
+from shared.models.retry import DEFAULT_RETRY, RetryPolicy
 from shared.names import QueueName
 
 if TYPE_CHECKING:
     from azure.servicebus import ServiceBusMessage
 
 __all__ = [
-    "DEFAULT_BACKOFF",
-    "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_DELIVERY_COUNT",
     "ORIGINAL_ID_PROPERTY",
     "RETRY_PROPERTY",
     "Abandon",
     "AttemptInfo",
-    "Backoff",
     "ClassicBindingSettler",
     "Complete",
     "DeadLetter",
@@ -82,9 +80,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_ATTEMPTS = 8
-"""The same default as ``PREPOST_MAX_TASK_ATTEMPTS``; the trigger adapter passes the setting."""
 
 DEFAULT_MAX_DELIVERY_COUNT = 10
 """The queues' ``MaxDeliveryCount`` (infra and the emulator config): on that delivery the broker
@@ -140,38 +135,6 @@ class DeadLetter:
 
 
 Settlement = Complete | Abandon | DeadLetter
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff for re-sends: ``base``, 2 x ``base``, ... up to ``cap``.
-
-    Each delay is scaled by a factor between 1 - ``jitter`` and 1, derived from the message
-    id, so messages failing together (one throttled subscription) spread out instead of
-    coming back in lockstep, and the same message always gets the same delay (testable).
-    """
-
-    base: timedelta = timedelta(seconds=10)
-    cap: timedelta = timedelta(minutes=5)
-    jitter: float = 0.5
-    max_retry_after: timedelta = timedelta(minutes=20)
-    """Upper bound for a ``Retry-After`` Azure asked for (Compute can ask up to 1,200 s)."""
-    min_delay: timedelta = timedelta(seconds=1)
-
-    def delay(self, attempt: int, *, key: str = "", retry_after: timedelta | None = None) -> timedelta:
-        """The wait before attempt ``attempt + 1``; ``retry_after`` (from Azure) wins if given."""
-        if retry_after is not None:
-            return min(max(retry_after, self.min_delay), self.max_retry_after)
-        exponent = min(max(attempt, 1) - 1, 30)
-        raw = min(self.base * (2**exponent), self.cap)
-        fraction = int.from_bytes(hashlib.sha256(f"{key}:{attempt}".encode()).digest()[:8], "big") / 2**64
-        scaled = raw * (1 - self.jitter * fraction)
-        return max(scaled, self.min_delay)
-
-
-DEFAULT_BACKOFF = Backoff()
-"""10 s, 20 s, 40 s ... capped at 5 min: eight attempts span about 15 minutes, inside the
-20 minutes the pre-event leaves for all pre-work."""
 
 
 @dataclass(frozen=True)
@@ -264,17 +227,21 @@ class AttemptInfo:
 
 @dataclass(frozen=True)
 class SettlementPolicy:
-    """The limits :func:`decide_settlement` applies."""
+    """The limits :func:`decide_settlement` applies: the app's one retry policy, and the queue's
+    own delivery limit."""
 
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    """Attempts at one body, re-sends included (``PREPOST_MAX_TASK_ATTEMPTS``)."""
+    retry: RetryPolicy = DEFAULT_RETRY
+    """Attempts at one body, re-sends included, and the waits between them."""
     max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT
     """The queue's ``MaxDeliveryCount``."""
-    backoff: Backoff = DEFAULT_BACKOFF
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.max_delivery_count < 1:
-            raise ValueError("max_attempts and max_delivery_count must be at least 1")
+        if self.max_delivery_count < 1:
+            raise ValueError("max_delivery_count must be at least 1")
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retry.max_attempts
 
     def is_last(self, delivery: ReceivedDelivery) -> bool:
         """No attempt will follow this one if it fails."""
@@ -336,7 +303,7 @@ def decide_settlement(
             _truncate(f"gave up after attempt {attempt} (delivery {delivery_count}): {description}"),
         )
     retry_after = error.retry_after if isinstance(error, TransientError) else None
-    return Abandon(retry_after=policy.backoff.delay(attempt, key=key, retry_after=retry_after), detail=description)
+    return Abandon(retry_after=policy.retry.delay(attempt, key=key, retry_after=retry_after), detail=description)
 
 
 def retry_message_id(original_id: str, retry: int) -> str:

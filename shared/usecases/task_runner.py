@@ -4,7 +4,8 @@ Every machine or monitoring action goes through :func:`run_task`, so the rules a
 for all of them:
 - a task already done is not done again (duplicate deliveries);
 - throttling and transient failures re-queue the task with a delay (``Retry-After`` when
-  Azure gave one, else exponential backoff) instead of sleeping inside the function;
+  Azure gave one, else the backoff of :class:`~shared.models.retry.RetryPolicy`, the same
+  policy the Service Bus settlement uses) instead of sleeping inside the function;
 - permanent failures, and transient ones after the last attempt, become a FAILED outcome;
 - an unexpected error is raised, so the platform retries it; on the last delivery it is
   recorded as FAILED first, so the record never stays "queued" while the message sits in poison;
@@ -17,7 +18,6 @@ for all of them:
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,14 +27,13 @@ from shared.errors import PermanentError, Throttled, TransientError
 from shared.models.bounds import DETAIL_LIMIT, bounded_data, cut_text
 from shared.models.events import format_time, parse_time
 from shared.models.messages import TaskMessage, TaskOutcome
+from shared.models.retry import RetryPolicy
 from shared.models.run import TaskStatus
 from shared.ports.idempotency import AlreadyDone, AlreadyInProgress, Begun, IdempotencyStore
 from shared.ports.transport import WorkTransport
 
 log = logging.getLogger(__name__)
 
-MIN_RETRY_DELAY = timedelta(seconds=1)
-MAX_RETRY_DELAY = timedelta(minutes=15)
 IN_PROGRESS_RECHECK = timedelta(seconds=30)
 MAX_OPERATION_WAIT = timedelta(minutes=30)
 """How long one attempt follows up a long operation before the task fails. A VM start or an
@@ -85,16 +84,15 @@ def run_task(
     *,
     idempotency: IdempotencyStore,
     transport: WorkTransport,
-    max_attempts: int,
+    retry: RetryPolicy,
     check_interval: timedelta,
     now: Callable[[], datetime],
     delivery: Delivery = Delivery(),
-    rng: random.Random | None = None,
 ) -> TaskOutcome | None:
     """Run ``action`` for ``message`` once; return the outcome sent (None if nothing was sent).
 
-    ``check_interval`` is how long after a :class:`FollowUp` the task looks again
-    (``PREPOST_OPERATION_CHECK_SECONDS``).
+    ``retry`` is the app's one retry policy (attempts and waits); ``check_interval`` is how long
+    after a :class:`FollowUp` the task looks again (``PREPOST_OPERATION_CHECK_SECONDS``).
     """
     key = f"task:{message.run_key}:{message.task_id}"
     try:
@@ -113,7 +111,7 @@ def run_task(
     try:
         result = action(message)
     except (Throttled, TransientError) as error:
-        if message.attempt >= max_attempts:
+        if retry.is_last(message.attempt):
             return _finish(
                 message,
                 TaskResult(TaskStatus.FAILED, f"gave up after {message.attempt} attempts: {error}"),
@@ -124,7 +122,7 @@ def run_task(
                 lock,
             )
         idempotency.release(lock)
-        delay = _retry_delay(message.attempt, error.retry_after, rng or random.Random())
+        delay = retry.delay(message.attempt, key=key, retry_after=error.retry_after)
         transport.send([message.next_attempt()], delay=delay)
         outcome = _outcome(
             message,
@@ -210,10 +208,3 @@ def _outcome(message: TaskMessage, result: TaskResult, started: datetime, finish
         finished_at=format_time(finished),
         data=bounded_data(result.data),
     )
-
-
-def _retry_delay(attempt: int, retry_after: timedelta | None, rng: random.Random) -> timedelta:
-    # Azure's Retry-After wins; otherwise exponential backoff with full jitter (2, 4, 8 ... s)
-    # so that many throttled tasks do not come back in the same second.
-    delay = retry_after if retry_after is not None else timedelta(seconds=rng.uniform(1, 2 ** min(attempt, 9)))
-    return min(max(delay, MIN_RETRY_DELAY), MAX_RETRY_DELAY)

@@ -35,6 +35,7 @@ from shared.models.messages import (
     WorkMessage,
 )
 from shared.models.policy import RunPolicy
+from shared.models.retry import RetryPolicy
 from shared.models.run import Action, Phase, PhaseSource, PhaseStatus, TaskStatus
 from shared.ports.azure import PowerState, Snapshot
 from shared.ports.idempotency import RecordChanged
@@ -559,7 +560,7 @@ def test_a_task_locked_elsewhere_is_resent_with_a_fresh_message_id():
             action,
             idempotency=idempotency,
             transport=transport,
-            max_attempts=5,
+            retry=RetryPolicy(max_attempts=5),
             check_interval=CHECK_INTERVAL,
             now=lambda: estate.now,
         )
@@ -612,7 +613,7 @@ def slow_worker(estate: FakeEstate, idempotency: FakeIdempotencyStore, outcome: 
         action,
         idempotency=idempotency,
         transport=FakeTransport(),
-        max_attempts=5,
+        retry=RetryPolicy(max_attempts=5),
         check_interval=CHECK_INTERVAL,
         now=lambda: estate.now,
         delivery=Delivery(count=1, max_count=5),
@@ -635,7 +636,7 @@ def test_a_slow_worker_cannot_release_its_successors_lock():
         lambda received: third_calls.append(received) or TaskResult(TaskStatus.SUCCEEDED, "again"),
         idempotency=idempotency,
         transport=transport,
-        max_attempts=5,
+        retry=RetryPolicy(max_attempts=5),
         check_interval=CHECK_INTERVAL,
         now=lambda: taken_over + timedelta(seconds=30),
     )
@@ -822,7 +823,7 @@ def test_a_prune_of_a_thousand_snapshots_sends_an_outcome_that_fits_a_queue_mess
         lambda received: perform_machine_action(received, machine_ports(estate), now=estate.now),
         idempotency=FakeIdempotencyStore(),
         transport=transport,
-        max_attempts=5,
+        retry=RetryPolicy(max_attempts=5),
         check_interval=CHECK_INTERVAL,
         now=lambda: estate.now,
     )
@@ -850,7 +851,7 @@ def test_a_huge_failure_detail_is_cut_to_fit_a_queue_message():
         action,
         idempotency=FakeIdempotencyStore(),
         transport=FakeTransport(),
-        max_attempts=5,
+        retry=RetryPolicy(max_attempts=5),
         check_interval=CHECK_INTERVAL,
         now=lambda: estate.now,
     )

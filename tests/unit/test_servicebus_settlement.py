@@ -12,7 +12,6 @@ from shared.adapters.servicebus_settlement import (
     ORIGINAL_ID_PROPERTY,
     RETRY_PROPERTY,
     Abandon,
-    Backoff,
     ClassicBindingSettler,
     Complete,
     DeadLetter,
@@ -35,10 +34,11 @@ from shared.errors import (
     TransientError,
 )
 from shared.models.messages import TaskMessage, decode_message
+from shared.models.retry import RetryPolicy
 from shared.names import QueueName
 
 NOW = datetime(2026, 11, 15, 14, 30, tzinfo=UTC)
-POLICY = SettlementPolicy(max_attempts=8, max_delivery_count=10)
+POLICY = SettlementPolicy(retry=RetryPolicy(max_attempts=8), max_delivery_count=10)
 BODY = TaskMessage(run_key="weekly-20261115150000-0123456789ab", target="vm-1").to_json().encode()
 
 
@@ -87,7 +87,7 @@ def test_the_retry_after_azure_asked_for_wins_over_the_backoff():
 def test_a_very_long_retry_after_is_capped_so_the_work_is_not_forgotten():
     settlement = decide_settlement(Throttled("429", retry_after=timedelta(hours=2)), 1, policy=POLICY)
 
-    assert settlement.retry_after == Backoff().max_retry_after
+    assert settlement.retry_after == RetryPolicy().max_retry_after
 
 
 def test_the_last_attempt_counts_re_sends_and_redeliveries_and_dead_letters():
@@ -104,7 +104,7 @@ def test_one_attempt_before_the_last_is_still_retried():
 
 
 def test_the_queues_max_delivery_count_is_the_last_attempt_whatever_the_attempt_budget():
-    policy = SettlementPolicy(max_attempts=50, max_delivery_count=10)
+    policy = SettlementPolicy(retry=RetryPolicy(max_attempts=50), max_delivery_count=10)
 
     settlement = decide_settlement(RuntimeError("boom"), 10, policy=policy)
 
@@ -140,7 +140,7 @@ def test_what_counts_as_permanent(error, permanent):
 
 
 def test_backoff_doubles_up_to_its_cap_with_jitter_below_the_nominal_delay():
-    backoff = Backoff(base=timedelta(seconds=10), cap=timedelta(minutes=5), jitter=0.5)
+    backoff = RetryPolicy(base=timedelta(seconds=10), cap=timedelta(minutes=5), jitter=0.5)
 
     for attempt, nominal in [(1, 10), (2, 20), (3, 40), (4, 80), (6, 300), (12, 300)]:
         delay = backoff.delay(attempt, key="m-1").total_seconds()
@@ -148,14 +148,14 @@ def test_backoff_doubles_up_to_its_cap_with_jitter_below_the_nominal_delay():
 
 
 def test_backoff_is_deterministic_per_message_and_spread_across_messages():
-    backoff = Backoff()
+    backoff = RetryPolicy()
 
     assert backoff.delay(3, key="m-1") == backoff.delay(3, key="m-1")
     assert len({backoff.delay(3, key=f"m-{i}") for i in range(20)}) > 10
 
 
 def test_backoff_without_jitter_is_exact():
-    assert Backoff(jitter=0).delay(3) == timedelta(seconds=40)
+    assert RetryPolicy(jitter=0).delay(3) == timedelta(seconds=40)
 
 
 # -- deliveries and attempts -------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_attempt_info_agrees_with_the_decision_on_which_attempt_is_last(retries,
 
 def test_a_policy_needs_at_least_one_attempt():
     with pytest.raises(ValueError):
-        SettlementPolicy(max_attempts=0)
+        RetryPolicy(max_attempts=0)
 
 
 # -- the settler ---------------------------------------------------------------------------------------

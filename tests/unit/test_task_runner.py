@@ -3,7 +3,7 @@ long operations followed up by scheduled messages that use no attempt."""
 
 from __future__ import annotations
 
-import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -11,13 +11,12 @@ import pytest
 from shared.errors import PermanentError, Throttled, TransientError
 from shared.models.events import format_time
 from shared.models.messages import TaskMessage, TaskOutcome
+from shared.models.retry import RetryPolicy
 from shared.models.run import Action, Phase, TaskStatus
 from shared.ports.idempotency import IdempotencyStatus
 from shared.usecases.task_runner import (
     IN_PROGRESS_RECHECK,
     MAX_OPERATION_WAIT,
-    MAX_RETRY_DELAY,
-    MIN_RETRY_DELAY,
     Delivery,
     FollowUp,
     TaskResult,
@@ -73,17 +72,19 @@ def transport() -> FakeTransport:
     return FakeTransport()
 
 
-def run(message, action, idempotency, transport, *, delivery=None, rng=None, clock=None):
+RETRY = RetryPolicy(max_attempts=MAX_ATTEMPTS)
+
+
+def run(message, action, idempotency, transport, *, delivery=None, clock=None):
     return run_task(
         message,
         action,
         idempotency=idempotency,
         transport=transport,
-        max_attempts=MAX_ATTEMPTS,
+        retry=RETRY,
         check_interval=CHECK_INTERVAL,
         now=clock or Clock(T0),
         delivery=delivery or Delivery(),
-        rng=rng,
     )
 
 
@@ -171,11 +172,12 @@ def test_the_requeued_attempt_runs_and_succeeds(idempotency, transport):
 @pytest.mark.parametrize(
     ("asked", "used"),
     [
-        (timedelta(seconds=1200), MAX_RETRY_DELAY),
-        (timedelta(0), MIN_RETRY_DELAY),
-        (timedelta(seconds=-5), MIN_RETRY_DELAY),
+        (timedelta(seconds=1200), RETRY.max_retry_after),
+        (timedelta(seconds=3600), RETRY.max_retry_after),
+        (timedelta(0), RETRY.min_delay),
+        (timedelta(seconds=-5), RETRY.min_delay),
     ],
-    ids=["compute-1200s", "zero", "negative"],
+    ids=["compute-1200s", "an-hour", "zero", "negative"],
 )
 def test_retry_after_is_kept_within_bounds(idempotency, transport, asked, used):
     run(MESSAGE, ScriptedAction(Throttled("429", retry_after=asked)), idempotency, transport)
@@ -188,15 +190,17 @@ def test_a_transient_error_without_retry_after_backs_off_within_bounds(attempt, 
     message = TaskMessage(
         run_key=MESSAGE.run_key, phase=MESSAGE.phase, action=MESSAGE.action, target=VM, attempt=attempt
     )
+    nominal = min(RETRY.base * 2 ** (attempt - 1), RETRY.cap)
     delays = set()
-    for seed in range(20):
+    for index in range(20):
+        other_vm = ESTATE.add_vm(f"vm-jitter-{index:02d}", in_run=False)
         store, sent = FakeIdempotencyStore(), FakeTransport()
-        run(message, ScriptedAction(TransientError("503")), store, sent, rng=random.Random(seed))
+        run(replace(message, target=other_vm), ScriptedAction(TransientError("503")), store, sent)
         requeued = sent.sent[0]
         assert requeued.message.attempt == attempt + 1
-        assert MIN_RETRY_DELAY <= requeued.delay <= min(timedelta(seconds=2**attempt), MAX_RETRY_DELAY)
+        assert nominal * (1 - RETRY.jitter) <= requeued.delay <= nominal
         delays.add(requeued.delay)
-    assert len(delays) > 1  # jittered: retries of many tasks do not line up
+    assert len(delays) > 1  # jittered per task: retries of many tasks do not line up
 
 
 def test_backoff_never_exceeds_the_maximum_even_for_late_attempts(idempotency, transport):
@@ -206,13 +210,12 @@ def test_backoff_never_exceeds_the_maximum_even_for_late_attempts(idempotency, t
         ScriptedAction(TransientError("503")),
         idempotency=idempotency,
         transport=transport,
-        max_attempts=50,
+        retry=RetryPolicy(max_attempts=50),
         check_interval=CHECK_INTERVAL,
         now=Clock(T0),
-        rng=random.Random(1),
     )
 
-    assert transport.sent[0].delay <= MAX_RETRY_DELAY
+    assert transport.sent[0].delay <= RETRY.cap
 
 
 def test_the_last_attempt_fails_the_task_instead_of_requeueing(idempotency, transport):
