@@ -422,7 +422,8 @@ def _runs_list(args) -> int:
         for phase in Phase:
             record = records.get_phase(run.run_key, phase)
             cells.append(f"{record.status.value} ({record.finished_tasks}/{record.expected_tasks})" if record else "-")
-        cancelled = "yes" if run.cancel_requested_at else "no"
+        # "needed" when prepost decided the run must be cancelled but no cancel call was made or taken.
+        cancelled = "yes" if run.cancel_accepted else "needed" if run.cancel_requested_at else "no"
         print(
             f"{run.start:%Y-%m-%d %H:%M}     {run.configuration_name[:24]:<24} {cells[0]:<24} {cells[1]:<24} "
             f"{cancelled:<10} {run.run_key}"

@@ -14,7 +14,8 @@ def render_run(report: dict[str, Any], *, max_tasks: int = 400) -> str:
     ]
     cancellation = report.get("cancellation")
     if cancellation:
-        lines.append(f"Cancelled  {cancellation['result']} — {cancellation['reason']}")
+        # The result says whether a cancel call was made and taken, or why not.
+        lines.append(f"Cancel     {cancellation['result']} — {cancellation['reason']}")
     for phase in report["phases"]:
         counts = ", ".join(f"{count} {status}" for status, count in phase.get("taskCounts", {}).items()) or "no tasks"
         lines.append("")

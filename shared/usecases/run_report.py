@@ -78,7 +78,12 @@ def run_report(key: str, records: RunRecords) -> dict[str, Any]:
         "subscriptionIds": list(run.subscription_ids),
         "cancellation": None
         if run.cancel_requested_at is None
-        else {"requestedAt": _time(run.cancel_requested_at), "reason": run.cancel_reason, "result": run.cancel_result},
+        else {
+            "requestedAt": _time(run.cancel_requested_at),
+            "reason": run.cancel_reason,
+            "result": run.cancel_result,
+            "accepted": run.cancel_accepted,
+        },
         "phases": phases,
         "tasks": tasks,
     }
