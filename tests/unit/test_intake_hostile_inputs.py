@@ -15,6 +15,7 @@ import pytest
 
 from shared.adapters.table_codecs import delivery_entity, phase_entity, run_entity
 from shared.adapters.table_values import MAX_PROPERTY_UNITS
+from shared.errors import PermanentError
 from shared.models import json_text
 from shared.models.event_fields import STATUS_LIMIT, TEXT_LIMIT
 from shared.models.events import MAX_SUBSCRIPTIONS, START_AHEAD, START_BEHIND, format_time, parse_time
@@ -401,3 +402,17 @@ def test_an_event_nested_too_deeply_is_rejected_and_its_payload_not_serialised(r
 
     assert_rejected_without_effect(result, records, transport, f"more than {json_text.MAX_DEPTH} levels")
     assert records.deliveries[0].payload.startswith("(not kept")
+
+
+def test_a_record_the_store_refuses_is_answered_and_recorded_not_retried(records, transport, monkeypatch):
+    def refuse(run):
+        raise PermanentError("run key 'x' contains '/', which table keys may not contain")
+
+    monkeypatch.setattr(records, "create_run", refuse)
+
+    result = accept(event(), records, transport)
+
+    assert result.outcome is DeliveryOutcome.REJECTED
+    assert result.reason.startswith("could not be recorded: run key")
+    assert [d.outcome for d in records.deliveries] == [DeliveryOutcome.REJECTED]
+    assert transport.sent == []
