@@ -408,7 +408,12 @@ def _lenient_text(value: Any) -> str:
 
 
 def _display(value: Any) -> str:
-    return "" if value is None else displayable(value if isinstance(value, str) else repr(value))
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return displayable(value)
+    # repr recurses: a deeply nested value is named by its type (its depth is rejected anyway).
+    return displayable(repr(value) if json_text.value_depth(value) <= 4 else f"({type(value).__name__})")
 
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")

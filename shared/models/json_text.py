@@ -119,14 +119,26 @@ def repeated_keys(value: Any, path: str = "") -> Iterator[str]:
 
 
 def same_json(left: Any, right: Any) -> bool:
-    """True when two parsed JSON values are the same JSON (``1``, ``1.0`` and ``true`` are not)."""
-    if type(left) is not type(right):
-        return False
-    if isinstance(left, dict):
-        return left.keys() == right.keys() and all(same_json(left[key], right[key]) for key in left)
-    if isinstance(left, list):
-        return len(left) == len(right) and all(same_json(a, b) for a, b in zip(left, right, strict=True))
-    return left == right
+    """True when two parsed JSON values are the same JSON (``1``, ``1.0`` and ``true`` are not).
+
+    Compared without recursion: values from the Functions worker are not depth-checked yet.
+    """
+    stack: list[tuple[Any, Any]] = [(left, right)]
+    while stack:
+        a, b = stack.pop()
+        if type(a) is not type(b):
+            return False
+        if isinstance(a, dict):
+            if a.keys() != b.keys():
+                return False
+            stack.extend((a[key], b[key]) for key in a)
+        elif isinstance(a, list):
+            if len(a) != len(b):
+                return False
+            stack.extend(zip(a, b, strict=True))
+        elif a != b:
+            return False
+    return True
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

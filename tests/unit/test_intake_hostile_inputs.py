@@ -416,3 +416,20 @@ def test_a_record_the_store_refuses_is_answered_and_recorded_not_retried(records
     assert result.reason.startswith("could not be recorded: run key")
     assert [d.outcome for d in records.deliveries] == [DeliveryOutcome.REJECTED]
     assert transport.sent == []
+
+
+def test_deeply_nested_values_the_worker_could_hand_over_never_make_the_intake_recurse(records, transport):
+    """In Azure the worker parses the body, so the webhook's depth check has not run."""
+
+    def nested(depth: int, leaf: object) -> object:
+        value = leaf
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    raw = {"id": nested(50_000, 1), "ID": nested(50_000, 2), "eventType": nested(50_000, "x"), "data": {}}
+
+    result = accept(raw, records, transport)
+
+    assert result.outcome is DeliveryOutcome.REJECTED
+    assert [d.event_id for d in records.deliveries] == ["(list)"]
