@@ -78,24 +78,39 @@ def discover(app: func.FunctionApp) -> list[RegisteredFunction]:
     return found
 
 
-def event_grid_event(raw: Mapping[str, Any]) -> func.EventGridEvent:
-    """Build the trigger input as the host does, from either envelope schema."""
+class DeliveredEventGridEvent(func.EventGridEvent):
+    """The trigger input, carrying the event as it was delivered (``delivered_json``).
+
+    Azure's Python worker hands the function only its own parse of the event: keys repeated in
+    the text are merged by then, and an event time it cannot parse fails the invocation before
+    the function runs (Event Grid retries it). This runner has the delivered JSON, so it hands
+    that on as well, and the intake (``functions/intake.py``) checks the event as sent.
+    """
+
+    def __init__(self, delivered_json: Any, **fields: Any):
+        super().__init__(**fields)
+        self.delivered_json = delivered_json
+
+
+def event_grid_event(raw: Any) -> DeliveredEventGridEvent:
+    """Build the trigger input as the host does, from either envelope schema; never refuses ``raw``."""
     from shared.models.events import Envelope, parse_time
 
-    envelope = Envelope.from_json(raw)
+    envelope = Envelope.from_json(raw) if isinstance(raw, Mapping) else None
     event_time = None
-    if envelope.time:
+    if envelope and envelope.time:
         try:
             event_time = parse_time(envelope.time)
         except ValueError:
-            event_time = None
-    version = raw.get("dataVersion") or raw.get("specversion") or ""
-    return func.EventGridEvent(
-        id=envelope.id,
-        data=envelope.data,
-        topic=envelope.source,
-        subject=envelope.subject,
-        event_type=envelope.event_type,
+            event_time = None  # the worker would fail here; the intake sees delivered_json instead
+    version = (raw.get("dataVersion") or raw.get("specversion") or "") if isinstance(raw, Mapping) else ""
+    return DeliveredEventGridEvent(
+        raw,
+        id=envelope.id if envelope else "",
+        data=envelope.data if envelope else None,
+        topic=envelope.source if envelope else "",
+        subject=envelope.subject if envelope else "",
+        event_type=envelope.event_type if envelope else "",
         event_time=event_time,
         data_version=str(version),
     )
@@ -297,8 +312,12 @@ class FunctionAppRunner:
     def webhook_url(self) -> str | None:
         return self._webhook.url if self._webhook else None
 
-    def deliver(self, function_name: str, events: Sequence[Mapping[str, Any]]) -> list[str | None]:
-        """Invoke an Event Grid function once per event, as the host does; errors per event."""
+    def deliver(self, function_name: str, events: Sequence[Any]) -> list[str | None]:
+        """Invoke an Event Grid function once per delivered JSON value, as the host does; errors per event.
+
+        Every element of the delivered array is handed on, objects or not: the intake records
+        each one, so one bad element does not drop the others unrecorded.
+        """
         function = self.event_functions.get(function_name)
         if function is None:
             raise RunnerError(f"no Event Grid function named {function_name!r}; have {sorted(self.event_functions)}")

@@ -1,24 +1,42 @@
 """The Event Grid local webhook, on the same path ``func start`` serves.
 
 ``POST /runtime/webhooks/EventGrid?functionName=NAME`` with header ``aeg-event-type:
-Notification`` and a JSON array of events. Answers 200 when every event was handled, 400 for
-a body that is not JSON (Event Grid does not retry 400), 404 for an unknown function, and 500
-when a function raised (Event Grid retries).
+Notification`` and a JSON array of events. Every element of the array is handed to the
+function, which records each one (accepted, duplicate, ignored or rejected), so the answer is
+200 unless a function raised: then 500, and Event Grid delivers again. A body that is not events
+at all gets 400 (Event Grid does not retry 400 or 413): not JSON, not an array or object, nested
+too deeply; a body over :data:`MAX_BODY_BYTES` or an array over :data:`MAX_EVENTS` gets 413.
+
+Every answer is JSON, errors included, and none carries a stack trace: whatever reaches this
+endpoint, werkzeug's HTML error page never goes back.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+from shared.errors import MalformedPayload
+from shared.models import json_text
 
 if TYPE_CHECKING:
     from prepost.local.runner import FunctionAppRunner
 
+log = logging.getLogger(__name__)
+
 WEBHOOK_PATH = "/runtime/webhooks/EventGrid"
+MAX_BODY_BYTES = 1024 * 1024
+"""Event Grid delivers events of at most 1 MB."""
+MAX_EVENTS = 100
+"""Elements of one delivered array. The deployed subscription delivers one event per request
+(``maxEventsPerBatch: 1`` in infra/); each element costs table writes, so a bigger array is
+refused whole rather than recorded one by one."""
 
 
 class EventGridWebhook:
@@ -43,7 +61,14 @@ class EventGridWebhook:
 
     def _wsgi(self, environ, start_response):
         request = Request(environ)
-        response = self._handle(request)
+        request.max_content_length = MAX_BODY_BYTES
+        try:
+            response = self._handle(request)
+        except HTTPException as error:  # werkzeug's own refusals (body too large, ...), as JSON
+            response = _json({"error": error.description or error.name}, error.code or 400)
+        except Exception as error:  # a bug here must not become an HTML page with a traceback
+            log.exception("the Event Grid webhook failed on %s %s", request.method, request.path)
+            response = _json({"error": f"internal error in the local webhook: {type(error).__name__}"}, 500)
         return response(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
@@ -53,25 +78,42 @@ class EventGridWebhook:
             return _json({"error": "use POST"}, 405)
         name = request.args.get("functionName", "")
         if name not in self.runner.event_functions:
-            return _json({"error": f"no Event Grid function named {name!r}"}, 404)
+            return _json({"error": f"no Event Grid function named {name[:200]!r}"}, 404)
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return _json({"error": f"body is over {MAX_BODY_BYTES:,} bytes"}, 413)
         try:
-            body = json.loads(request.get_data() or b"null")
-        except ValueError as error:
-            return _json({"error": f"body is not JSON: {error}"}, 400)
-        events = body if isinstance(body, list) else [body]
-        kind = request.headers.get("aeg-event-type", "Notification")
-        if kind == "SubscriptionValidation":
-            code = (
-                (events[0].get("data") or {}).get("validationCode") if events and isinstance(events[0], dict) else None
-            )
-            return _json({"validationResponse": code}, 200)
-        if not all(isinstance(event, dict) for event in events):
-            return _json({"error": "every event must be a JSON object"}, 400)
+            body = json_text.loads(request.get_data() or b"null")
+        except MalformedPayload as error:
+            return _json({"error": str(error)}, 400)
+        if request.headers.get("aeg-event-type", "Notification") == "SubscriptionValidation":
+            return _validation_response(body)
+        if isinstance(body, dict):
+            events: list[Any] = [body]
+        elif isinstance(body, list):
+            events = body
+        else:
+            return _json({"error": f"body must be a JSON array of events, got {_json_type(body)}"}, 400)
+        if len(events) > MAX_EVENTS:
+            return _json({"error": f"{len(events):,} events in one delivery; at most {MAX_EVENTS} are accepted"}, 413)
         errors = self.runner.deliver(name, events)
         failed = [error for error in errors if error]
         if failed:
             return _json({"delivered": len(events), "failed": failed}, 500)
         return _json({"delivered": len(events)}, 200)
+
+
+def _validation_response(body: Any) -> Response:
+    """Answer Event Grid's handshake: ``{"validationResponse": data.validationCode}``."""
+    first = body[0] if isinstance(body, list) and body else body
+    data = first.get("data") if isinstance(first, dict) else None
+    code = data.get("validationCode") if isinstance(data, dict) else None
+    if not isinstance(code, str) or not code:
+        return _json({"error": "a SubscriptionValidation event must carry data.validationCode, a string"}, 400)
+    return _json({"validationResponse": code}, 200)
+
+
+def _json_type(value: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), "null")
 
 
 def _json(value: object, status: int) -> Response:

@@ -1,15 +1,19 @@
 """Maintenance events: Event Grid or CloudEvents envelopes turned into typed objects.
 
 Facts this module respects (see docs/events.md):
-- Either envelope schema can be configured on a subscription, so both are accepted.
+- Either envelope schema can be configured on a subscription, so both are accepted, each
+  checked against its own schema.
 - ``data`` key casing differs between documentation versions (``correlationId`` vs
-  ``CorrelationId``), so data keys are read case-insensitively.
-- Resource ids are case-insensitive in Azure; they are compared that way and kept as given.
+  ``CorrelationId``), so keys are read ignoring ASCII case; two spellings of one key with
+  different values are refused.
+- Resource ids are case-insensitive in Azure; they are checked as ASCII, compared with
+  :func:`~shared.models.ids.ascii_fold` and kept as given.
+- Every field is bounded in type, size and range here, before anything is stored
+  (:mod:`shared.models.event_fields`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,10 +22,39 @@ from enum import Enum
 from typing import Any
 
 from shared.errors import InvalidEvent, MalformedPayload, UnsupportedEventType
-from shared.models.ids import configuration_of, is_guid
+from shared.models import json_text
+from shared.models.event_fields import (
+    STATUS_LIMIT,
+    Fields,
+    displayable,
+    non_ascii,
+    parse_time_field,
+    shown,
+    text_problem,
+)
+from shared.models.ids import ascii_fold, configuration_of, is_configuration_id, is_guid
 
 # The docs' timeline table gives T-10 minutes as the cancellation cut-off.
 DEFAULT_CUTOFF_BEFORE_START = timedelta(minutes=10)
+
+START_AHEAD = timedelta(days=366)
+"""A run may start at most this long after now. Update Manager sends the pre-event at least 30
+minutes before the start, not months; a year leaves room for any replay or test."""
+START_BEHIND = timedelta(days=30)
+"""A run may have started at most this long before now: a post-event after a long window, or a
+dead-lettered event an operator replays days later."""
+MAX_WINDOW = timedelta(hours=24)
+"""The longest window accepted (``endDateTime - startDateTime``). Update Manager's windows are
+at most 3 hours 55 minutes."""
+MAX_CUTOFF_LEAD = timedelta(hours=24)
+"""How long before the start the cancellation cut-off may be (Azure gives T-10 or T-1 minutes)."""
+EVENT_TIME_SPAN = timedelta(days=366)
+"""How far an event time may be from now, either way."""
+MAX_SUBSCRIPTIONS = 800
+"""Entries of ``resourceSubscriptionIds``. The run record keeps them as JSON in one table
+property of 32,768 UTF-16 units: 800 GUIDs take 800 x 40 + 2 = 32,002."""
+ERRORS_LISTED = 5
+"""Bad entries of one list named in reasons; the rest are counted."""
 
 
 class EventType(str, Enum):
@@ -34,9 +67,23 @@ class EnvelopeSchema(str, Enum):
     CLOUD_EVENTS = "CloudEvents"
 
 
+# Field names per schema: type, time, source, and the other schema's name for the type.
+_SCHEMA_FIELDS = {
+    EnvelopeSchema.EVENT_GRID: ("eventType", "eventTime", "topic", "type"),
+    EnvelopeSchema.CLOUD_EVENTS: ("type", "time", "source", "eventType"),
+}
+_ENVELOPE_TEXT = {
+    EnvelopeSchema.EVENT_GRID: ("id", "subject", "topic", "dataVersion", "metadataVersion"),
+    EnvelopeSchema.CLOUD_EVENTS: ("id", "subject", "source", "datacontenttype", "dataschema"),
+}
+
+
 @dataclass(frozen=True)
 class Envelope:
-    """What every event carries, whichever schema delivered it."""
+    """What every event carries, whichever schema delivered it, read leniently (never refused).
+
+    For display and for the local runner; :func:`parse_event` is what checks an event.
+    """
 
     id: str
     event_type: str
@@ -50,19 +97,16 @@ class Envelope:
     def from_json(cls, raw: Mapping[str, Any]) -> Envelope:
         if not isinstance(raw, Mapping):
             raise MalformedPayload(f"an event must be a JSON object, got {type(raw).__name__}")
-        fields = _CaseInsensitive(raw)
-        if fields.get("specversion") is not None:
-            schema = EnvelopeSchema.CLOUD_EVENTS
-            event_type, source, time = fields.get("type"), fields.get("source"), fields.get("time")
-        else:
-            schema = EnvelopeSchema.EVENT_GRID
-            event_type, source, time = fields.get("eventType"), fields.get("topic"), fields.get("eventTime")
+        fields = Fields(raw)
+        schema = schema_of(fields)
+        type_key, time_key, source_key, _ = _SCHEMA_FIELDS[schema]
+        time = fields.get(time_key)
         return cls(
-            id=str(fields.get("id") or ""),
-            event_type=str(event_type or ""),
-            subject=str(fields.get("subject") or ""),
-            source=str(source or ""),
-            time=str(time) if time else None,
+            id=_lenient_text(fields.get("id")),
+            event_type=_lenient_text(fields.get(type_key)),
+            subject=_lenient_text(fields.get("subject")),
+            source=_lenient_text(fields.get(source_key)),
+            time=None if time is None else str(time),
             data=fields.get("data"),
             schema=schema,
         )
@@ -113,12 +157,9 @@ class PostMaintenance(MaintenanceEvent):
 
 
 def split_payload(body: bytes | str | Any) -> list[Any]:
-    """Event Grid posts a JSON array; a single object is accepted too."""
+    """Event Grid posts a JSON array; a single object is accepted too. Text is parsed strictly."""
     if isinstance(body, bytes | str):
-        try:
-            body = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise MalformedPayload(f"body is not JSON: {error}") from error
+        body = json_text.loads(body)
     if isinstance(body, Mapping):
         return [body]
     if isinstance(body, list):
@@ -126,138 +167,276 @@ def split_payload(body: bytes | str | Any) -> list[Any]:
     raise MalformedPayload(f"body must be a JSON object or array, got {type(body).__name__}")
 
 
-def parse_event(raw: Mapping[str, Any]) -> PreMaintenance | PostMaintenance:
-    """Turn one raw event into a typed maintenance event.
+def schema_of(fields: Fields) -> EnvelopeSchema:
+    """CloudEvents when ``specversion`` is present (whatever its value), as the Functions worker decides."""
+    return EnvelopeSchema.CLOUD_EVENTS if fields.has("specversion") else EnvelopeSchema.EVENT_GRID
+
+
+def describe(raw: Any) -> tuple[str, str]:
+    """The event id and type of anything delivered, safe to log and store; never raises."""
+    if not isinstance(raw, Mapping):
+        return "", ""
+    fields = Fields(raw)
+    type_key = _SCHEMA_FIELDS[schema_of(fields)][0]
+    return _display(fields.get("id")), _display(fields.get(type_key))
+
+
+def parse_event(raw: Any) -> PreMaintenance | PostMaintenance:
+    """Turn one delivered event into a typed maintenance event, or say precisely why not.
+
+    Checked in this order, each step only if the one before passed: the event is an object
+    whose structure is unambiguous (not too deep, no repeated keys, no conflicting envelope);
+    its type is one of the two maintenance events; every field of the envelope and of ``data``
+    is of the right type, size and form. Times are checked to be real, not to be near now:
+    :func:`out_of_range` does that against the clock.
 
     Raises:
         MalformedPayload: not a JSON object.
+        InvalidEvent: an ambiguous or malformed envelope (whatever its type), or a maintenance
+            event whose content is wrong; ``reasons`` lists every problem.
         UnsupportedEventType: any type other than the two maintenance events.
-        InvalidEvent: a maintenance event whose content is wrong; ``reasons`` lists every problem.
     """
-    envelope = Envelope.from_json(raw)
-    try:
-        event_type = EventType(envelope.event_type)
-    except ValueError:
-        # Event types are compared exactly by Event Grid filters, but be lenient on case.
-        matches = [t for t in EventType if t.value.lower() == envelope.event_type.lower()]
-        if not matches:
-            raise UnsupportedEventType(envelope.event_type or "(missing)") from None
-        event_type = matches[0]
+    if not isinstance(raw, Mapping):
+        raise MalformedPayload(f"an event must be a JSON object, got {type(raw).__name__}")
+    structure = _structure_problems(raw)
+    if structure:
+        raise InvalidEvent(structure)
+    fields = Fields(raw)
+    schema = schema_of(fields)
+    envelope_reasons = [*fields.conflicts, *_schema_problems(fields, schema)]
+    if envelope_reasons:
+        raise InvalidEvent(envelope_reasons)
+    type_key, time_key, _, _ = _SCHEMA_FIELDS[schema]
+    event_type = _event_type(fields.get(type_key))
 
-    reasons: list[str] = []
-    if not isinstance(envelope.data, Mapping):
-        raise InvalidEvent(["data must be a JSON object"])
-    data = _CaseInsensitive(envelope.data)
+    reasons = [problem for key in _ENVELOPE_TEXT[schema] if (problem := text_problem(fields.get(key), key))]
+    event_time = None
+    if fields.get(time_key) is not None:
+        event_time = parse_time_field(fields.get(time_key), f"event time ({time_key})", reasons)
+    if not isinstance(fields.get("data"), Mapping):
+        raise InvalidEvent([*reasons, "data must be a JSON object"])
+    data = Fields(fields.get("data"), where="data: ")
+    reasons.extend(data.conflicts)
 
-    correlation_id = _required_text(data, "correlationId", reasons)
-    configuration_id = _required_text(data, "maintenanceConfigurationId", reasons)
-    if correlation_id:
-        parent = configuration_of(correlation_id)
-        if parent is None:
-            reasons.append(
-                "correlationId is not a run id (…/maintenanceConfigurations/NAME/providers/"
-                f"microsoft.maintenance/applyupdates/yyyyMMddHHmmss): {correlation_id!r}"
-            )
-        elif configuration_id and parent.lower() != configuration_id.lower():
-            reasons.append(
-                f"correlationId {correlation_id!r} is not under maintenanceConfigurationId {configuration_id!r}"
-            )
-
-    subscriptions = data.get("resourceSubscriptionIds")
-    subscription_ids: list[str] = []
-    if not isinstance(subscriptions, list) or not subscriptions:
-        reasons.append("resourceSubscriptionIds must be a non-empty array of subscription ids")
-    else:
-        for value in subscriptions:
-            if isinstance(value, str) and is_guid(value.strip().lower()):
-                subscription_ids.append(value.strip().lower())
-            else:
-                reasons.append(f"resourceSubscriptionIds contains {value!r}, which is not a subscription id (GUID)")
-
-    start = _required_time(data, "startDateTime", reasons)
-    end = _required_time(data, "endDateTime", reasons)
+    correlation_id = _run_id(data, reasons)
+    configuration_id = _configuration_id(data, correlation_id, reasons)
+    subscription_ids = _subscription_ids(data, reasons)
+    start = parse_time_field(data.get("startDateTime"), "data.startDateTime", reasons)
+    end = parse_time_field(data.get("endDateTime"), "data.endDateTime", reasons)
     if start and end and end <= start:
         reasons.append(f"endDateTime {end.isoformat()} is not after startDateTime {start.isoformat()}")
-    event_time = None
-    if envelope.time:
-        try:
-            event_time = parse_time(envelope.time)
-        except ValueError:
-            reasons.append(f"event time {envelope.time!r} is not an ISO 8601 time")
+    elif start and end and end - start > MAX_WINDOW:
+        reasons.append(
+            f"endDateTime {end.isoformat()} is more than {_span(MAX_WINDOW)} after startDateTime "
+            f"{start.isoformat()} (Update Manager's windows are at most 3 hours 55 minutes)"
+        )
 
     cutoff = None
     cutoff_given = True
     if event_type is EventType.PRE:
-        raw_cutoff = data.get("cancellationCutOffDateTime")
-        if raw_cutoff is None:
+        if data.get("cancellationCutOffDateTime") is None:
             cutoff_given = False
             cutoff = start - DEFAULT_CUTOFF_BEFORE_START if start else None
         else:
-            cutoff = _required_time(data, "cancellationCutOffDateTime", reasons)
+            cutoff = parse_time_field(
+                data.get("cancellationCutOffDateTime"), "data.cancellationCutOffDateTime", reasons
+            )
             if cutoff and start and cutoff > start:
                 reasons.append(
                     f"cancellationCutOffDateTime {cutoff.isoformat()} is after startDateTime {start.isoformat()}"
                 )
-    status = str(data.get("status") or "") if event_type is EventType.POST else ""
+            elif cutoff and start and start - cutoff > MAX_CUTOFF_LEAD:
+                reasons.append(
+                    f"cancellationCutOffDateTime {cutoff.isoformat()} is more than {_span(MAX_CUTOFF_LEAD)} before "
+                    f"startDateTime {start.isoformat()}"
+                )
+    status = _status(data, reasons) if event_type is EventType.POST else ""
 
     if reasons:
         raise InvalidEvent(reasons)
+    event_id = fields.get("id")
     common = dict(
-        event_id=envelope.id or correlation_id,
+        event_id=event_id if isinstance(event_id, str) and event_id.strip() else correlation_id,
         correlation_id=correlation_id,
         configuration_id=configuration_id,
         start=start,
         end=end,
-        subscription_ids=tuple(dict.fromkeys(subscription_ids)),
+        subscription_ids=tuple(subscription_ids),
         event_time=event_time,
-        schema=envelope.schema,
+        schema=schema,
     )
     if event_type is EventType.PRE:
         return PreMaintenance(**common, cancellation_cutoff=cutoff, cutoff_was_given=cutoff_given)
     return PostMaintenance(**common, status=status or "Unknown")
 
 
+def out_of_range(event: MaintenanceEvent, now: datetime) -> list[str]:
+    """Why ``event``'s times are too far from ``now`` to be a run prepost should act on; [] if none.
+
+    A run more than :data:`START_AHEAD` away or more than :data:`START_BEHIND` ago is not one
+    Update Manager is telling about now: planning it would act on machines at the wrong time.
+    """
+    reasons = []
+    if event.start > now + START_AHEAD:
+        reasons.append(
+            f"startDateTime {event.start.isoformat()} is more than {START_AHEAD.days} days from now "
+            "(Update Manager sends events about a run 30 minutes before its start, not months)"
+        )
+    elif event.start < now - START_BEHIND:
+        reasons.append(f"startDateTime {event.start.isoformat()} is more than {START_BEHIND.days} days ago")
+    if event.event_time is not None and abs(event.event_time - now) > EVENT_TIME_SPAN:
+        reasons.append(
+            f"the event time {event.event_time.isoformat()} is more than {EVENT_TIME_SPAN.days} days from now"
+        )
+    return reasons
+
+
+def _structure_problems(raw: Mapping[str, Any]) -> list[str]:
+    depth = json_text.value_depth(raw)
+    if depth > json_text.MAX_DEPTH:
+        return [f"the event nests more than {json_text.MAX_DEPTH} levels deep"]
+    return [
+        f"key {shown(path)} appears more than once with different values (parsers disagree on which counts)"
+        for path in json_text.repeated_keys(raw)
+    ]
+
+
+def _schema_problems(fields: Fields, schema: EnvelopeSchema) -> list[str]:
+    reasons = []
+    type_key, _, _, other_type_key = _SCHEMA_FIELDS[schema]
+    if schema is EnvelopeSchema.CLOUD_EVENTS and fields.get("specversion") != "1.0":
+        reasons.append(f"specversion {shown(fields.get('specversion'))} is not supported: only CloudEvents 1.0 is")
+    if fields.has(other_type_key) and not json_text.same_json(fields.get(other_type_key), fields.get(type_key)):
+        reasons.append(
+            f"the event has both {type_key} {shown(fields.get(type_key))} and {other_type_key} "
+            f"{shown(fields.get(other_type_key))}: which one is its type is ambiguous"
+        )
+    return reasons
+
+
+def _event_type(value: Any) -> EventType:
+    if value is None or value == "":
+        raise UnsupportedEventType("(missing)")
+    if isinstance(value, str):
+        # Event Grid filters compare types exactly, but be lenient on (ASCII) case.
+        for event_type in EventType:
+            if ascii_fold(event_type.value) == ascii_fold(value):
+                return event_type
+    raise UnsupportedEventType(_display(value))
+
+
+def _run_id(data: Fields, reasons: list[str]) -> str:
+    value = data.get("correlationId")
+    problem = text_problem(value, "data.correlationId", required=True)
+    if problem:
+        reasons.append(problem)
+        return ""
+    value = value.strip(" \t\r\n")
+    if configuration_of(value) is None:
+        reasons.append(
+            "correlationId is not a run id (…/maintenanceConfigurations/NAME/providers/"
+            f"microsoft.maintenance/applyupdates/yyyyMMddHHmmss): {shown(value)}{non_ascii(value)}"
+        )
+        return ""
+    return value
+
+
+def _configuration_id(data: Fields, correlation_id: str, reasons: list[str]) -> str:
+    value = data.get("maintenanceConfigurationId")
+    problem = text_problem(value, "data.maintenanceConfigurationId", required=True)
+    if problem:
+        reasons.append(problem)
+        return ""
+    value = value.strip(" \t\r\n")
+    if not is_configuration_id(value):
+        reasons.append(
+            "maintenanceConfigurationId is not a maintenance configuration id (/subscriptions/GUID/resourceGroups/"
+            f"RG/providers/Microsoft.Maintenance/maintenanceConfigurations/NAME): {shown(value)}{non_ascii(value)}"
+        )
+        return ""
+    parent = configuration_of(correlation_id) if correlation_id else None
+    if parent is not None and ascii_fold(parent) != ascii_fold(value):
+        reasons.append(f"correlationId {shown(correlation_id)} is not under maintenanceConfigurationId {shown(value)}")
+    return value
+
+
+def _subscription_ids(data: Fields, reasons: list[str]) -> list[str]:
+    value = data.get("resourceSubscriptionIds")
+    if not isinstance(value, list) or not value:
+        reasons.append("resourceSubscriptionIds must be a non-empty array of subscription ids")
+        return []
+    if len(value) > MAX_SUBSCRIPTIONS:
+        reasons.append(
+            f"resourceSubscriptionIds lists {len(value):,} entries; at most {MAX_SUBSCRIPTIONS} are accepted "
+            "(a run record keeps them in one 64 KiB table property)"
+        )
+        return []
+    found: list[str] = []
+    bad: list[Any] = []
+    for item in value:
+        text = item.strip(" \t\r\n") if isinstance(item, str) else None
+        if text is not None and is_guid(text):
+            found.append(ascii_fold(text))
+        else:
+            bad.append(item)
+    for item in bad[:ERRORS_LISTED]:
+        hint = non_ascii(item) if isinstance(item, str) else ""
+        reasons.append(f"resourceSubscriptionIds contains {shown(item)}, which is not a subscription id (GUID){hint}")
+    if len(bad) > ERRORS_LISTED:
+        reasons.append(
+            f"resourceSubscriptionIds has {len(bad) - ERRORS_LISTED} more entries that are not subscription ids"
+        )
+    return list(dict.fromkeys(found))
+
+
+def _status(data: Fields, reasons: list[str]) -> str:
+    value = data.get("status")
+    problem = text_problem(value, "data.status", limit=STATUS_LIMIT)
+    if problem:
+        reasons.append(problem)
+        return ""
+    return (value or "").strip()
+
+
+def _span(value: timedelta) -> str:
+    hours = int(value.total_seconds() // 3600)
+    return f"{hours} hours"
+
+
+def _lenient_text(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return displayable(value)
+    # repr recurses: a deeply nested value is named by its type (its depth is rejected anyway).
+    return displayable(repr(value) if json_text.value_depth(value) <= 4 else f"({type(value).__name__})")
+
+
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def parse_time(value: str) -> datetime:
-    """ISO 8601 with Azure's 7-digit fractions and ``Z``; naive times are taken as UTC."""
+    """ISO 8601 with Azure's 7-digit fractions and ``Z``; naive times are taken as UTC.
+
+    For times prepost wrote itself (messages, records). Times an event brings are read with
+    :func:`shared.models.event_fields.parse_time_field`, which is strict and bounded.
+
+    Raises:
+        ValueError: not such a time, or one whose offset moves it outside years 1-9999.
+    """
     text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError as error:
+        raise ValueError(f"{value!r} is outside the years 1-9999 in UTC") from error
 
 
 def format_time(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-class _CaseInsensitive:
-    """Read-only, case-insensitive view of a JSON object's keys."""
-
-    def __init__(self, mapping: Mapping[str, Any]):
-        self._items = {str(key).lower(): value for key, value in mapping.items()}
-
-    def get(self, key: str) -> Any:
-        return self._items.get(key.lower())
-
-
-def _required_text(data: _CaseInsensitive, key: str, reasons: list[str]) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value.strip():
-        reasons.append(f"data.{key} is missing or empty")
-        return ""
-    return value.strip()
-
-
-def _required_time(data: _CaseInsensitive, key: str, reasons: list[str]) -> datetime | None:
-    value = data.get(key)
-    if not isinstance(value, str):
-        reasons.append(f"data.{key} is missing")
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        reasons.append(f"data.{key} {value!r} is not an ISO 8601 time")
-        return None

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import InvalidEvent, MalformedPayload, TransientError, UnsupportedEventType
-from shared.models.events import PostMaintenance, PreMaintenance, format_time, parse_event
+from shared.errors import InvalidEvent, MalformedPayload, PermanentError, TransientError, UnsupportedEventType
+from shared.models.events import (
+    PostMaintenance,
+    PreMaintenance,
+    describe,
+    format_time,
+    out_of_range,
+    parse_event,
+)
 from shared.models.ids import ResourceId, run_key
+from shared.models.json_text import MAX_DEPTH, value_depth
 from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback, SafetyNet
 from shared.models.run import Phase, PhaseRecord, PhaseSource, PhaseStatus, RunRecord
 from shared.ports.idempotency import RecordChanged
@@ -27,6 +34,9 @@ from shared.usecases.supervision import CONFLICT_RETRIES, MAX_HOP
 log = logging.getLogger(__name__)
 
 PAYLOAD_LIMIT = 30_000
+EARLY_PRE_EVENT = timedelta(days=1)
+"""A pre-event this long before its run's start is accepted with a finding: Update Manager sends
+it at least 30 minutes before, so one days ahead is a replay, a test, or a schedule moved."""
 
 
 @dataclass(frozen=True)
@@ -50,28 +60,34 @@ class IntakeResult:
 
 
 def accept_event(
-    raw: Mapping[str, Any],
+    raw: Any,
     *,
     records: RunRecords,
     transport: WorkTransport,
     policy: IntakePolicy,
     now: datetime,
 ) -> IntakeResult:
-    """Validate one event, record its run and phase idempotently, and queue the plan.
+    """Validate one delivered JSON value, record its run and phase idempotently, and queue the plan.
 
-    Unsupported types are recorded as ignored and invalid events as rejected: neither is
+    Whatever ``raw`` is, exactly one delivery record says what became of it. Unsupported types
+    are recorded as ignored, and anything invalid (not an object, ambiguous, malformed, out of
+    range, not allowed) as rejected, before anything else is written or sent: neither is
     raised, because retrying cannot fix them. Storage and transport failures are raised so the
-    delivery is retried; the same event delivered twice records one run and one plan.
+    delivery is retried; the writes are ordered so that the retry completes what the failed
+    delivery began, and the same event delivered twice records one run and one plan.
     """
+    event_id, event_type = describe(raw)
     payload = _excerpt(raw)
-    event_id = str(raw.get("id", "")) if isinstance(raw, Mapping) else ""
-    event_type = str(raw.get("eventType") or raw.get("type") or "") if isinstance(raw, Mapping) else ""
     try:
         event = parse_event(raw)
     except UnsupportedEventType as error:
         return _log(records, now, DeliveryOutcome.IGNORED, str(error), event_id, event_type, payload)
     except (InvalidEvent, MalformedPayload) as error:
         return _log(records, now, DeliveryOutcome.REJECTED, str(error), event_id, event_type, payload)
+    out_of_range_reasons = out_of_range(event, now)
+    if out_of_range_reasons:
+        reason = str(InvalidEvent(out_of_range_reasons))
+        return _log(records, now, DeliveryOutcome.REJECTED, reason, event_id, event_type, payload, event=event)
 
     if not policy.allowed_configurations.allows(event.configuration_id):
         reason = (
@@ -84,6 +100,33 @@ def accept_event(
         reason = f"the configuration's subscription {config_subscription} is not in PREPOST_ALLOWED_SUBSCRIPTIONS"
         return _log(records, now, DeliveryOutcome.REJECTED, reason, event_id, event_type, payload, event=event)
 
+    try:
+        return _record_and_plan(
+            event, records=records, transport=transport, policy=policy, now=now, logged=(event_id, event_type, payload)
+        )
+    except PermanentError as error:
+        # The store refuses a record as given. The bounds checked above are meant to make this
+        # impossible; if it happens anyway, retrying cannot change it, so the delivery is answered
+        # (no retry storm) and the refusal recorded.
+        reason = f"could not be recorded: {error}"
+        return _log(records, now, DeliveryOutcome.REJECTED, reason, event_id, event_type, payload, event=event)
+
+
+def _record_and_plan(
+    event: PreMaintenance | PostMaintenance,
+    *,
+    records: RunRecords,
+    transport: WorkTransport,
+    policy: IntakePolicy,
+    now: datetime,
+    logged: tuple[str, str, str],
+) -> IntakeResult:
+    """Record the run and the phase, send the safety nets (pre) and the plan, then the delivery.
+
+    Each write is create-if-absent and each message has a deterministic id, so a delivery that
+    dies half-way is completed by Event Grid's next one.
+    """
+    event_id, event_type, payload = logged
     key = run_key(event.correlation_id)
     run, _ = records.create_run(
         RunRecord(
@@ -212,6 +255,13 @@ def _timing_findings(event: PreMaintenance | PostMaintenance, now: datetime, mar
             )
         if not event.cutoff_was_given:
             findings.append("cancellationCutOffDateTime missing; assumed 10 minutes before start")
+        lead = event.start - now
+        if lead > EARLY_PRE_EVENT:
+            findings.append(
+                f"pre-event received {lead.days} days {lead.seconds // 3600} hours before the start "
+                "(Update Manager sends it about 30 minutes before): the pre-work is done now, its safety "
+                "nets are due later"
+            )
     return findings
 
 
@@ -248,6 +298,10 @@ def _log(
 
 
 def _excerpt(raw: Any) -> str:
+    """The delivered value as JSON for the record, cut to :data:`PAYLOAD_LIMIT` characters."""
+    if value_depth(raw) > MAX_DEPTH:
+        # Serialising it would recurse as deep as it nests; the reason says what was wrong.
+        return f"(not kept: nests more than {MAX_DEPTH} levels deep)"
     text = json.dumps(raw, default=str, separators=(",", ":"))
     if len(text) > PAYLOAD_LIMIT:
         return text[:PAYLOAD_LIMIT] + f"...(cut from {len(text)} characters)"

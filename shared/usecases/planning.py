@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import PermanentError, Throttled, TransientError
 from shared.models.ids import MachineKind, ResourceId
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
 from shared.models.policy import RunPolicy, SnapshotDisks
+from shared.models.retry import DEFAULT_RETRY
 from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord, TaskStatus
 from shared.ports.azure import MachineInventory, MaintenanceConfigurations, RunCancellation
 from shared.ports.idempotency import RecordChanged
@@ -46,8 +47,11 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
     Safe to repeat: task records are created only if absent and task messages carry
     deterministic ids, so a redelivered plan message re-sends at most what a crash left unsent.
 
+    A throttled Resource Graph or ARM read sends the plan again after the wait Azure asked for
+    (:func:`_plan_again_later`) instead of raising.
+
     Raises:
-        TransientError: Resource Graph or ARM throttled or failed; the plan message is retried.
+        TransientError: Resource Graph or ARM failed (not throttled); the plan message is retried.
     """
     records = ports.records
     run = records.get_run(message.run_key)
@@ -72,6 +76,8 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
             return _planning_failed(run, phase, ports, f"too late to plan the pre phase: {fence.reason}", now)
         try:
             tasks, outgoing, machines, policy, findings = _plan_pre(run, ports)
+        except Throttled as error:
+            return _plan_again_later(message, phase, error, ports.transport)
         except PermanentError as error:
             # Retrying cannot help (e.g. the identity lacks Reader): record why, and do not let
             # patching proceed without the safety work.
@@ -135,6 +141,32 @@ def _mark_planned(
                 raise TransientError(f"{phase.phase.value} phase of {phase.run_key} changed while planned") from None
             phase = fresh
     raise TransientError(f"{phase.phase.value} phase of {phase.run_key} kept changing while planned")
+
+
+def _plan_again_later(
+    message: PlanPhase, phase: PhaseRecord, error: Throttled, transport: WorkTransport
+) -> PhaseRecord:
+    """Send the plan again after the wait Azure asked for, and say so in one log line.
+
+    Resource Graph allows about 15 queries per 5 seconds per caller and says when its quota
+    resets (``x-ms-user-quota-resets-after``, read by ``shared.adapters.arm.errors``). Raising
+    instead would have the platform deliver the message again at once, with a traceback each
+    time, and burn its delivery count. Nothing of the phase is recorded before the machines are
+    listed, so planning again starts afresh. It cannot go on for ever: pre-work is not planned
+    once the run has started (``pre_work_fence``), and the deadline check cancels a run whose
+    pre phase was never planned.
+    """
+    delay = DEFAULT_RETRY.delay(message.resend + 1, key=message.message_id, retry_after=error.retry_after)
+    # A fresh MessageId: Service Bus would drop this one as a duplicate within its window.
+    transport.send([message.resent()], delay=delay)
+    log.warning(
+        "%s %s planning throttled; planning again in %d s: %s",
+        message.run_key,
+        phase.phase.value,
+        int(delay.total_seconds()),
+        error,
+    )
+    return phase
 
 
 def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, reason: str, now: datetime):

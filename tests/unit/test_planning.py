@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import PermanentError, Throttled, TransientError
+from shared.errors import PermanentError, TransientError
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
 from shared.models.policy import RunPolicy
 from shared.models.run import Action, Phase, PhaseStatus, TaskStatus
@@ -229,8 +229,9 @@ def test_a_configuration_that_cannot_be_read_plans_the_fail_safe_policy_and_says
     assert estate.task(Phase.PRE, Action.SNAPSHOT_DISKS, vm).options == {"disks": "os"}
 
 
-@pytest.mark.parametrize("error", [Throttled("429"), TransientError("503")], ids=["throttled", "transient"])
+@pytest.mark.parametrize("error", [TransientError("503")], ids=["transient"])
 def test_a_transient_failure_is_raised_and_the_retry_plans_once(estate, error):
+    # A throttled one is sent again instead: tests/unit/test_planning_throttled.py
     estate.add_vm("vm-web-01")
     estate.deliver()
     estate.transport.take()

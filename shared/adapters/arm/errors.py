@@ -22,24 +22,32 @@ SNAPSHOT_RATE_RETRY = timedelta(minutes=1)
 
 
 def retry_after(error: HttpResponseError) -> timedelta | None:
+    """The longest wait any of the response's headers asks for, or None.
+
+    ARM answers ``Retry-After`` (seconds); Resource Graph says when the caller's quota resets in
+    ``x-ms-user-quota-resets-after`` (``hh:mm:ss``, REFERENCE section 4). When both come, the
+    longer wins: asking again before the quota resets only earns another 429.
+    """
     response = error.response
     if response is None:
         return None
     headers = response.headers
+    waits = []
     for name in ("Retry-After", "x-ms-retry-after-ms", "x-ms-user-quota-resets-after"):
         value = headers.get(name)
         if not value:
             continue
         try:
             if name.endswith("-ms"):
-                return timedelta(milliseconds=float(value))
-            if ":" in value:
+                waits.append(timedelta(milliseconds=float(value)))
+            elif ":" in value:
                 hours, minutes, seconds = (float(part) for part in value.split(":"))
-                return timedelta(hours=hours, minutes=minutes, seconds=seconds)
-            return timedelta(seconds=float(value))
-        except ValueError:
+                waits.append(timedelta(hours=hours, minutes=minutes, seconds=seconds))
+            else:
+                waits.append(timedelta(seconds=float(value)))
+        except (ValueError, OverflowError):
             continue
-    return None
+    return max(waits, default=None)
 
 
 def translate(error: Exception, what: str) -> Exception:
