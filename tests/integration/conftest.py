@@ -26,12 +26,13 @@ SAMPLE_NOW = datetime(2026, 11, 22, 1, 25, 30, tzinfo=timezone.utc)
 """Just after the sample pre-event's time: the app lives through the sample window as it happens."""
 
 
-@pytest.fixture(autouse=True)
-def _sample_clock() -> Iterator[None]:
+@pytest.fixture
+def sample_clock() -> Iterator[None]:
     """The app's clock at the sample window (tests/fixtures/events), moving at real speed.
 
     The samples' times are fixed; without this, every run they describe would already be over,
-    and the pipeline rightly refuses to begin pre-work after a run's start.
+    and the pipeline rightly refuses to begin pre-work after a run's start. Modules that deliver
+    the samples use it (``pytestmark``); those that build events for now run on the real clock.
     """
     set_clock(OffsetClock(SAMPLE_NOW))
     yield

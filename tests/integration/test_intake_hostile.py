@@ -32,7 +32,7 @@ from tests.conftest import load_events
 from tests.hostile import Body, bodies, hostile_settings
 from tests.integration.conftest import sample_estate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sample_clock")]
 
 PRE = load_events("pre-eventgrid-camelcase.json")[0]
 POST = load_events("post-eventgrid.json")[0]

@@ -22,7 +22,7 @@ from tests.conftest import FIXTURES, load_events
 from tests.integration.conftest import SAMPLE_SUBSCRIPTIONS, sample_estate
 from tests.integration.harness import reset_storage
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sample_clock")]
 
 EVENTS = FIXTURES / "events"
 PRE_SAMPLES = ["pre-eventgrid-camelcase.json", "pre-eventgrid-pascalcase.json", "pre-cloudevents.json"]

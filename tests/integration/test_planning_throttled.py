@@ -18,7 +18,7 @@ from shared.models.run import Phase
 from tests.conftest import load_events
 from tests.integration.conftest import SAMPLE_SUBSCRIPTIONS, sample_estate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sample_clock")]
 
 
 def test_a_throttled_plan_is_planned_after_the_quota_resets_without_a_traceback(start_app, caplog):

@@ -28,7 +28,7 @@ from shared.names import INTAKE_FUNCTION, QueueName
 from shared.settings import StorageConnection
 from tests.conftest import load_events
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sample_clock")]
 
 QUEUE = QueueName.VM_TASKS
 VM = (
