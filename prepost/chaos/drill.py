@@ -14,6 +14,7 @@ See ``docs/chaos.md``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import shutil
@@ -72,7 +73,7 @@ class DrillOptions:
     crash_every: float = 45.0
     json_path: str | None = None
     keep_logs: str | None = None
-    poll_cap: float | None = None
+    poll_interval: float | None = None
 
 
 @dataclass
@@ -99,6 +100,8 @@ class WindowRun:
     results: dict[str, InvariantResult] = field(default_factory=dict)
     error: str | None = None
     observation: Any = None
+    first_final: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
+    """Task -> the Timestamp of its entity when the drill first saw it final."""
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -136,6 +139,10 @@ class WindowRun:
             "invariants": {name: result.to_json() for name, result in self.results.items()},
             "error": self.error,
         }
+
+
+def task_key(task) -> tuple[str, str, str]:
+    return (task.phase, task.action, task.target.lower())
 
 
 def _sum_storage(stats: list[dict[str, Any]]) -> Counter:
@@ -249,7 +256,7 @@ class Drill:
             settings_file=settings_file,
             clock=self.clock,
             log_dir=self.log_dir,
-            poll_cap=options.poll_cap,
+            poll_interval=options.poll_interval,
         )
         self.pool.start()
         self.say(f"{options.instances} instance(s) ready: {', '.join(self.pool.live_urls())}")
@@ -521,9 +528,23 @@ class Drill:
                 self._send(run, "post", first_post + timeline.DUPLICATE_POST_AFTER, "post-again")
             run.disorder_events.append("c: duplicates of the pre-event" + (" and post-event" if first_post else ""))
 
+    def _track(self, run: WindowRun) -> list:
+        """The run's tasks now; remembers when each was first seen final (its entity's Timestamp then).
+
+        A task entity can be written again after it became final (a duplicate delivery marking
+        its data); I1 and I2 judge when the final status was recorded, not the last write.
+        """
+        tasks = self.storage.tasks(run.run_key)
+        for task in tasks:
+            key = task_key(task)
+            if task.status in ("succeeded", "skipped", "failed") and key not in run.first_final:
+                run.first_final[key] = task.recorded_at
+        return tasks
+
     def _replay_pre_after_post(self, run: WindowRun) -> None:
         deadline = run.start + timeline.CHECK_DEADLINE - timedelta(minutes=10)
         while not self.stop_event.is_set() and self.clock.now() < deadline:
+            self._track(run)
             post = self.storage.phases(run.run_key).get("post")
             if post is not None and post.status in ("completed", "completed-with-failures", "failed"):
                 break
@@ -540,21 +561,22 @@ class Drill:
             not_before = max(not_before, minimum + timedelta(minutes=3))
         while not self.stop_event.is_set():
             now = self.clock.now()
-            if now >= not_before and self._settled(run):
+            tasks = self._track(run)
+            if now >= not_before and self._settled(run, tasks):
                 return True
             if now >= deadline:
                 return False
             self.stop_event.wait(1.0)
         return False
 
-    def _settled(self, run: WindowRun) -> bool:
+    def _settled(self, run: WindowRun, tasks: list) -> bool:
         if not all(delivery.done.is_set() for delivery in run.deliveries):
             return False
         phases = self.storage.phases(run.run_key)
         final = ("completed", "completed-with-failures", "failed")
         if set(phases) != {"pre", "post"} or any(p.status not in final for p in phases.values()):
             return False
-        if any(task.status not in ("succeeded", "skipped", "failed") for task in self.storage.tasks(run.run_key)):
+        if any(task.status not in ("succeeded", "skipped", "failed") for task in tasks):
             return False
         return not any(fields.get("run_key") == run.run_key for _, fields, _ in self.visible_work)
 
@@ -604,6 +626,10 @@ class Drill:
             recorded=self.storage.recorded_deliveries(),
             now=now,
         )
+        observation.tasks = [
+            dataclasses.replace(task, recorded_at=run.first_final.get(task_key(task), task.recorded_at))
+            for task in observation.tasks
+        ]
         run.checked_at = now
         run.results = check_all(observation)
         run.observation = observation
@@ -614,9 +640,9 @@ class Drill:
         A queue delays in whole real seconds, so the app's deadline check can come up to one
         real second (``scale`` virtual seconds) late, plus one polling interval.
         """
-        from prepost.chaos.instance import DEFAULT_POLL_CAP
+        from prepost.chaos.instance import DEFAULT_POLL_INTERVAL
 
-        poll = self.options.poll_cap or DEFAULT_POLL_CAP
+        poll = self.options.poll_interval or DEFAULT_POLL_INTERVAL
         return timedelta(minutes=1) + self.clock.virtual_delta(1.0 + poll)
 
     # -- the report -----------------------------------------------------------------------------

@@ -6,8 +6,9 @@ Installs the drill's scaled clock, applies the settings (what ``local.settings.j
 host), and runs the real app in the local runner (:class:`prepost.local.runner.FunctionAppRunner`)
 with its Event Grid webhook on a free loopback port. The runner's own real-time constants are
 scaled like the app's delays: the lease on received messages (10 minutes in Azure), host.json's
-``visibilityTimeout`` after a failure (30 s) and its ``maxPollingInterval`` (2 s, capped further
-because CPU is scarce when several instances share a small machine).
+``visibilityTimeout`` after a failure (30 s) and its ``maxPollingInterval`` (2 s, though not below
+a quarter of a real second: CPU is scarce when several instances share a small machine), and the
+retries of the host's own queue client.
 
 When ready, writes ``{"url": webhook URL, "pid": pid}`` to the ready file (atomically). Stops
 on SIGTERM or SIGINT; the drill kills it with SIGKILL to simulate a crash.
@@ -31,12 +32,30 @@ from pathlib import Path
 HOST_LEASE = timedelta(minutes=10)
 HOST_VISIBILITY_TIMEOUT = timedelta(seconds=30)
 HOST_MAX_POLLING_INTERVAL = timedelta(seconds=2)
-DEFAULT_POLL_CAP = 0.25
-"""Real seconds: the longest an idle queue goes unpolled. Measured on 2 cores with two instances
-and the drill: 0.25 s keeps the idle polling through the fault proxies at a few percent of CPU."""
+HOST_RETRY_DELAY = timedelta(seconds=0.8)
+MIN_RETRY_BACKOFF = 0.1
+START_ATTEMPTS = 10
+DEFAULT_POLL_INTERVAL = 0.25
+"""Real seconds: the longest an idle queue goes unpolled. host.json's 2 s scaled by 60 would be
+33 ms: four pumps per instance polling that often through the fault proxies keep two cores busy
+(measured: the drill then falls behind its own clock). 0.25 s is 15 virtual seconds at scale 60."""
 
 
-def scaled_runner_options(scale: float, poll_cap: float = DEFAULT_POLL_CAP):
+def host_queue_client_options(scale: float) -> dict:
+    """The host's queue listener retries storage calls itself (the .NET SDK: exponential from 0.8 s,
+    3 retries); scaled, that is well under a second. The Python SDK's default (15 s, then more)
+    would stall a pump for a quarter of a virtual hour."""
+    from azure.storage.queue import LinearRetry
+
+    backoff = max(HOST_RETRY_DELAY.total_seconds() / scale, MIN_RETRY_BACKOFF)
+    return {
+        "retry_policy": LinearRetry(backoff=backoff, retry_total=3, random_jitter_range=backoff / 2),  # type: ignore[arg-type]
+        "connection_timeout": 5,
+        "read_timeout": 10,
+    }
+
+
+def scaled_runner_options(scale: float, poll_interval: float = DEFAULT_POLL_INTERVAL):
     """The runner's lease and queue configuration for an app running ``scale`` times faster."""
     from prepost.local.host_config import load_queues_config
 
@@ -45,8 +64,7 @@ def scaled_runner_options(scale: float, poll_cap: float = DEFAULT_POLL_CAP):
     visibility = timedelta(seconds=math.ceil(queues.visibility_timeout.total_seconds() / scale))
     if queues.visibility_timeout > timedelta(0):
         visibility = max(visibility, timedelta(seconds=1))  # whole seconds: the runner sends ints
-    polling = min(queues.max_polling_interval / scale, timedelta(seconds=poll_cap))
-    polling = max(polling, timedelta(milliseconds=50))
+    polling = max(queues.max_polling_interval / scale, timedelta(seconds=poll_interval))
     return lease, replace(queues, visibility_timeout=visibility, max_polling_interval=polling)
 
 
@@ -72,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--origin", required=True, help="the scaled clock's origin (ISO 8601, UTC)")
     parser.add_argument("--ready-file", required=True)
     parser.add_argument("--name", default="instance")
-    parser.add_argument("--poll-cap", type=float, default=DEFAULT_POLL_CAP)
+    parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL)
     args = parser.parse_args(argv)
 
     from prepost.chaos.timescale import ScaledClock, ScaledDelayTransport
@@ -92,21 +110,31 @@ def main(argv: list[str] | None = None) -> int:
     from prepost.local.runner import FunctionAppRunner
     from shared.settings import Transport
 
-    lease, queues = scaled_runner_options(clock.scale, args.poll_cap)
+    lease, queues = scaled_runner_options(clock.scale, args.poll_interval)
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
-    runner = FunctionAppRunner(
-        build_app(Transport.STORAGE),
-        env=settings,
-        queues=queues,
-        lease=lease,
-        wrap_transport=lambda inner: ScaledDelayTransport(inner, clock.scale),
-    )
-    runner.start(webhook_port=0)
-    logging.getLogger(__name__).info(
-        "%s ready: webhook %s, %s, lease %s, queues %s", args.name, runner.webhook_url, clock, lease, queues
-    )
+    log = logging.getLogger(__name__)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        # A new app object each time: the runner discovers its functions once per app.
+        runner = FunctionAppRunner(
+            build_app(Transport.STORAGE),
+            env=settings,
+            queues=queues,
+            lease=lease,
+            wrap_transport=lambda inner: ScaledDelayTransport(inner, clock.scale),
+            queue_client_options=host_queue_client_options(clock.scale),
+        )
+        try:
+            runner.start(webhook_port=0)
+            break
+        except Exception as error:  # storage faults reach start-up too (creating tables and queues)
+            runner.stop(timeout=1.0)
+            if attempt == START_ATTEMPTS or stopped.is_set():
+                raise
+            log.warning("start-up attempt %d failed (%s); trying again", attempt, error)
+            stopped.wait(0.5)
+    log.info("%s ready: webhook %s, %s, lease %s, queues %s", args.name, runner.webhook_url, clock, lease, queues)
     ready = Path(args.ready_file)
     partial = ready.with_suffix(".tmp")
     partial.write_text(json.dumps({"url": runner.webhook_url, "pid": os.getpid()}))

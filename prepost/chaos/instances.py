@@ -85,7 +85,7 @@ class InstancePool:
         settings_file: Path,
         clock: ScaledClock,
         log_dir: Path,
-        poll_cap: float | None = None,
+        poll_interval: float | None = None,
         python: str | None = None,
     ) -> None:
         if count < 1:
@@ -93,7 +93,7 @@ class InstancePool:
         self.settings_file = settings_file
         self.clock = clock
         self.log_dir = log_dir
-        self.poll_cap = poll_cap
+        self.poll_interval = poll_interval
         self.python = python or sys.executable
         self.instances = [Instance(index) for index in range(1, count + 1)]
         self.crashes: list[CrashRecord] = []
@@ -190,8 +190,8 @@ class InstancePool:
             "--name",
             f"{instance.name}/{instance.generation}",
         ]
-        if self.poll_cap is not None:
-            args += ["--poll-cap", str(self.poll_cap)]
+        if self.poll_interval is not None:
+            args += ["--poll-interval", str(self.poll_interval)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
         with open(instance.log_path, "wb") as log:

@@ -318,6 +318,19 @@ def check_i3(obs: WindowObservation) -> InvariantResult:
 # -- I4: no pre-phase work once it must stop ---------------------------------------------------
 
 
+def _machine_of(obs: WindowObservation, request: ArmRequest) -> str:
+    """The VM a request acted on: the VM itself, or the VM whose disk a snapshot copies."""
+    if request.operation == "vm.start":
+        return request.target
+    best, machine = "", request.target
+    for vm_id, disks in obs.vms.items():
+        for disk in disks:
+            name = _short(disk)
+            if name.lower() in request.target.lower() and len(name) > len(best):
+                best, machine = name, _short(vm_id)
+    return machine
+
+
 def check_i4(obs: WindowObservation) -> InvariantResult:
     limits = [(obs.start, "the run's scheduled start")]
     post = obs.phases.get("post")
@@ -326,24 +339,38 @@ def check_i4(obs: WindowObservation) -> InvariantResult:
     if obs.cancel_requested_at is not None:
         limits.append((obs.cancel_requested_at, "the run was cancelled"))
     limit, what = min(limits, key=lambda item: item[0])
-    violations = []
+    late: dict[str, list[ArmRequest]] = {}
     for request in sorted([*obs.vm_starts, *obs.snapshot_puts], key=lambda r: r.time):
         if request.time > limit + IN_FLIGHT_ALLOWANCE:
-            action = "VM start" if request.operation == "vm.start" else "snapshot PUT"
-            violations.append(
-                f"{action} of {request.target} at {obs.when(request.time)}, after {what} at {obs.when(limit)}"
-            )
+            late.setdefault(_machine_of(obs, request), []).append(request)
+    violations = []
+    for machine, requests in sorted(late.items()):
+        starts = [r for r in requests if r.operation == "vm.start"]
+        snapshots = [r for r in requests if r.operation != "vm.start"]
+        parts = []
+        if starts:
+            parts.append(f"started at {', '.join(obs.when(r.time) for r in starts)}")
+        if snapshots:
+            parts.append(f"{len(snapshots)} snapshot PUT(s) from {obs.when(snapshots[0].time)}")
+        violations.append(f"{machine}: {' and '.join(parts)}, after {what} at {obs.when(limit)}")
     return _result("I4", violations, f"pre-phase actions must stop at {what} ({obs.when(limit)})")
 
 
 # -- I5: alert suppression ---------------------------------------------------------------------
 
 
+def _rule_name(rule_id: str) -> str:
+    """``name`` (subscription ``1234abcd``): one rule per subscription, all with the same name."""
+    parts = rule_id.strip("/").split("/")
+    subscription = parts[1][:8] if len(parts) > 1 and parts[0].lower() == "subscriptions" else "?"
+    return f"{_short(rule_id)} (subscription {subscription})"
+
+
 def check_i5(obs: WindowObservation) -> InvariantResult:
     bound = obs.end + obs.grace
     violations = []
     for rule in sorted(obs.rules, key=lambda r: r.id.lower()):
-        name = _short(rule.id)
+        name = _rule_name(rule.id)
         if rule.exists_now:
             post = obs.phases.get("post")
             where = f"post phase {post.status} ({post.source})" if post else "no post phase"

@@ -249,9 +249,13 @@ class FunctionAppRunner:
         queues: QueuesConfig | None = None,
         wrap_transport: Callable[[Any], Any] | None = None,
         lease: timedelta = LEASE,
+        queue_client_options: Mapping[str, Any] | None = None,
     ):
         self.functions = discover(app)
         self.lease = lease
+        # Keyword arguments for the pumps' QueueServiceClient (e.g. a retry policy): the host's
+        # queue listener has storage retries of its own, apart from the app's clients.
+        self.queue_client_options = dict(queue_client_options or {})
         self._wrap_transport = wrap_transport
         self.env = dict(env)
         self.queues_config = queues or load_queues_config()
@@ -295,7 +299,7 @@ class FunctionAppRunner:
             if function.trigger_type != "queueTrigger":
                 continue
             connection = self.env[function.binding["connection"]]
-            service = QueueServiceClient.from_connection_string(connection)
+            service = QueueServiceClient.from_connection_string(connection, **self.queue_client_options)
             pump = QueuePump(function, service, self.queues_config, self.stats, self._stop, lease=self.lease)
             pump.start()
             self._pumps.append(pump)
