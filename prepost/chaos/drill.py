@@ -18,10 +18,12 @@ import dataclasses
 import json
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -216,9 +218,8 @@ class Drill:
             self.stop_event.set()
             self._stop_everything()
             set_clock(None)
-        report = self.report()
-        self._drill_log.close()
-        return report
+            self._drill_log.close()
+        return self.report()
 
     def _start_everything(self) -> None:
         from prepost.local.azurite import AzuriteProcess
@@ -693,31 +694,52 @@ def _validate_faults(options: DrillOptions) -> None:
         parse_faults(options.arm_faults)
     except ValueError as error:
         raise DrillError(f"--arm-faults: {error}") from None
-    try:
-        from prepost.chaos.proxy_faults import FaultPlan
+    from prepost.chaos.proxy_faults import FaultPlan
 
+    try:
         FaultPlan.parse(options.storage_faults)
-    except ImportError:
-        pass
     except ValueError as error:
         raise DrillError(f"--storage-faults: {error}") from None
 
 
 def run_chaos(options: DrillOptions, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the drill, print the report, write ``--json``; the exit status (0: no violations)."""
+    """Run the drill, print the report, write ``--json``; the exit status (0: no violations).
+
+    SIGTERM is handled like Ctrl-C, so everything the drill started is stopped either way.
+    """
     from prepost.chaos.report import render
 
     drill = Drill(options, err=err)
     failed = True
+    previous = _terminate_as_interrupt()
     try:
-        report = drill.run()
+        try:
+            report = drill.run()
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            traceback.print_exc(file=err)
+            report = drill.report()
         print(render(report), file=out)
         if options.json_path:
             Path(options.json_path).write_text(json.dumps(report, indent=2))
         failed = report["totals"]["violations"] > 0 or bool(report["error"]) or any(run.error for run in drill.windows)
         return 1 if failed else 0
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if failed or options.keep_logs:
             print(f"chaos: logs in {drill.log_dir}", file=err)
         else:
             shutil.rmtree(drill.log_dir, ignore_errors=True)
+
+
+def _terminate_as_interrupt():
+    """Raise KeyboardInterrupt on SIGTERM (main thread only); returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)

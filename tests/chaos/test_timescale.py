@@ -103,3 +103,18 @@ def test_the_transport_closes_the_inner_one():
     inner = RecordingTransport()
     ScaledDelayTransport(inner, 60).close()
     assert inner.closed
+
+
+def test_the_runner_constants_of_an_instance_are_scaled():
+    from prepost.chaos.instance import DEFAULT_POLL_INTERVAL, host_queue_client_options, scaled_runner_options
+
+    lease, queues = scaled_runner_options(60)
+    assert lease == timedelta(seconds=10)  # the host's 10-minute lease
+    assert queues.visibility_timeout == timedelta(seconds=1)  # 30 s scaled, in whole seconds
+    assert queues.max_polling_interval == timedelta(seconds=DEFAULT_POLL_INTERVAL)
+    assert queues.max_dequeue_count == 5 and queues.batch_size == 8  # host.json, unchanged
+    lease, queues = scaled_runner_options(1)
+    assert lease == timedelta(minutes=10) and queues.visibility_timeout == timedelta(seconds=30)
+    assert queues.max_polling_interval == timedelta(seconds=2)
+    retry = host_queue_client_options(60)["retry_policy"]
+    assert retry.backoff < 1 and retry.total_retries == 3
