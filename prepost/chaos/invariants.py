@@ -215,6 +215,8 @@ class PreWorkVerdict:
 def pre_work_verdict(obs: WindowObservation) -> PreWorkVerdict:
     low, high = obs.deadline - obs.band_before, obs.deadline + obs.band_after
     pre = obs.phases.get("pre")
+    if pre is not None and pre.status == "failed":
+        return PreWorkVerdict("failed-or-late", f"the pre phase could not be planned ({obs.when(pre.planned_at)})")
     if pre is None or pre.planned_at is None or pre.planned_at > high:
         planned = "never" if pre is None or pre.planned_at is None else f"only at {obs.when(pre.planned_at)}"
         return PreWorkVerdict(

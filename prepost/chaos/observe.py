@@ -114,20 +114,23 @@ class StorageView:
         return found
 
     def tasks(self, run_key: str) -> list[TaskObs]:
-        """The run's tasks, each with the virtual time its entity was last written."""
+        """The run's tasks (read with the app's own adapter), each with the virtual time its
+        entity was last written: the ``Timestamp`` of the entity whose RowKey is the task id."""
         from shared.names import TableName
 
+        # No $select: the service leaves Timestamp out of a projection that does not name it.
         entities = self.clients.table(TableName.TASKS).query_entities("PartitionKey eq @pk", parameters={"pk": run_key})
+        stamps = {entity["RowKey"]: entity.metadata.get("timestamp") for entity in entities}
         tasks = []
-        for entity in entities:
-            stamp = entity.metadata.get("timestamp")
+        for record in self.records.list_tasks(run_key):
+            stamp = stamps.get(record.task_id)
             tasks.append(
                 TaskObs(
-                    phase=entity["Phase"],
-                    action=entity["Action"],
-                    target=entity["Target"],
-                    status=entity["Status"],
-                    detail=entity.get("Detail", ""),
+                    phase=record.phase.value,
+                    action=record.action.value,
+                    target=record.target,
+                    status=record.status.value,
+                    detail=record.detail,
                     recorded_at=self.clock.to_virtual(stamp) if stamp else None,
                 )
             )

@@ -183,6 +183,16 @@ def test_i2_flags_a_pre_phase_never_planned_by_the_deadline():
     assert result.status == FAIL and "not planned by the deadline" in result.violations[0]
 
 
+def test_a_pre_phase_that_could_not_be_planned_is_judged_by_i2_not_i1():
+    obs = clean()
+    obs.phases["pre"] = dataclasses.replace(obs.phases["pre"], status="failed")
+    obs.tasks = [t for t in obs.tasks if t.phase != "pre"]
+    assert check_i1(cancelled(obs, -39)).status == NOT_APPLICABLE
+    assert check_i2(cancelled(obs, -39)).status == OK
+    result = check_i2(obs)
+    assert result.status == FAIL and "could not be planned" in result.violations[0]
+
+
 def test_i2_passes_a_cancel_before_the_cut_off():
     obs = cancelled(replace_task(clean(), "start-vm", VM2, status="failed"), -11)
     assert check_i2(obs).status == OK
