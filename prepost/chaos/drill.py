@@ -53,11 +53,9 @@ CANCEL_MARGIN = timedelta(minutes=2)
 OPERATION_SECONDS = {"vm.start": 90.0, "vm.deallocate": 60.0, "snapshots.create": 60.0, "snapshots.delete": 30.0}
 """Virtual seconds the simulator's long-running operations take."""
 SETTLED_AFTER_END = timeline.GRACE + timedelta(minutes=2)
-"""A window is not checked before its end + grace + this: the app's post fallback is due at end + grace."""
+"""A window is not checked before its end plus this: the app's post fallback is due at end + grace."""
 MONITOR_INTERVAL = 0.5
 """Real seconds between samples of the simulator and peeks at the work queues."""
-STORAGE_FAULT_KINDS = ("error500", "error503", "reset_before", "lost_response", "timeout")
-ARM_FAULT_KINDS = ("429", "500", "timeout", "failed-op")
 
 
 class DrillError(RuntimeError):
@@ -177,6 +175,8 @@ class Drill:
         self.proxies: list[Any] = []
         self.simulator = None
         self.pool = None
+        self.estate = None
+        self.sender: EventGridSender | None = None
         self.storage: StorageView | None = None
         self.simulator_log: SimulatorLog | None = None
         self.windows: list[WindowRun] = []
