@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite
 
-.PHONY: install demo test unit integration bench lint clean
+.PHONY: install demo test unit integration chaos bench lint clean
 
 install: $(STAMP) $(AZURITE)
 
@@ -30,6 +30,12 @@ unit: $(STAMP)
 
 integration: install
 	$(BIN)/python -m pytest tests/integration tests/local tests/simulator
+
+# 20 maintenance windows under storage faults, ARM faults, crashes and disordered events (docs/chaos.md);
+# options through CHAOS_ARGS, e.g. make chaos CHAOS_ARGS="--seed 2 --json chaos.json".
+CHAOS_ARGS ?=
+chaos: install
+	$(BIN)/python -m prepost.cli chaos $(CHAOS_ARGS)
 
 bench: install
 	$(BIN)/python -m bench

@@ -35,10 +35,12 @@ def build_event(
     now: datetime | None = None,
     schema: str = "eventgrid",
     status: str = "Succeeded",
+    end: datetime | None = None,
 ) -> dict[str, Any]:
     """One pre or post event (Event Grid or CloudEvents schema), for a run starting at ``start``.
 
     With ``correlation_id`` the event belongs to that run (its start is read from the id).
+    ``end`` is the window's end (default: ``start`` plus two hours).
     """
     now = now or datetime.now(timezone.utc)
     if correlation_id:
@@ -52,7 +54,7 @@ def build_event(
         "correlationId": correlation_id,
         "maintenanceConfigurationId": configuration_id,
         "startDateTime": format_time(start),
-        "endDateTime": format_time(start + WINDOW),
+        "endDateTime": format_time(end.astimezone(timezone.utc) if end else start + WINDOW),
         "resourceSubscriptionIds": subscriptions,
     }
     if kind == "pre":

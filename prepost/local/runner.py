@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -120,11 +121,21 @@ class QueuePump:
     """Feeds one queue-triggered function from its Storage queue, as the host would."""
 
     def __init__(
-        self, function: RegisteredFunction, service, config: QueuesConfig, stats: RunnerStats, stop: threading.Event
+        self,
+        function: RegisteredFunction,
+        service,
+        config: QueuesConfig,
+        stats: RunnerStats,
+        stop: threading.Event,
+        *,
+        lease: timedelta = LEASE,
     ):
         self.function = function
         self.queue_name = function.binding["queueName"]
         self.config = config
+        # How long a received message stays invisible while its function runs; a message of an
+        # instance that died reappears after it (the host's lease, 10 minutes).
+        self.lease = lease
         self.stats = stats
         self._stop = stop
         # Raw message text, decoded per message in _invoke: with a decode policy on the client,
@@ -162,7 +173,7 @@ class QueuePump:
     def _poll_once(self) -> int:
         messages = list(
             self.queue.receive_messages(
-                max_messages=self.config.batch_size, visibility_timeout=int(LEASE.total_seconds())
+                max_messages=self.config.batch_size, visibility_timeout=max(1, math.ceil(self.lease.total_seconds()))
             )
         )
         futures = [self._pool.submit(self._invoke, message) for message in messages]
@@ -252,8 +263,14 @@ class FunctionAppRunner:
         env: Mapping[str, str],
         queues: QueuesConfig | None = None,
         wrap_transport: Callable[[Any], Any] | None = None,
+        lease: timedelta = LEASE,
+        queue_client_options: Mapping[str, Any] | None = None,
     ):
         self.functions = discover(app)
+        self.lease = lease
+        # Keyword arguments for the pumps' QueueServiceClient (e.g. a retry policy): the host's
+        # queue listener has storage retries of its own, apart from the app's clients.
+        self.queue_client_options = dict(queue_client_options or {})
         self._wrap_transport = wrap_transport
         self.env = dict(env)
         self.queues_config = queues or load_queues_config()
@@ -297,8 +314,8 @@ class FunctionAppRunner:
             if function.trigger_type != "queueTrigger":
                 continue
             connection = self.env[function.binding["connection"]]
-            service = QueueServiceClient.from_connection_string(connection)
-            pump = QueuePump(function, service, self.queues_config, self.stats, self._stop)
+            service = QueueServiceClient.from_connection_string(connection, **self.queue_client_options)
+            pump = QueuePump(function, service, self.queues_config, self.stats, self._stop, lease=self.lease)
             pump.start()
             self._pumps.append(pump)
         if webhook_port is not None:

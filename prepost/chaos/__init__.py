@@ -1,0 +1,1 @@
+"""The chaos drill: faults, instances, disorder and invariants around real maintenance windows."""

@@ -1,0 +1,1 @@
+"""Tests of the chaos drill's parts: the storage fault proxy."""
