@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from shared.usecases.intake import LATE_PRE_EVENT_FINDING
+
 INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8")
 TITLES = {
     "I1": "no cancel after pre-work succeeded in time",
@@ -55,6 +57,7 @@ class PhaseObs:
     source: str = "event"
     planned_at: datetime | None = None
     completed_at: datetime | None = None
+    findings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ class WindowObservation:
     cancel_requested_at: datetime | None = None
     cancel_reason: str | None = None
     cancel_result: str | None = None
+    """What came of the decision to cancel: the call's answer, or why no call was made."""
+    cancel_accepted: bool = False
+    """Update Manager accepted the cancellation (nothing is patched; pre-work must stop)."""
     sim_cancellations: list[datetime] = field(default_factory=list)
     """When the simulator received cancel calls for the run (first and later ones)."""
     phases: dict[str, PhaseObs] = field(default_factory=dict)
@@ -279,6 +285,12 @@ def check_i2(obs: WindowObservation) -> InvariantResult:
         return _result("I2", [], f"{verdict.reason}; cancelled at {obs.when(min(in_time))}")
     if obs.cancel_result:
         return _result("I2", [], f"{verdict.reason}; not cancelled in time: {obs.cancel_result}")
+    pre = obs.phases.get("pre")
+    late = next((f for f in (pre.findings if pre else ()) if f.startswith(LATE_PRE_EVENT_FINDING)), None)
+    if late:
+        # The pre-event itself came after the deadline: the record says so, and why no
+        # cancellation could be made in time.
+        return _result("I2", [], f"{verdict.reason}; the record says why: {late}")
     late = f" (a cancel came only at {obs.when(min(obs.sim_cancellations))})" if obs.sim_cancellations else ""
     return _result(
         "I2",
@@ -338,7 +350,9 @@ def check_i4(obs: WindowObservation) -> InvariantResult:
     post = obs.phases.get("post")
     if post is not None:
         limits.append((post.received_at, f"the post phase began ({post.source})"))
-    if obs.cancel_requested_at is not None:
+    if obs.cancel_requested_at is not None and obs.cancel_accepted:
+        # Only a cancellation Update Manager accepted stops the run; a refused or too-late one
+        # leaves patching going ahead, and the pre-work with it.
         limits.append((obs.cancel_requested_at, "the run was cancelled"))
     limit, what = min(limits, key=lambda item: item[0])
     late: dict[str, list[ArmRequest]] = {}

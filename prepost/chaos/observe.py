@@ -110,6 +110,7 @@ class StorageView:
                     source=record.source.value,
                     planned_at=record.planned_at,
                     completed_at=record.completed_at,
+                    findings=tuple(record.findings),
                 )
         return found
 
@@ -389,6 +390,7 @@ def build_observation(
         cancel_requested_at=run.cancel_requested_at if run else None,
         cancel_reason=run.cancel_reason if run else None,
         cancel_result=run.cancel_result if run else None,
+        cancel_accepted=bool(run and run.cancel_accepted),
         sim_cancellations=cancellations,
         phases=storage.phases(facts.run_key),
         tasks=storage.tasks(facts.run_key),

@@ -33,6 +33,8 @@ from shared.usecases.supervision import CONFLICT_RETRIES, MAX_HOP
 
 log = logging.getLogger(__name__)
 
+LATE_PRE_EVENT_FINDING = "pre-event handled after the cancellation deadline"
+"""How the pre phase's findings start when its event came too late for the deadline check."""
 PAYLOAD_LIMIT = 30_000
 EARLY_PRE_EVENT = timedelta(days=1)
 """A pre-event this long before its run's start is accepted with a finding: Update Manager sends
@@ -250,8 +252,8 @@ def _timing_findings(event: PreMaintenance | PostMaintenance, now: datetime, mar
         deadline = event.cancel_deadline(margin)
         if now >= deadline:
             findings.append(
-                f"pre-event handled after the cancellation deadline {deadline.isoformat()}: "
-                "the run can no longer be cancelled if pre-work fails"
+                f"{LATE_PRE_EVENT_FINDING} {deadline.isoformat()}: no cancellation is made for unfinished "
+                "pre-work, and one made for failed pre-work may not take effect"
             )
         if not event.cutoff_was_given:
             findings.append("cancellationCutOffDateTime missing; assumed 10 minutes before start")

@@ -30,6 +30,7 @@ from prepost.chaos.invariants import (
     check_i8,
     pre_work_verdict,
 )
+from shared.usecases.intake import LATE_PRE_EVENT_FINDING
 
 T = datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)
 SUB = "/subscriptions/11111111-1111-4111-8111-111111111111/resourceGroups/rg-chaos-01/providers"
@@ -123,6 +124,7 @@ def cancelled(obs: WindowObservation, at: float) -> WindowObservation:
         cancel_requested_at=minutes(at),
         cancel_reason="pre-work not finished",
         cancel_result="cancel requested; Update Manager reports Cancel",
+        cancel_accepted=True,
     )
 
 
@@ -278,6 +280,24 @@ def test_i4_flags_work_after_the_cancel():
     obs = cancelled(clean(), -38.5)
     result = check_i4(obs)
     assert result.status == FAIL and all("after the run was cancelled" in v for v in result.violations)
+
+
+def test_i4_lets_pre_work_go_on_after_a_cancel_that_was_not_accepted():
+    """A refused or too-late cancel leaves patching going ahead: the pre-work may go on too."""
+    refused = dataclasses.replace(
+        cancelled(clean(), -38.5), sim_cancellations=[], cancel_result="cancel refused: 403", cancel_accepted=False
+    )
+    assert check_i4(refused).status == OK
+
+
+def test_i2_accepts_a_pre_phase_whose_event_came_after_the_deadline_and_says_so():
+    obs = clean()
+    late = f"{LATE_PRE_EVENT_FINDING} 2026-11-30T13:48:00+00:00: no cancellation is made for unfinished pre-work"
+    obs.phases["pre"] = dataclasses.replace(
+        obs.phases["pre"], received_at=minutes(-5), planned_at=minutes(-4.5), findings=(late,)
+    )
+    result = check_i2(obs)
+    assert result.status == OK and "the record says why" in result.note
 
 
 def test_i4_allows_a_request_in_flight_at_the_boundary():
