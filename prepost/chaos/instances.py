@@ -10,12 +10,9 @@ a grace period, then reap. Instances still running when the interpreter exits ar
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -24,22 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prepost.chaos.timescale import ScaledClock
+from prepost.local.processes import ExitRegistry, kill_process, stop_processes
 
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
-_pools: set[InstancePool] = set()
-_pools_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_all() -> None:
-    with _pools_lock:
-        pools = list(_pools)
-    for pool in pools:
-        with contextlib.suppress(Exception):
-            pool.stop()
+#: Every pool not yet stopped when the interpreter exits is stopped then.
+_pools = ExitRegistry()
 
 
 class InstanceStartError(RuntimeError):
@@ -98,8 +87,7 @@ class InstancePool:
         self.instances = [Instance(index) for index in range(1, count + 1)]
         self.crashes: list[CrashRecord] = []
         self._lock = threading.RLock()
-        with _pools_lock:
-            _pools.add(self)
+        _pools.add(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -129,8 +117,7 @@ class InstancePool:
                 return None
             victim = rng.choice(live)
             assert victim.process is not None
-            _signal_group(victim.process.pid, signal.SIGKILL)
-            victim.process.wait()
+            kill_process(victim.process)
             self.crashes.append(CrashRecord(time.time(), victim.name, victim.process.pid))
             victim.url = None
             return victim
@@ -138,23 +125,14 @@ class InstancePool:
     def stop(self) -> None:
         """Stop every instance (SIGTERM to its group, SIGKILL after a grace period) and reap it."""
         with self._lock:
+            stop_processes(
+                [instance.process for instance in self.instances if instance.process is not None],
+                timeout=STOP_TIMEOUT,
+            )
             for instance in self.instances:
-                process = instance.process
-                if process is not None and process.poll() is None:
-                    _signal_group(process.pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            for instance in self.instances:
-                process = instance.process
-                if process is None:
-                    continue
-                try:
-                    process.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    _signal_group(process.pid, signal.SIGKILL)
-                    process.wait()
-                instance.url = None
-        with _pools_lock:
-            _pools.discard(self)
+                if instance.process is not None:
+                    instance.url = None
+        _pools.discard(self)
 
     # -- for the drill --------------------------------------------------------------------------
 
@@ -222,12 +200,5 @@ class InstancePool:
             waiter.wait(0.05)
 
     def _reap(self, instance: Instance) -> None:
-        process = instance.process
-        if process is not None and process.poll() is None:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+        if instance.process is not None:
+            kill_process(instance.process)

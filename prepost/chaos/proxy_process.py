@@ -16,13 +16,10 @@ listens, and :meth:`ProxyProcess.stop` sends SIGTERM, then SIGKILL after ``stop_
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prepost.chaos.proxy_faults import FaultPlan, Service
+from prepost.local.processes import ExitRegistry, stop_process
 
 __all__ = ["ProxyError", "ProxyProcess", "ProxyStartError"]
 
@@ -53,18 +51,8 @@ class ProxyStartError(ProxyError):
     """The proxy process could not be launched, exited early, or was not ready before the deadline."""
 
 
-_live: set[ProxyProcess] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_all() -> None:
-    """Stop every proxy process still running when the interpreter exits."""
-    with _live_lock:
-        leftovers = list(_live)
-    for instance in leftovers:
-        with contextlib.suppress(Exception):
-            instance.stop()
+#: Every proxy process still running when the interpreter exits is stopped then.
+_live = ExitRegistry()
 
 
 class ProxyProcess:
@@ -255,8 +243,7 @@ class ProxyProcess:
                 )
             except OSError as error:
                 raise ProxyStartError(f"cannot run {self.python} -m prepost.chaos.proxy: {error}") from error
-        with _live_lock:
-            _live.add(self)
+        _live.add(self)
 
     def _wait_until_ready(self, deadline: float) -> str:
         assert self._proc is not None and self._workdir is not None
@@ -279,19 +266,11 @@ class ProxyProcess:
 
     def _terminate(self) -> None:
         """Stop the process by its PID, reap it, keep its last output and delete the temp dir."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            # Until reaped, the PID cannot have been reused: signalling it reaches our child.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        with _live_lock:
-            _live.discard(self)
+        if self._proc is not None:
+            # By PID, not by group: the proxy is a single process with no children of its own, and its
+            # session exists only to keep Ctrl-C in the terminal away from it.
+            stop_process(self._proc, timeout=self.stop_timeout, group=False)
+        _live.discard(self)
         if self._workdir is not None:
             self._log_tail = self.log_tail()
             shutil.rmtree(self._workdir, ignore_errors=True)

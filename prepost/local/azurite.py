@@ -9,9 +9,10 @@ reports free, so several can run side by side and nothing is left on disk::
 Azurite is installed from ``package.json`` at the repository root (``npm ci``, which
 ``make`` runs). The process runs in its own process group; :meth:`AzuriteProcess.stop`
 sends SIGTERM to the group, escalates to SIGKILL after ``stop_timeout`` seconds and reaps
-it. Instances still running when the interpreter exits (including after Ctrl-C) are
-stopped by an ``atexit`` hook. A hard kill of the Python process (SIGKILL) cannot be
-intercepted; the orphan then has to be stopped by its PID.
+it (:func:`prepost.local.processes.stop_process`). Instances still running when the
+interpreter exits (including after Ctrl-C) are stopped by an ``atexit`` hook. A hard kill
+of the Python process (SIGKILL) cannot be intercepted; the orphan then has to be stopped
+by its PID.
 
 Timings measured on a busy 2-core Linux machine (Node 20, Azurite 3.37.0, 10 runs):
 ``start()`` takes 2.0-2.6 s, median 2.1 s, until blob, queue and table all answer HTTP;
@@ -23,12 +24,9 @@ covers an Azurite that ignores SIGTERM or lingers after it.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import http.client
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -38,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from prepost.local.processes import ExitRegistry, stop_process
 
 __all__ = [
     "ACCOUNT_KEY",
@@ -187,18 +187,8 @@ def _answers_as_azurite(host: str, port: int, timeout: float = _PROBE_TIMEOUT) -
         conn.close()
 
 
-_live: set[AzuriteProcess] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_all() -> None:
-    """Stop every instance still running when the interpreter exits."""
-    with _live_lock:
-        leftovers = list(_live)
-    for instance in leftovers:
-        with contextlib.suppress(Exception):
-            instance.stop()
+#: Every instance still running when the interpreter exits is stopped then.
+_live = ExitRegistry()
 
 
 class AzuriteProcess:
@@ -366,8 +356,7 @@ class AzuriteProcess:
                 )
             except OSError as exc:
                 raise AzuriteStartError(f"cannot run Azurite executable {executable}: {exc}") from exc
-        with _live_lock:
-            _live.add(self)
+        _live.add(self)
 
     def _wait_until_ready(self, deadline: float) -> None:
         assert self._proc is not None and self._endpoints is not None
@@ -395,25 +384,9 @@ class AzuriteProcess:
 
     def _terminate(self) -> None:
         """Stop the process group, reap the leader and delete the temp dir."""
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            if os.name == "nt":
-                proc.terminate()
-                try:
-                    proc.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            else:
-                _signal_group(proc.pid, signal.SIGTERM)
-                if not _wait_for_exit(proc, self.stop_timeout):
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    _wait_for_exit(proc, None)
-                # The leader is a zombie until reaped, so its PID (= the group id) cannot
-                # have been reused: clear out anything else left in the group, then reap.
-                _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait()
-        with _live_lock:
-            _live.discard(self)
+        if self._proc is not None:
+            stop_process(self._proc, timeout=self.stop_timeout)
+        _live.discard(self)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
@@ -421,28 +394,3 @@ class AzuriteProcess:
 
 class _PortInUse(Exception):
     """Azurite lost the race for one of the chosen ports; retry with new ones."""
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _wait_for_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
-    """Wait until ``proc`` has exited, without reaping it; False on timeout."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        if proc.returncode is not None:
-            return True
-        if hasattr(os, "waitid"):
-            try:
-                info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return True
-            if info is not None:
-                return True
-        elif proc.poll() is not None:
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)

@@ -375,6 +375,6 @@ def test_atexit_hook_stops_running_instances(tmp_path: Path) -> None:
     process._launch(exe)  # launched but not waited for, as if interrupted mid-start
     pid = process.pid
     assert process in azurite_module._live
-    azurite_module._stop_all()
+    azurite_module._live.stop_all()
     assert not _pid_exists(pid)
     assert process not in azurite_module._live
