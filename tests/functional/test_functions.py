@@ -17,8 +17,6 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 import function_app
-import shared.handlers
-from shared.bootstrap import Container, set_container
 from shared.errors import Throttled
 from shared.models.events import parse_time
 from shared.models.messages import (
@@ -35,8 +33,8 @@ from shared.ports.azure import PowerState
 from shared.ports.records import DeliveryOutcome
 from shared.settings import Settings, Transport
 from tests.conftest import load_events
-from tests.fakes import FakeIdempotencyStore, FakeTransport
 from tests.fakes_azure import POST_SAMPLE, PRE_SAMPLE, FakeEstate
+from tests.functional.conftest import estate_behind_the_app
 
 # One app per module, and get_functions() once per app (a second call raises).
 FUNCTIONS = {f.get_function_name(): f for f in function_app.build_app(Transport.STORAGE).get_functions()}
@@ -57,42 +55,10 @@ SETTINGS = Settings.from_environ(
 _ids = itertools.count(1)
 
 
-class FakeStorage:
-    """The one storage method the handlers use directly: parking a message in its poison queue."""
-
-    def __init__(self) -> None:
-        self.parked: list[tuple[QueueName, str | bytes, str]] = []
-
-    def park(self, queue: QueueName, body: str | bytes, reason: str) -> None:
-        self.parked.append((queue, body, reason))
-
-
 @pytest.fixture
-def estate(monkeypatch) -> Iterator[FakeEstate]:
-    """GIVEN the sample run's estate behind the process-wide container, at the pre-event's time."""
-    estate = FakeEstate()
-    estate.storage = FakeStorage()
-    estate.storage_transport = FakeTransport()
-    container = Container(
-        SETTINGS,
-        records=estate.records,
-        idempotency=FakeIdempotencyStore(),
-        storage=estate.storage,
-        storage_transport=estate.storage_transport,
-        transport=estate.transport,
-        inventory=estate.inventory,
-        configurations=estate.configurations,
-        compute=estate.compute,
-        alerts=estate.alerts,
-        arc=estate.arc,
-        cancellation=estate.cancellation,
-    )
-    monkeypatch.setattr(shared.handlers, "utcnow", lambda: estate.now)
-    set_container(container)
-    try:
+def estate() -> Iterator[FakeEstate]:
+    with estate_behind_the_app(SETTINGS) as estate:
         yield estate
-    finally:
-        set_container(None)
 
 
 def event_grid_event(name: str) -> func.EventGridEvent:

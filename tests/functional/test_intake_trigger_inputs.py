@@ -16,16 +16,14 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.meta import Datum
 
 import function_app
-import shared.handlers
-from shared.bootstrap import Container, set_container
 from shared.models.messages import PlanPhase
 from shared.models.run import Phase
 from shared.names import INTAKE_FUNCTION
 from shared.ports.records import DeliveryOutcome
 from shared.settings import Settings, Transport
 from tests.conftest import load_events
-from tests.fakes import FakeIdempotencyStore
 from tests.fakes_azure import FakeEstate
+from tests.functional.conftest import estate_behind_the_app
 
 INTAKE = next(
     f.get_user_function()
@@ -42,28 +40,9 @@ SETTINGS = Settings.from_environ(
 
 
 @pytest.fixture
-def estate(monkeypatch) -> Iterator[FakeEstate]:
-    """GIVEN the sample run's estate behind the process-wide container, at the pre-event's time."""
-    estate = FakeEstate()
-    container = Container(
-        SETTINGS,
-        records=estate.records,
-        idempotency=FakeIdempotencyStore(),
-        transport=estate.transport,
-        storage_transport=estate.transport,
-        inventory=estate.inventory,
-        configurations=estate.configurations,
-        compute=estate.compute,
-        alerts=estate.alerts,
-        arc=estate.arc,
-        cancellation=estate.cancellation,
-    )
-    monkeypatch.setattr(shared.handlers, "utcnow", lambda: estate.now)
-    set_container(container)
-    try:
+def estate() -> Iterator[FakeEstate]:
+    with estate_behind_the_app(SETTINGS) as estate:
         yield estate
-    finally:
-        set_container(None)
 
 
 def as_the_worker_decodes(text: str) -> func.EventGridEvent | func.CloudEvent:
