@@ -262,9 +262,12 @@ class _Reader:
 
     def disk(self, value: Any, path: str, default_id: str, default_size: int) -> DiskSpec:
         obj = _Obj(self, value, path, ("id", "sizeGb", "sku", "lun"))
-        disk_id = obj.text("id", default_id) if obj.has("id") or not default_id else default_id
-        if disk_id:
-            self.check_id(disk_id, COMPUTE_DISK, f"{path}.id")
+        if obj.has("id") or not default_id:
+            disk_id = obj.text("id")  # required when there is no default (data disks)
+            if disk_id:
+                self.check_id(disk_id, COMPUTE_DISK, f"{path}.id")
+        else:
+            disk_id = default_id
         lun = obj.integer("lun") if obj.has("lun") else None
         return DiskSpec(
             id=disk_id,

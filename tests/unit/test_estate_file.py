@@ -83,6 +83,7 @@ def test_a_minimal_file_gets_defaults_and_one_configuration_covers_every_machine
             lambda d: d["vms"][0].update(dataDisks=[{"id": VM.replace("virtualMachines", "disks"), "sizeGb": 0}]),
             "vms[0].dataDisks[0].sizeGb: must be a whole number of at least 1, got 0",
         ),
+        (lambda d: d["vms"][0].update(dataDisks=[{"sizeGb": 64}]), "vms[0].dataDisks[0].id: is required"),
         (
             lambda d: d["vms"].append(copy.deepcopy(d["vms"][0])),
             "vms[1].id: " + VM + " is declared twice (also at [0])",
