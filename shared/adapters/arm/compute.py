@@ -105,7 +105,8 @@ class ArmCompute(Compute):
 # raw JSON (a dict), or a model holding raw dicts inside, instead of raising. Reading every
 # answer through its wire shape (``as_dict()`` of a model, the dict itself otherwise) gives the
 # same result either way. Upstream: https://github.com/Azure/azure-sdk-for-python/issues/47426
-# (fix in the generator: https://github.com/microsoft/typespec/pull/11236).
+# (a generator fix was proposed in https://github.com/microsoft/typespec/pull/11236; the pinned
+# 39.0.0 still sets up ``Model.__new__`` unguarded, so the workaround stays until a pin does not).
 def _wire(resource: Any) -> Mapping[str, Any]:
     """The REST JSON of an SDK answer, whether the SDK returned a model or (the race) a dict."""
     as_dict = getattr(resource, "as_dict", None)
