@@ -30,6 +30,7 @@ class Anonymiser:
     def __init__(self, salt: str | None = None):
         self.salt = (salt or secrets.token_hex(16)).encode()
         self._names: dict[tuple[str, str], str] = {}
+        self._counts: dict[str, int] = {}
 
     def subscription(self, value: str) -> str:
         digest = hmac.new(self.salt, value.lower().encode(), hashlib.sha256).digest()
@@ -38,8 +39,8 @@ class Anonymiser:
     def name(self, kind: str, value: str) -> str:
         key = (kind, value.lower())
         if key not in self._names:
-            count = sum(1 for known_kind, _ in self._names if known_kind == kind)
-            self._names[key] = f"{kind}-{count + 1:03d}"
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            self._names[key] = f"{kind}-{self._counts[kind]:03d}"
         return self._names[key]
 
     def resource_id(self, value: str, kind: str) -> str:
