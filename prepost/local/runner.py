@@ -352,6 +352,28 @@ class FunctionAppRunner:
                 errors.append(f"{type(error).__name__}: {error}")
         return errors
 
+    def record_refused_delivery(self, reason: str, body: bytes) -> None:
+        """Record a delivery refused before any function ran (not JSON, not events, too large) as
+        rejected, with the start of its body, so the delivery log misses nothing."""
+        from shared.clock import utcnow
+        from shared.ports.records import DeliveryOutcome, DeliveryRecord
+        from shared.usecases.intake import PAYLOAD_LIMIT
+
+        text = body[: PAYLOAD_LIMIT * 4].decode("utf-8", errors="replace")
+        if len(text) > PAYLOAD_LIMIT:
+            text = text[:PAYLOAD_LIMIT] + f"...(cut from {len(body):,} bytes)"
+        log.warning("delivery refused by the webhook: %s", reason)
+        self.container.records.record_delivery(
+            DeliveryRecord(
+                received_at=utcnow(),
+                event_id="",
+                event_type="",
+                outcome=DeliveryOutcome.REJECTED,
+                reason=f"not delivered to the function: {reason}",
+                payload=text,
+            )
+        )
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._webhook:

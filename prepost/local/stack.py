@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prepost.local.state import StackState
+
+if TYPE_CHECKING:
+    from prepost.simulator.estate import Estate
 
 DEFAULT_AZURITE_PORTS = (10000, 10001, 10002)
 DEFAULT_SIMULATOR_PORT = 7480
@@ -17,17 +21,20 @@ DEFAULT_WEBHOOK_PORT = 7071
 
 
 def app_settings(
-    storage_connection: str, simulator_url: str, configuration_ids: list[str], subscription_ids: list[str]
+    storage_connection: str,
+    simulator_url: str,
+    configuration_ids: list[str] | str,
+    subscription_ids: list[str] | str,
 ) -> dict[str, str]:
-    """What local.settings.json gives the host, for this stack."""
+    """What local.settings.json gives the host, for this stack (allow-lists as lists or as text)."""
     from shared.names import STORAGE_CONNECTION, SettingName
 
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         STORAGE_CONNECTION: storage_connection,
         SettingName.TRANSPORT.value: "storage",
-        SettingName.ALLOWED_CONFIGURATIONS.value: ",".join(configuration_ids),
-        SettingName.ALLOWED_SUBSCRIPTIONS.value: ",".join(subscription_ids),
+        SettingName.ALLOWED_CONFIGURATIONS.value: _listed(configuration_ids),
+        SettingName.ALLOWED_SUBSCRIPTIONS.value: _listed(subscription_ids),
         SettingName.ARM_ENDPOINT.value: simulator_url,
         SettingName.ARM_AUTH.value: "simulator",
         # The simulator finishes an operation at the next request by default: looking again
@@ -36,8 +43,55 @@ def app_settings(
     }
 
 
+def _listed(values: list[str] | str) -> str:
+    return values if isinstance(values, str) else ",".join(values)
+
+
+@dataclass(frozen=True)
+class AllowLists:
+    """The stack's allow-lists and where each came from (an option, the environment, the estate)."""
+
+    configurations: str
+    subscriptions: str
+    configurations_from: str
+    subscriptions_from: str
+
+
+def choose_allow_lists(
+    estate_configurations: list[str],
+    estate_subscriptions: list[str],
+    *,
+    configurations: str | None = None,
+    subscriptions: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AllowLists:
+    """An explicit option wins, then a value exported in ``environ`` (the user's shell, for
+    ``local up``), then the estate's own."""
+    from shared.names import SettingName
+
+    env = environ or {}
+
+    def pick(option: str | None, setting: SettingName, estate_values: list[str]) -> tuple[str, str]:
+        if option is not None:
+            return option, "option"
+        exported = env.get(setting.value)
+        if exported is not None and exported.strip():
+            return exported, f"environment ({setting.value})"
+        return ",".join(estate_values), "estate"
+
+    config_list, config_from = pick(configurations, SettingName.ALLOWED_CONFIGURATIONS, estate_configurations)
+    sub_list, sub_from = pick(subscriptions, SettingName.ALLOWED_SUBSCRIPTIONS, estate_subscriptions)
+    return AllowLists(config_list, sub_list, config_from, sub_from)
+
+
 class LocalStack:
-    """Starts everything in order and stops it in reverse, whatever happens in between."""
+    """Starts everything in order and stops it in reverse, whatever happens in between.
+
+    ``estate`` seeds the simulator with a given estate (an estate file, mapped); without it one
+    is generated from ``machines``, ``subscriptions`` and ``arc_servers``. The allow-lists follow
+    the estate unless ``allowed_configurations``/``allowed_subscriptions`` are given or set in
+    ``environ`` (the user's exported variables; :func:`choose_allow_lists`).
+    """
 
     def __init__(
         self,
@@ -51,6 +105,12 @@ class LocalStack:
         configuration_tags: dict[str, str] | None = None,
         wrap_transport: Callable[[Any], Any] | None = None,
         write_state: bool = True,
+        estate: Estate | None = None,
+        estate_file: str | None = None,
+        allowed_configurations: str | None = None,
+        allowed_subscriptions: str | None = None,
+        not_simulated: list[str] | None = None,
+        environ: Mapping[str, str] | None = None,
     ):
         self.fixed_ports = fixed_ports
         self.machines = machines
@@ -66,7 +126,13 @@ class LocalStack:
         self.azurite = None
         self.simulator = None
         self.runner = None
-        self.estate = None
+        self.estate = estate
+        self.estate_file = estate_file
+        self._allow_options = (allowed_configurations, allowed_subscriptions)
+        # A copy taken now: the in-process runner writes its settings into os.environ later.
+        self._environ = dict(environ or {})
+        self.allow_lists: AllowLists | None = None
+        self.not_simulated = list(not_simulated or [])
         self._stopped = threading.Event()
 
     def start(self) -> LocalStack:
@@ -77,12 +143,20 @@ class LocalStack:
         try:
             self.azurite = AzuriteProcess(ports=DEFAULT_AZURITE_PORTS) if self.fixed_ports else AzuriteProcess()
             self.azurite.start()
-            self.estate = Estate.generate(
-                machines=self.machines,
-                subscriptions=self.subscriptions,
-                arc_servers=self.arc_servers,
-                run_start=self.run_start,
-                configuration_tags=self.configuration_tags,
+            if self.estate is None:
+                self.estate = Estate.generate(
+                    machines=self.machines,
+                    subscriptions=self.subscriptions,
+                    arc_servers=self.arc_servers,
+                    run_start=self.run_start,
+                    configuration_tags=self.configuration_tags,
+                )
+            self.allow_lists = choose_allow_lists(
+                [config.id for config in self.estate.configurations],
+                self.subscription_ids,
+                configurations=self._allow_options[0],
+                subscriptions=self._allow_options[1],
+                environ=self._environ,
             )
             self.simulator = SimulatorServer(self.estate, port=DEFAULT_SIMULATOR_PORT if self.fixed_ports else 0)
             self.simulator.start()
@@ -103,8 +177,9 @@ class LocalStack:
         return self
 
     @property
-    def configuration_id(self) -> str:
-        return self.estate.configuration.id
+    def configuration_id(self) -> str | None:
+        """The first configuration of the estate (None for an estate without one)."""
+        return self.estate.configurations[0].id if self.estate.configurations else None
 
     @property
     def subscription_ids(self) -> list[str]:
@@ -112,8 +187,9 @@ class LocalStack:
 
     @property
     def settings(self) -> dict[str, str]:
+        allow = self.allow_lists
         return app_settings(
-            self.azurite.endpoints.connection_string, self.simulator.url, [self.configuration_id], self.subscription_ids
+            self.azurite.endpoints.connection_string, self.simulator.url, allow.configurations, allow.subscriptions
         )
 
     @property
@@ -125,6 +201,7 @@ class LocalStack:
             configuration_id=self.configuration_id,
             subscription_ids=self.subscription_ids,
             pid=os.getpid(),
+            estate_file=self.estate_file,
         )
 
     def describe(self) -> str:
@@ -141,8 +218,23 @@ class LocalStack:
             lines.append(f"  Event Grid webhook {self.runner.webhook_url}?functionName=maintenance_event_intake")
         else:
             lines.append("  function app       not started (--no-runner): run `func start` with local.settings.json")
-        lines.append(f"  configuration      {self.configuration_id}")
-        lines.append(f"  seeded run         {self.estate.run.correlation_id}")
+        if self.estate_file:
+            lines.append(f"  estate             {self.estate_file}")
+        for config in self.estate.configurations[:5]:
+            lines.append(f"  configuration      {config.id}")
+        if len(self.estate.configurations) > 5:
+            lines.append(f"  configuration      ... and {len(self.estate.configurations) - 5} more")
+        for run in self.estate.runs[:5]:
+            lines.append(f"  seeded run         {run.correlation_id} ({len(run.resource_ids)} machines)")
+        if len(self.estate.runs) > 5:
+            lines.append(f"  seeded run         ... and {len(self.estate.runs) - 5} more")
+        if not self.estate.runs:
+            lines.append("  seeded run         none: `prepost send-event pre` creates one")
+        allow = self.allow_lists
+        lines.append(f"  allowed configs    from the {allow.configurations_from}")
+        lines.append(f"  allowed subs       from the {allow.subscriptions_from}")
+        if self.not_simulated:
+            lines.append(f"  not simulated yet  {', '.join(self.not_simulated)} (kept in the file, not answered)")
         lines.append("")
         lines.append("Settings (local.settings.json Values):")
         for key, value in self.settings.items():

@@ -22,6 +22,8 @@ class StackState:
     configuration_id: str | None = None
     subscription_ids: list[str] | None = None
     pid: int | None = None
+    estate_file: str | None = None
+    """The estate file the stack was started with (``local up --estate``), absolute."""
 
     def save(self) -> Path:
         path = state_dir() / "local-stack.json"
@@ -34,7 +36,9 @@ class StackState:
         path = state_dir() / "local-stack.json"
         if not path.exists():
             return None
-        state = cls(**json.loads(path.read_text()))
+        fields = json.loads(path.read_text())
+        known = {name: value for name, value in fields.items() if name in cls.__dataclass_fields__}
+        state = cls(**known)
         if state.pid and not _alive(state.pid):
             return None
         return state

@@ -6,6 +6,8 @@ function, which records each one (accepted, duplicate, ignored or rejected), so 
 200 unless a function raised: then 500, and Event Grid delivers again. A body that is not events
 at all gets 400 (Event Grid does not retry 400 or 413): not JSON, not an array or object, nested
 too deeply; a body over :data:`MAX_BODY_BYTES` or an array over :data:`MAX_EVENTS` gets 413.
+Refused deliveries are recorded too (outcome ``rejected``, the reason and the start of the body),
+so ``prepost events list`` shows every delivery, whatever it held.
 
 Every answer is JSON, errors included, and none carries a stack trace: whatever reaches this
 endpoint, werkzeug's HTML error page never goes back.
@@ -79,27 +81,45 @@ class EventGridWebhook:
         name = request.args.get("functionName", "")
         if name not in self.runner.event_functions:
             return _json({"error": f"no Event Grid function named {name[:200]!r}"}, 404)
+        handshake = request.headers.get("aeg-event-type", "Notification") == "SubscriptionValidation"
         if (request.content_length or 0) > MAX_BODY_BYTES:
-            return _json({"error": f"body is over {MAX_BODY_BYTES:,} bytes"}, 413)
+            return self._refuse(f"body is over {MAX_BODY_BYTES:,} bytes", 413, b"", record=not handshake)
+        data = request.get_data()
         try:
-            body = json_text.loads(request.get_data() or b"null")
+            body = json_text.loads(data or b"null")
         except MalformedPayload as error:
-            return _json({"error": str(error)}, 400)
-        if request.headers.get("aeg-event-type", "Notification") == "SubscriptionValidation":
+            return self._refuse(str(error), 400, data, record=not handshake)
+        if handshake:
             return _validation_response(body)
         if isinstance(body, dict):
             events: list[Any] = [body]
         elif isinstance(body, list):
             events = body
         else:
-            return _json({"error": f"body must be a JSON array of events, got {_json_type(body)}"}, 400)
+            return self._refuse(f"body must be a JSON array of events, got {_json_type(body)}", 400, data)
         if len(events) > MAX_EVENTS:
-            return _json({"error": f"{len(events):,} events in one delivery; at most {MAX_EVENTS} are accepted"}, 413)
+            return self._refuse(f"{len(events):,} events in one delivery; at most {MAX_EVENTS} are accepted", 413, data)
         errors = self.runner.deliver(name, events)
         failed = [error for error in errors if error]
         if failed:
             return _json({"delivered": len(events), "failed": failed}, 500)
         return _json({"delivered": len(events)}, 200)
+
+    def _refuse(self, reason: str, status: int, body: bytes, *, record: bool = True) -> Response:
+        """Answer a delivery that holds no events to hand on, after recording it as rejected
+        (``record``: not for a subscription handshake, which delivers no event).
+
+        Event Grid does not retry 400 or 413. If the record cannot be written, the answer is 500
+        instead, so the delivery comes again rather than vanishing unrecorded.
+        """
+        if not record:
+            return _json({"error": reason}, status)
+        try:
+            self.runner.record_refused_delivery(f"{reason} (answered HTTP {status})", body)
+        except Exception as error:
+            log.exception("recording a refused delivery failed")
+            return _json({"error": reason, "notRecorded": f"{type(error).__name__}: {error}"}, 500)
+        return _json({"error": reason}, status)
 
 
 def _validation_response(body: Any) -> Response:

@@ -165,15 +165,33 @@ def _record_and_plan(
     # Their ids are deterministic and their handlers idempotent, so sending them twice is harmless.
     if isinstance(event, PreMaintenance):
         _schedule_safety_nets(event, key, transport, policy, now)
+    if not created and stored.source is PhaseSource.FALLBACK and isinstance(event, PostMaintenance):
+        # The fallback began the post phase before this event came (a window already over when
+        # the pre-event arrived, a cancelled run, a late post-event). Whatever state the phase
+        # is in, its work is not started twice; Update Manager's status is kept on it.
+        stored = _keep_event_status(records, stored, event)
+        if stored.status is PhaseStatus.RECEIVED:
+            # Its plan message may have been lost; the plan is idempotent (deterministic id).
+            transport.send([PlanPhase(run_key=key, phase=phase)])
+        reason = (
+            f"post-event with status {event.status!r} came after prepost's fallback had begun the post phase "
+            f"at {stored.received_at.isoformat()} ({stored.status.value}); the post phase is not run again, "
+            "the event's status is kept on it"
+        )
+        return _log(
+            records,
+            now,
+            DeliveryOutcome.DUPLICATE,
+            reason,
+            event_id,
+            event_type,
+            payload,
+            event=event,
+            run=key,
+            phase=phase,
+        )
     if not created and stored.status is not PhaseStatus.RECEIVED:
-        if stored.source is PhaseSource.FALLBACK and isinstance(event, PostMaintenance):
-            _keep_event_status(records, stored, event)
-            reason = (
-                f"post phase was already run by the fallback (received {stored.received_at.isoformat()}); "
-                f"the event's status {event.status!r} is kept on it"
-            )
-        else:
-            reason = f"{phase.value} phase of this run was already received at {stored.received_at.isoformat()}"
+        reason = f"{phase.value} phase of this run was already received at {stored.received_at.isoformat()}"
         return _log(
             records,
             now,
@@ -228,20 +246,23 @@ def _keep_cutoff(records: RunRecords, run: RunRecord, cutoff: datetime) -> None:
     raise TransientError(f"run {run.run_key} kept changing while its cut-off was recorded")
 
 
-def _keep_event_status(records: RunRecords, phase: PhaseRecord, event: PostMaintenance) -> None:
-    """A post-event that comes after the fallback ran: keep what Update Manager said on the phase."""
+def _keep_event_status(records: RunRecords, phase: PhaseRecord, event: PostMaintenance) -> PhaseRecord:
+    """A post-event that comes after the fallback began the post phase: keep what Update Manager
+    said on the phase (once; a repeated delivery changes nothing). Returns the phase as stored."""
     for _ in range(CONFLICT_RETRIES):
         if phase.event_status is not None:
-            return
+            return phase
         phase.event_status = event.status
-        phase.findings = [*phase.findings, f"post-event {event.event_id} arrived after the fallback had run"]
+        phase.findings = [
+            *phase.findings,
+            f"post-event {event.event_id} (status {event.status}) arrived after the fallback had begun the post phase",
+        ]
         try:
-            records.replace_phase(phase)
-            return
+            return records.replace_phase(phase)
         except RecordChanged:
             fresh = records.get_phase(phase.run_key, phase.phase)
             if fresh is None:
-                return
+                return phase
             phase = fresh
     raise TransientError(f"post phase of {phase.run_key} kept changing while the event's status was kept")
 

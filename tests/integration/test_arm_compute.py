@@ -163,3 +163,77 @@ def test_an_operation_that_fails_later_shows_as_the_power_state_going_back(serve
     assert compute.get_vm(vm.id).power_state is Power.STARTING
     clock.advance(OPERATION_SECONDS)
     assert compute.get_vm(vm.id).power_state is Power.DEALLOCATED
+
+
+# azure-mgmt-compute 39 can hand back the raw JSON instead of a model when the first responses
+# of a process are deserialised on several threads at once (its models set up their field tables
+# lazily, without a lock; https://github.com/Azure/azure-sdk-for-python/issues/47426). Here the
+# SDK's deserialiser is made to do what it does in that race, for every answer.
+@pytest.fixture
+def raced_sdk(monkeypatch):
+    from azure.mgmt.compute.operations import _operations
+
+    monkeypatch.setattr(_operations, "_deserialize", lambda model, data, *args, **kwargs: data)
+
+
+def test_the_adapter_reads_a_vm_the_sdk_returned_as_a_raw_dict(server, compute, raced_sdk):
+    vm = vm_in(server, PowerState.RUNNING)
+    raw = compute._clients.compute(vm.subscription_id).virtual_machines.get(
+        vm.resource_group, vm.name, expand="instanceView"
+    )
+    assert type(raw) is dict  # the race's answer, reproduced
+
+    found = compute.get_vm(vm.id)
+
+    assert found.resource_id.lower() == vm.id.lower()
+    assert found.power_state is Power.RUNNING
+    assert found.os_disk_id.lower() == vm.os_disk.id.lower()
+    assert [d.lower() for d in found.data_disk_ids] == [d.id.lower() for d in vm.data_disks]
+    assert found.patch is not None and found.patch.patch_mode == vm.patch_mode.value
+    assert found.patch.bypass_platform_safety_checks is vm.bypass_platform_safety_checks
+
+
+def test_the_adapter_reads_snapshots_and_disks_the_sdk_returned_as_raw_dicts(server, compute, clock, raced_sdk):
+    vm = vm_in(server, PowerState.RUNNING)
+    snapshot_id = (
+        f"/subscriptions/{vm.subscription_id}/resourceGroups/{vm.resource_group}"
+        "/providers/Microsoft.Compute/snapshots/prepost-raced"
+    )
+    compute.begin_create_incremental_snapshot(snapshot_id, source_disk_id=vm.os_disk.id, location=vm.location, tags={})
+    clock.advance(OPERATION_SECONDS)
+
+    snapshot = compute.get_snapshot(snapshot_id)
+
+    assert snapshot.provisioning_state == "Succeeded"
+    assert snapshot.source_disk_id.lower() == vm.os_disk.id.lower()
+    assert snapshot.created_at is not None and snapshot.created_at.tzinfo is not None
+    assert [s.resource_id.lower() for s in compute.list_snapshots(vm.subscription_id, vm.resource_group)] == [
+        snapshot_id.lower()
+    ]
+    assert compute.get_disk_location(vm.os_disk.id) == vm.location
+
+
+def test_a_model_and_its_raw_json_read_the_same():
+    from azure.mgmt.compute._utils.model_base import _deserialize
+    from azure.mgmt.compute.models import VirtualMachine as VmModel
+
+    from shared.adapters.arm.compute import _to_vm
+
+    raw = {
+        "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+        "location": "westeurope",
+        "properties": {
+            "storageProfile": {
+                "osDisk": {"managedDisk": {"id": "os"}},
+                "dataDisks": [{"lun": 0, "managedDisk": {"id": "d0"}}, {"lun": 1}],
+            },
+            "osProfile": {"windowsConfiguration": {"patchSettings": {"patchMode": "AutomaticByOS"}}},
+            "instanceView": {"statuses": [{"code": "ProvisioningState/succeeded"}, {"code": "PowerState/deallocated"}]},
+        },
+    }
+    model = _deserialize(VmModel, raw)
+
+    assert _to_vm(model) == _to_vm(raw)
+    assert _to_vm(raw).data_disk_ids == ("d0",)
+    assert _to_vm(raw).power_state is Power.DEALLOCATED
+    assert (_to_vm(raw).patch.os_type, _to_vm(raw).patch.patch_mode) == ("Windows", "AutomaticByOS")

@@ -85,7 +85,8 @@ def test_a_deeply_nested_body_gets_a_json_400_not_an_html_500(start_app, caplog,
 
     assert response.status_code == 400
     assert "levels deep" in answer(response)["error"]
-    assert deliveries(app) == []
+    [refused] = deliveries(app)  # not handed to the function, but recorded
+    assert refused.outcome.value == "rejected" and "levels deep" in refused.reason
     assert tracebacks(caplog) == []
 
 
@@ -137,14 +138,18 @@ def test_a_batch_with_elements_that_are_not_objects_records_each_and_keeps_the_v
     ],
     ids=["over-1-mib", "over-100-events", "not-utf8", "nan", "empty"],
 )
-def test_bodies_that_are_not_events_get_a_json_4xx_and_no_record(start_app, body, status):
+def test_bodies_that_are_not_events_get_a_json_4xx_and_one_rejected_record(start_app, body, status):
     app = start_app(sample_estate())
 
     response = post(app, body)
 
     assert response.status_code == status
-    assert answer(response)["error"]
-    assert deliveries(app) == []
+    error = answer(response)["error"]
+    assert error
+    [refused] = deliveries(app)
+    assert refused.outcome.value == "rejected"
+    assert error in refused.reason and f"HTTP {status}" in refused.reason
+    assert app.records.list_runs(limit=1) == []
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [("GET", "", 405), ("POST", "/nowhere", 404)])
@@ -310,7 +315,8 @@ def test_generated_hostile_deliveries_are_answered_recorded_and_never_acted_on(
     new = app.written[written_before:]
     if validation or body.elements is None or len(body.data) > MAX_BODY_BYTES:
         assert response.status_code in (200, 400, 413) if validation else response.status_code in (400, 413)
-        assert new == []
+        # A handshake is not a delivery; a refused delivery is one rejected record.
+        assert [d.outcome.value for d in new] == ([] if validation else ["rejected"])
     else:
         assert response.status_code == 200, (body.kind, reply)
         assert len(new) == len(body.elements), [element.kind for element in body.elements]

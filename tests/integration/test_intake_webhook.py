@@ -188,7 +188,31 @@ def test_a_body_that_is_not_events_gets_400(start_app, storage_connection_string
         timeout=10,
     )
     assert response.status_code == 400
-    assert deliveries(capsys, storage_connection_string) == []
+    # Not handed to the function, but recorded: the delivery log misses nothing.
+    [refused] = deliveries(capsys, storage_connection_string)
+    assert refused["outcome"] == "rejected"
+    assert refused["reason"].startswith("not delivered to the function: ")
+    assert "HTTP 400" in refused["reason"]
+    assert refused["runKey"] == "" and refused["correlationId"] == ""
+    assert app.runner.stats.snapshot()["invocations"].get(INTAKE_FUNCTION, 0) == 0
+    assert cli_json(capsys, "runs", "list", "--json", "--storage", storage_connection_string) == []
+
+
+def test_too_many_events_in_one_delivery_get_413_and_are_recorded(start_app, storage_connection_string, capsys):
+    from prepost.local.webhook import MAX_EVENTS
+
+    app = start_app(sample_estate())
+    events = load_events("pre-eventgrid-camelcase.json") * (MAX_EVENTS + 1)
+    response = requests.post(
+        f"{app.webhook_url}?functionName={INTAKE_FUNCTION}",
+        data=json.dumps(events),
+        headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
+        timeout=10,
+    )
+    assert response.status_code == 413
+    [refused] = deliveries(capsys, storage_connection_string)
+    assert refused["outcome"] == "rejected"
+    assert f"at most {MAX_EVENTS}" in refused["reason"] and "HTTP 413" in refused["reason"]
     assert app.runner.stats.snapshot()["invocations"].get(INTAKE_FUNCTION, 0) == 0
 
 

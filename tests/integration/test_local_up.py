@@ -124,3 +124,57 @@ def test_local_up_serves_the_pipeline_and_stops_everything_on_ctrl_c():
         if azurite_pid is not None and alive(azurite_pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(azurite_pid, signal.SIGKILL)
+
+
+def test_local_up_with_an_estate_keeps_an_exported_allow_list_and_accepts_the_sample_events():
+    state_dir = Path(os.environ["PREPOST_STATE_DIR"])
+    estate = REPO_ROOT / "docs" / "examples" / "estate.json"
+    # Exported before `local up`: kept, and said to be (the configurations follow the estate).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PREPOST_ALLOWED_SUBSCRIPTIONS": "*"}
+    env.pop("PREPOST_ALLOWED_CONFIGURATIONS", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prepost.cli", "local", "up", "--ports", "random", "--estate", str(estate)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Output(process.stdout)
+    azurite_pid = None
+    try:
+        wait_for(
+            lambda: output.find(r"PREPOST_ARM_AUTH=") or process.poll() is not None,
+            timeout=STARTUP_TIMEOUT,
+            what="the settings printed",
+        )
+        assert process.poll() is None, "\n".join(output.collected())
+        azurite_pid = int(output.find(r"Azurite\s+\S+.*\(pid (\d+)\)").group(1))
+        assert output.find(r"allowed subs\s+from the environment \(PREPOST_ALLOWED_SUBSCRIPTIONS\)")
+        assert output.find(r"allowed configs\s+from the estate")
+        assert output.find(r"^  PREPOST_ALLOWED_SUBSCRIPTIONS=\*$")
+        assert output.find(r"^  PREPOST_ALLOWED_CONFIGURATIONS=/subscriptions/.*/mc-weekly-linux$")
+        assert output.find(r"ARM simulator .*\(4 VMs, 1 Arc servers, 2 subscriptions\)")
+        assert output.find(r"not simulated yet\s+VM agent states")
+        state = json.loads((state_dir / "local-stack.json").read_text())
+        assert state["estate_file"] == str(estate)
+
+        for sample in ("pre-eventgrid-pascalcase.json", "post-eventgrid.json"):
+            assert main(["send-event", "--file", str(REPO_ROOT / "tests" / "fixtures" / "events" / sample)]) == 0
+        records = TableRunRecords(StorageClients(StorageConnection(connection_string=state["storage_connection"])))
+        outcomes = [d.outcome.value for d in reversed(records.list_deliveries(limit=10))]
+        assert outcomes[0] == "accepted" and len(outcomes) == 2, outcomes
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, "\n".join(output.collected())
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if azurite_pid is not None and alive(azurite_pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(azurite_pid, signal.SIGKILL)

@@ -346,7 +346,7 @@ def test_post_fallback_runs_the_post_phase_when_no_post_event_came(start_app, ca
 
     latest = app.records.list_deliveries(limit=1)[0]
     assert latest.outcome is DeliveryOutcome.DUPLICATE
-    assert "by the fallback" in latest.reason
+    assert "fallback had begun the post phase" in latest.reason and "'Succeeded'" in latest.reason
     assert (latest.run_key, latest.phase) == (app.run_key, "post")
 
 

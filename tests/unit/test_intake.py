@@ -288,11 +288,35 @@ def test_a_post_event_after_the_fallback_ran_is_a_duplicate(records, transport):
     result = accept(sample("post-eventgrid.json"), records, transport)
 
     assert result.outcome is DeliveryOutcome.DUPLICATE
-    assert "by the fallback" in result.reason
+    assert "after prepost's fallback had begun the post phase" in result.reason
+    assert "'Succeeded'" in result.reason
     assert transport.sent == []
     stored = records.get_phase(KEY, Phase.POST)
     assert stored.event_status == "Succeeded"
     assert any("arrived after the fallback" in finding for finding in stored.findings)
+
+
+def test_a_post_event_right_after_the_fallback_began_keeps_its_status_once(records, transport):
+    # A window already over when the pre-event came: the fallback begins the post phase at once,
+    # and the real post-event arrives while that phase is still RECEIVED (not yet planned).
+    accept(sample(), records, transport)
+    post_fallback(PostFallback(run_key=KEY), records=records, transport=transport, now=RECEIVED + timedelta(hours=6))
+    transport.take()
+    post = sample("post-eventgrid.json")
+    post["data"]["status"] = "Failed"
+
+    results = [accept(copy.deepcopy(post), records, transport) for _ in range(3)]
+
+    assert {r.outcome for r in results} == {DeliveryOutcome.DUPLICATE}
+    assert all("'Failed'" in r.reason and "fallback" in r.reason for r in results)
+    stored = records.get_phase(KEY, Phase.POST)
+    assert stored.source is PhaseSource.FALLBACK
+    assert stored.event_status == "Failed"
+    assert sum("arrived after the fallback" in finding for finding in stored.findings) == 1
+    # Only the (idempotent) plan of the phase the fallback began, never a second post phase.
+    assert {type(s.message) for s in transport.sent} == {PlanPhase}
+    assert {s.message for s in transport.sent} == {PlanPhase(run_key=KEY, phase=Phase.POST)}
+    assert [d.outcome for d in records.deliveries][-3:] == [DeliveryOutcome.DUPLICATE] * 3
 
 
 class BrokenTransport(FakeTransport):

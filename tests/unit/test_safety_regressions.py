@@ -886,13 +886,21 @@ class NoVms:
 def test_a_prune_begins_every_deletion_without_waiting_for_any():
     estate, [vm] = planned_run()
     old_snapshots(estate, vm, 300)
+    from azure.mgmt.compute.models import Snapshot as SnapshotModel
+
+    # The SDK's own models, built from the JSON the list operation answers.
     models = [
-        SimpleNamespace(
-            id=s.resource_id,
-            creation_data=SimpleNamespace(source_resource_id=s.source_disk_id),
-            time_created=s.created_at,
-            tags=s.tags,
-            provisioning_state="Succeeded",
+        SnapshotModel(
+            {
+                "id": s.resource_id,
+                "location": "westeurope",
+                "tags": dict(s.tags),
+                "properties": {
+                    "creationData": {"createOption": "Copy", "sourceResourceId": s.source_disk_id},
+                    "timeCreated": s.created_at.isoformat(),
+                    "provisioningState": "Succeeded",
+                },
+            }
         )
         for s in estate.compute.snapshots.values()
     ]

@@ -22,6 +22,7 @@ from ..clock import iso
 from ..errors import ArmError
 from ..estate import TENANT_ID, Run
 from ..http import RequestContext, json_response
+from . import graph_tables
 
 PAGE_LIMIT = 1000
 TABLE = "maintenanceresources"
@@ -36,12 +37,20 @@ def query(ctx: RequestContext) -> Response:
         parsed = kql.parse(text)
     except kql.QueryError as error:
         raise _invalid_query(str(error)) from error
-    if parsed.table.lower() != TABLE:
-        raise _invalid_query(f"The simulator only knows the table '{TABLE}', not '{parsed.table}'.")
+    table = parsed.table.lower()
+    if table not in (TABLE, graph_tables.RESOURCES_TABLE):
+        raise _invalid_query(
+            f"The simulator only knows the tables '{TABLE}' and '{graph_tables.RESOURCES_TABLE}', not '{parsed.table}'."
+        )
     subscriptions = body.get("subscriptions")
     scope = {str(s).lower() for s in subscriptions} if isinstance(subscriptions, list) and subscriptions else None
+    source = (
+        _rows(ctx, scope) + graph_tables.assignment_rows(ctx, scope)
+        if table == TABLE
+        else graph_tables.resource_rows(ctx, scope)
+    )
     try:
-        rows = parsed.run(_rows(ctx, scope))
+        rows = parsed.run(source)
     except kql.QueryError as error:
         raise _invalid_query(str(error)) from error
     options = body.get("options") or {}

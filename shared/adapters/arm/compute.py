@@ -9,9 +9,12 @@ from a background thread, spending the subscription's read budget. The task foll
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.errors import call, or_none
+from shared.errors import PermanentError
+from shared.models.events import parse_time
 from shared.models.ids import ResourceId
 from shared.ports.azure import Compute, PatchSettings, PowerState, Snapshot, VirtualMachine
 
@@ -50,7 +53,7 @@ class ArmCompute(Compute):
         resource = ResourceId(disk_id)
         disks = self._clients.compute(resource.subscription_id).disks
         disk = or_none(f"get disk {resource.name}", lambda: disks.get(resource.resource_group, resource.name))
-        return disk.location if disk else None
+        return _wire(disk).get("location") if disk else None
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
         resource = ResourceId(snapshot_id)
@@ -96,56 +99,77 @@ class ArmCompute(Compute):
         )
 
 
-def _to_vm(vm) -> VirtualMachine:
-    statuses = vm.instance_view.statuses if vm.instance_view and vm.instance_view.statuses else []
+# azure-mgmt-compute 39's generated models fill their field tables lazily, on the first object
+# of each class, without a lock: when the first responses of a process are deserialised on
+# several threads at once, that set-up can fail, and the SDK then falls back to returning the
+# raw JSON (a dict), or a model holding raw dicts inside, instead of raising. Reading every
+# answer through its wire shape (``as_dict()`` of a model, the dict itself otherwise) gives the
+# same result either way. Upstream: https://github.com/Azure/azure-sdk-for-python/issues/47426
+# (a generator fix was proposed in https://github.com/microsoft/typespec/pull/11236; the pinned
+# 39.0.0 still sets up ``Model.__new__`` unguarded, so the workaround stays until a pin does not).
+def _wire(resource: Any) -> Mapping[str, Any]:
+    """The REST JSON of an SDK answer, whether the SDK returned a model or (the race) a dict."""
+    as_dict = getattr(resource, "as_dict", None)
+    body = as_dict() if callable(as_dict) else resource
+    if not isinstance(body, Mapping):
+        raise PermanentError(f"the compute API answered with {type(resource).__name__}, not a resource")
+    return body
+
+
+def _get(body: Any, *path: str) -> Any:
+    for key in path:
+        body = body.get(key) if isinstance(body, Mapping) else None
+    return body
+
+
+def _to_vm(vm: Any) -> VirtualMachine:
+    body = _wire(vm)
+    properties = _get(body, "properties") or {}
     power = PowerState.UNKNOWN
-    for status in statuses:
-        if status.code and status.code.lower().startswith("powerstate/"):
+    for status in _get(properties, "instanceView", "statuses") or []:
+        code = _get(status, "code")
+        if isinstance(code, str) and code.lower().startswith("powerstate/"):
             try:
-                power = PowerState(status.code.split("/", 1)[1].lower())
+                power = PowerState(code.split("/", 1)[1].lower())
             except ValueError:
                 power = PowerState.UNKNOWN
-    storage = vm.storage_profile
-    os_disk_id = (
-        storage.os_disk.managed_disk.id if storage and storage.os_disk and storage.os_disk.managed_disk else None
-    )
-    data_disks = (
-        tuple(disk.managed_disk.id for disk in (storage.data_disks or []) if disk.managed_disk and disk.managed_disk.id)
-        if storage
-        else ()
+    storage = _get(properties, "storageProfile") or {}
+    data_disks = tuple(
+        disk_id for disk in _get(storage, "dataDisks") or [] if (disk_id := _get(disk, "managedDisk", "id"))
     )
     return VirtualMachine(
-        resource_id=vm.id,
-        location=vm.location,
+        resource_id=body.get("id"),
+        location=body.get("location"),
         power_state=power,
-        os_disk_id=os_disk_id,
+        os_disk_id=_get(storage, "osDisk", "managedDisk", "id"),
         data_disk_ids=data_disks,
-        patch=_patch_settings(vm),
+        patch=_patch_settings(_get(properties, "osProfile")),
     )
 
 
-def _patch_settings(vm) -> PatchSettings | None:
-    profile = vm.os_profile
-    if profile is None:
+def _patch_settings(profile: Any) -> PatchSettings | None:
+    if not isinstance(profile, Mapping):
         return None
-    for os_type, config in (("Windows", profile.windows_configuration), ("Linux", profile.linux_configuration)):
+    for os_type, key in (("Windows", "windowsConfiguration"), ("Linux", "linuxConfiguration")):
+        config = profile.get(key)
         if config is None:
             continue
-        patch = config.patch_settings
+        patch = _get(config, "patchSettings")
         if patch is None:
             return PatchSettings(os_type, None, False)
-        by_platform = patch.automatic_by_platform_settings
-        bypass = bool(by_platform and by_platform.bypass_platform_safety_checks_on_user_schedule)
-        return PatchSettings(os_type, patch.patch_mode, bypass)
+        bypass = bool(_get(patch, "automaticByPlatformSettings", "bypassPlatformSafetyChecksOnUserSchedule"))
+        return PatchSettings(os_type, _get(patch, "patchMode"), bypass)
     return None
 
 
-def _to_snapshot(snapshot) -> Snapshot:
-    source = snapshot.creation_data.source_resource_id if snapshot.creation_data else ""
+def _to_snapshot(snapshot: Any) -> Snapshot:
+    body = _wire(snapshot)
+    properties = _get(body, "properties") or {}
+    created = _get(properties, "timeCreated")
     return Snapshot(
-        resource_id=snapshot.id,
-        source_disk_id=source or "",
-        created_at=snapshot.time_created,
-        tags=dict(snapshot.tags or {}),
-        provisioning_state=snapshot.provisioning_state or "Succeeded",
+        resource_id=body.get("id"),
+        source_disk_id=_get(properties, "creationData", "sourceResourceId") or "",
+        created_at=parse_time(created) if isinstance(created, str) else created,
+        tags=dict(body.get("tags") or {}),
+        provisioning_state=_get(properties, "provisioningState") or "Succeeded",
     )
