@@ -14,8 +14,23 @@ import sys
 from collections.abc import Sequence
 
 from prepost.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, configure_logging
+from prepost.cli.errors import EXIT_AUTH, EXIT_AZURE, AzureFailure, describe
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "GROUPS", "CliError", "build_parser", "main"]
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_AZURE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "GROUPS",
+    "AzureFailure",
+    "CliError",
+    "build_parser",
+    "main",
+]
+
+EXIT_INTERRUPTED = 130
 
 GROUPS: tuple[str, ...] = (
     "prepost.cli.local",
@@ -43,13 +58,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prepost: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        found = describe(error)
+        if found is None:
+            raise  # a bug: the traceback is what is needed
+        line, code = found
+        if args.debug:
+            import traceback
+
+            traceback.print_exception(error)
+        print(f"prepost: {line}" + ("" if args.debug else " (--debug shows the traceback)"), file=sys.stderr)
+        return code
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prepost", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="prepost",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"exit codes: {EXIT_OK} done, {EXIT_FAILED} some work failed, {EXIT_USAGE} usage or setup error, "
+        f"{EXIT_AZURE} Azure or storage unreachable or refusing, {EXIT_AUTH} authentication or permission refused, "
+        f"{EXIT_INTERRUPTED} interrupted",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the function app does")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an Azure or network error, not only its line"
+    )
     commands = parser.add_subparsers(title="commands")
     for group in GROUPS:
         importlib.import_module(group).add_parser(commands)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version; the source tree's when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prepost")
+    except PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text())["project"]["version"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -66,6 +68,20 @@ def records(args):
     from shared.adapters.table_records import TableRunRecords
 
     return TableRunRecords(StorageClients(storage_connection(args)))
+
+
+@contextlib.contextmanager
+def tables_must_exist() -> Iterator[None]:
+    """A missing table means the wrong account (or an app that never ran there), not a fault of Azure."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        yield
+    except ResourceNotFoundError as error:
+        raise CliError(
+            "this storage account has no prepost tables: is it the function app's storage "
+            "(AzureWebJobsStorage), and has the app run there yet?"
+        ) from error
 
 
 def servicebus_options(parser: argparse.ArgumentParser) -> None:

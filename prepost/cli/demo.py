@@ -8,7 +8,7 @@ from prepost.cli.common import EXIT_FAILED, EXIT_OK
 def add_parser(commands) -> None:
     demo = commands.add_parser("demo", help="a whole maintenance window, offline, with a report")
     demo.add_argument("--machines", type=int, default=50, help="Azure VMs in the simulated estate")
-    demo.add_argument("--subscriptions", type=int, default=2)
+    demo.add_argument("--subscriptions", type=int, default=2, help="subscriptions in the simulated estate")
     demo.add_argument("--arc", type=int, default=3, help="Arc-enabled servers")
     demo.add_argument("--faults", default="", help="fault rates, e.g. 429=0.1,500=0.05")
     demo.add_argument("--deliver-twice", action="store_true", help="deliver every event and message twice")

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 
-from prepost.cli.common import EXIT_OK, records, storage_options
+from prepost.cli.common import EXIT_OK, records, storage_options, tables_must_exist
 
 
 def add_parser(commands) -> None:
     events = commands.add_parser("events", help="what the intake did with each delivered event")
     events_commands = events.add_subparsers(title="events commands")
     events_list = events_commands.add_parser("list", help="recent deliveries: accepted, duplicate, ignored, rejected")
-    events_list.add_argument("--limit", type=int, default=20)
-    events_list.add_argument("--json", action="store_true")
+    events_list.add_argument("--limit", type=int, default=20, help="how many deliveries, newest first (default 20)")
+    events_list.add_argument("--json", action="store_true", help="print the deliveries as JSON")
     storage_options(events_list)
     events_list.set_defaults(handler=events_list_command)
 
 
 def events_list_command(args) -> int:
-    deliveries = records(args).list_deliveries(limit=args.limit)
+    with tables_must_exist():
+        deliveries = records(args).list_deliveries(limit=args.limit)
     if args.json:
         print(
             json.dumps(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from prepost.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
     servicebus_client,
     servicebus_options,
@@ -14,6 +12,7 @@ from prepost.cli.common import (
     storage_connection,
     storage_options,
 )
+from prepost.cli.errors import AzureFailure
 
 
 def add_parser(commands) -> None:
@@ -29,7 +28,7 @@ def add_parser(commands) -> None:
     deadletter_list.add_argument(
         "queue", nargs="?", choices=servicebus_queues, metavar="QUEUE", help="one queue (default: both)"
     )
-    deadletter_list.add_argument("--json", action="store_true")
+    deadletter_list.add_argument("--json", action="store_true", help="print the messages as JSON")
     servicebus_options(deadletter_list)
     deadletter_list.set_defaults(handler=deadletter_list_command)
 
@@ -39,7 +38,7 @@ def add_parser(commands) -> None:
     poison_list.add_argument(
         "queue", nargs="?", choices=queue_names, metavar="QUEUE", help="one queue (default: all of them)"
     )
-    poison_list.add_argument("--json", action="store_true")
+    poison_list.add_argument("--json", action="store_true", help="print the counts and reasons as JSON")
     storage_options(poison_list)
     poison_list.set_defaults(handler=poison_list_command)
 
@@ -56,8 +55,7 @@ def deadletter_list_command(args) -> int:
             for queue in queues:
                 found[queue] = peek_dead_letters(client, queue)
     except ServiceBusError as error:
-        print(f"prepost: reading the dead-letter queues failed: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        raise AzureFailure("reading the dead-letter queues", error) from error
     if args.json:
         print(
             json.dumps(
@@ -102,8 +100,7 @@ def poison_list_command(args) -> int:
             summarize_poison(queue.value, storage.queue_service.get_queue_client(queue.poison)) for queue in queues
         ]
     except AzureError as error:
-        print(f"prepost: reading the poison queues failed: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        raise AzureFailure("reading the poison queues", error) from error
     if args.json:
         print(
             json.dumps(

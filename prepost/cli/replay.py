@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from prepost.cli.common import (
@@ -16,6 +15,7 @@ from prepost.cli.common import (
     storage_connection,
     storage_options,
 )
+from prepost.cli.errors import AzureFailure
 
 
 def add_parser(commands) -> None:
@@ -121,8 +121,7 @@ def replay_poison_command(args) -> int:
     except ResourceNotFoundError as error:
         raise CliError(f"{queue.poison} does not exist in this storage account") from error
     except AzureError as error:
-        print(f"prepost: reading {queue.poison} failed: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        raise AzureFailure(f"reading {queue.poison}", error) from error
     if args.dry_run:
         shown = len(summary.results)
         print(
@@ -221,8 +220,7 @@ def _replay_container(args, url: str | None, target: str) -> int:
     except ResourceNotFoundError as error:
         raise CliError(f"container {args.container} does not exist in this storage account") from error
     except AzureError as error:
-        print(f"prepost: reading container {args.container} failed: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        raise AzureFailure(f"reading container {args.container}", error) from error
     counts = {outcome: sum(1 for r in results if r.outcome is outcome) for outcome in BlobOutcome}
     print(", ".join(f"{n} {outcome.value}" for outcome, n in counts.items() if n) or "no dead-letter blobs")
     if counts[BlobOutcome.REPLAYED] or counts[BlobOutcome.MOVE_FAILED]:
@@ -260,8 +258,7 @@ def replay_deadletter_command(args) -> int:
                 report=_print_dead_letter_result,
             )
     except ServiceBusError as error:
-        print(f"prepost: reading {args.queue}/$deadletterqueue failed: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        raise AzureFailure(f"reading {args.queue}/$deadletterqueue", error) from error
     if args.dry_run:
         print(f"{len(summary.results)} shown (a dry run shows at most 32)")
     else:

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import json
 
-from prepost.cli.common import EXIT_OK, CliError, records, storage_options
+from prepost.cli.common import EXIT_OK, CliError, records, storage_options, tables_must_exist
 
 
 def add_parser(commands) -> None:
     runs = commands.add_parser("runs", help="what the pipeline recorded")
     runs_commands = runs.add_subparsers(title="runs commands")
     runs_list = runs_commands.add_parser("list", help="recent runs")
-    runs_list.add_argument("--limit", type=int, default=20)
-    runs_list.add_argument("--json", action="store_true")
+    runs_list.add_argument("--limit", type=int, default=20, help="how many runs, newest first (default 20)")
+    runs_list.add_argument("--json", action="store_true", help="print each run's full report as JSON")
     storage_options(runs_list)
     runs_list.set_defaults(handler=runs_list_command)
     runs_show = runs_commands.add_parser("show", help="one run: phases and every task")
     runs_show.add_argument("run", help="correlation id or run key")
-    runs_show.add_argument("--json", action="store_true")
+    runs_show.add_argument("--json", action="store_true", help="print the report as JSON")
     storage_options(runs_show)
     runs_show.set_defaults(handler=runs_show_command)
 
 
 def runs_list_command(args) -> int:
+    with tables_must_exist():
+        return _runs_list(args)
+
+
+def _runs_list(args) -> int:
     run_records = records(args)
     runs = run_records.list_runs(limit=args.limit)
     if args.json:
@@ -56,7 +61,8 @@ def runs_show_command(args) -> int:
 
     run_records = records(args)
     try:
-        report = run_report(resolve_run_key(args.run, run_records), run_records)
+        with tables_must_exist():
+            report = run_report(resolve_run_key(args.run, run_records), run_records)
     except RunNotFound as error:
         raise CliError(str(error)) from error
     if args.json:

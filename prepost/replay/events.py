@@ -196,15 +196,32 @@ BlobReplay = ReplayResult[DeadLetterBlob]
 
 
 def blob_container(connection: StorageConnection, name: str) -> ContainerClient:
-    """A client for one blob container: by connection string, or by account with Entra ID."""
-    from azure.storage.blob import BlobServiceClient
+    """A client for one blob container: by connection string, or by account with Entra ID.
 
+    With the same short retries as the queue and table clients (``RetrySettings``): the blob
+    SDK's default exponential retry keeps an operator waiting about 80 s before it says that
+    the account cannot be reached.
+    """
+    from azure.storage.blob import BlobServiceClient, LinearRetry
+
+    from shared.adapters.storage_clients import RetrySettings
+
+    settings = RetrySettings()
+    options: dict[str, Any] = {
+        "retry_policy": LinearRetry(
+            backoff=2 * settings.backoff_seconds,  # type: ignore[arg-type]  # floats work
+            retry_total=settings.total,
+            random_jitter_range=settings.backoff_seconds / 2,  # type: ignore[arg-type]
+        ),
+        "connection_timeout": settings.connection_timeout_seconds,
+        "read_timeout": settings.read_timeout_seconds,
+    }
     if connection.connection_string:
-        service = BlobServiceClient.from_connection_string(connection.connection_string)
+        service = BlobServiceClient.from_connection_string(connection.connection_string, **options)
     else:
         from azure.identity import DefaultAzureCredential
 
-        service = BlobServiceClient(connection.service_url("blob"), credential=DefaultAzureCredential())
+        service = BlobServiceClient(connection.service_url("blob"), credential=DefaultAzureCredential(), **options)
     return service.get_container_client(name)
 
 
