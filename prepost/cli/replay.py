@@ -148,8 +148,8 @@ def _refuse_servicebus_queue(queue, transport: str | None) -> None:
     if chosen is Transport.SERVICEBUS and queue in SERVICEBUS_QUEUES:
         raise CliError(
             f"with PREPOST_TRANSPORT=servicebus, {queue.value} is a Service Bus queue that no Storage "
-            f"trigger reads: replaying into the Storage queue would strand the messages. With explicit "
-            f"settlement (the default) failed messages are in {queue.value}/$deadletterqueue: use "
+            f"trigger reads: replaying into the Storage queue would strand the messages. Messages the "
+            f"broker or explicit settlement dead-lettered are in {queue.value}/$deadletterqueue: use "
             f"'prepost replay deadletter {queue.value}' (see docs/operations.md)"
         )
 
