@@ -32,6 +32,8 @@ __all__ = [
 
 EXIT_INTERRUPTED = 130
 
+_DEBUG_HELP = "print the traceback of an Azure or network error, not only its line"
+
 GROUPS: tuple[str, ...] = (
     "prepost.cli.local",
     "prepost.cli.send_event",
@@ -82,13 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the function app does")
-    parser.add_argument(
-        "--debug", action="store_true", help="print the traceback of an Azure or network error, not only its line"
-    )
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(title="commands")
     for group in GROUPS:
         importlib.import_module(group).add_parser(commands)
+    _debug_anywhere(parser)
     return parser
+
+
+def _debug_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too (``prepost runs list --debug``), as the error line suggests.
+
+    SUPPRESS as the default: a sub-command's parser would otherwise reset the top-level value.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+                _debug_anywhere(command)
 
 
 def _version() -> str:

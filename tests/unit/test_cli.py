@@ -147,6 +147,21 @@ def test_debug_shows_the_traceback_too(no_local_stack, capsys):
     assert err.rstrip().splitlines()[-1] == f"prepost: cannot reach the service: 127.0.0.1:{port}: connection refused"
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_taken_before_or_after_the_command(where, no_local_stack, capsys):
+    connection, _ = _unreachable_storage()
+    command = ["runs", "list", "--storage", connection]
+    argv = ["--debug", *command] if where == "before" else [*command, "--debug"]
+    assert main(argv) == EXIT_AZURE
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_without_debug_there_is_no_traceback_even_after_a_subcommand(no_local_stack, capsys):
+    connection, _ = _unreachable_storage()
+    assert main(["runs", "list", "--storage", connection]) == EXIT_AZURE
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_a_usage_error_is_still_a_usage_error(no_local_stack, capsys):
     assert main(["runs", "list", "--storage", "x", "--account", "y"]) == EXIT_USAGE
     assert capsys.readouterr().err == "prepost: give either --storage or --account, not both\n"
