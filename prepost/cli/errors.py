@@ -77,7 +77,14 @@ def _is_servicebus_auth(error: BaseException) -> bool:
 
 
 def _is_network(error: BaseException) -> bool:
-    """Connection errors outside the Azure SDK: requests (webhook delivery) and the socket layer."""
+    """Connection errors: Service Bus's, requests' (webhook delivery) and the socket layer's."""
+    try:
+        from azure.servicebus.exceptions import ServiceBusCommunicationError, ServiceBusConnectionError
+    except ImportError:
+        pass
+    else:
+        if isinstance(error, (ServiceBusConnectionError, ServiceBusCommunicationError)):
+            return True
     try:
         import requests
     except ImportError:

@@ -195,8 +195,10 @@ class TestDescribe:
 
     def test_service_bus_errors(self):
         assert describe(ServiceBusAuthenticationError(message="Unauthorized access"))[1] == EXIT_AUTH
-        line, code = describe(ServiceBusConnectionError(message="Failed to initiate the connection\nmore"))
-        assert code == EXIT_AZURE and "\n" not in line
+        refused = ServiceBusConnectionError(
+            message="Failed to initiate the connection due to exception: [Errno 111] Connection refused\nmore"
+        )
+        assert describe(refused) == ("cannot reach the service: connection refused", EXIT_AZURE)
 
     def test_name_resolution(self):
         error = ServiceRequestError(
