@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite
 
-.PHONY: install demo test unit integration chaos bench lint clean
+.PHONY: install worker-venv demo test unit integration chaos bench lint clean
 
 install: $(STAMP) $(AZURITE)
 
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
+# Python 3.13 with the Python worker's indexing library (azure-functions-runtime), for
+# tests/worker: found as PREPOST_WORKER_PYTHON, python3.13 on the PATH, or pyenv's 3.13.
+worker-venv: $(STAMP)
+	$(BIN)/python -m tests.worker.worker_venv
+
 $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	@touch $@
@@ -22,7 +27,7 @@ $(AZURITE): package.json package-lock.json
 demo: install
 	$(BIN)/prepost demo
 
-test: install
+test: install worker-venv
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
@@ -46,4 +51,4 @@ lint: install
 	$(VENV)/checkov/bin/checkov -d infra --framework bicep --compact --quiet --skip-download
 
 clean:
-	rm -rf $(VENV) node_modules .prepost .pytest_cache
+	rm -rf $(VENV) .venv-worker .venv-worker.lock node_modules .prepost .pytest_cache

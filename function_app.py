@@ -10,12 +10,16 @@ because the worker needs its types to index the functions.
 import azure.functions as func
 
 from functions import intake, storage_queues
-from shared.settings import ServiceBusSettlement, Transport, selected_servicebus_settlement, selected_transport
+from shared.settings import (
+    DEFAULT_SETTLEMENT,
+    ServiceBusSettlement,
+    Transport,
+    selected_servicebus_settlement,
+    selected_transport,
+)
 
 
-def build_app(
-    transport: Transport, settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT
-) -> func.FunctionApp:
+def build_app(transport: Transport, settlement: ServiceBusSettlement = DEFAULT_SETTLEMENT) -> func.FunctionApp:
     """A new app object with every function registered for ``transport`` (and ``settlement``)."""
     app = func.FunctionApp()
     app.register_functions(intake.blueprint())
@@ -32,5 +36,5 @@ def build_app(
 _transport = selected_transport()
 app = build_app(
     _transport,
-    selected_servicebus_settlement() if _transport is Transport.SERVICEBUS else ServiceBusSettlement.EXPLICIT,
+    selected_servicebus_settlement() if _transport is Transport.SERVICEBUS else DEFAULT_SETTLEMENT,
 )

@@ -6,7 +6,7 @@ floor the app's own import costs, in time and in memory; the list of Azure packa
 in shows whether anything heavy (a management SDK, identity, Service Bus) leaked into import
 time.
 
-With ``PREPOST_TRANSPORT=servicebus`` and explicit settlement (the default there), the worker
+With ``PREPOST_TRANSPORT=servicebus`` and explicit settlement (the opt-in, set here), the worker
 needs the SDK-type binding's classes to index the functions, so that import is measured too:
 its extra cost is the price of dead-lettering with a reason.
 """
@@ -29,7 +29,7 @@ def run(*, quick: bool) -> Result:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREPOST_")}
     env.pop("AzureWebJobsStorage", None)
 
-    servicebus_env = {**env, "PREPOST_TRANSPORT": "servicebus"}
+    servicebus_env = {**env, "PREPOST_TRANSPORT": "servicebus", "PREPOST_SERVICEBUS_SETTLEMENT": "explicit"}
 
     def probe(module: str) -> ImportProbe:
         return import_in_fresh_interpreter([module], cwd=str(ROOT), env=env)

@@ -2,10 +2,11 @@
 
 Two bindings, chosen by ``PREPOST_SERVICEBUS_SETTLEMENT`` (docs/servicebus.md, "Settlement"):
 
-- ``explicit`` (default): the SDK-type binding (:mod:`functions.servicebus_explicit`); the
-  function settles each message itself and dead-letters permanent failures with a reason;
-- ``classic``: ``func.ServiceBusMessage``; the host completes the message on return, so failures
-  are settled by re-sending (transient) or parking in Storage (permanent).
+- ``classic`` (default): ``func.ServiceBusMessage``; the host completes the message on return, so
+  failures are settled by re-sending (transient) or parking in Storage (permanent);
+- ``explicit`` (opt-in): the SDK-type binding (:mod:`functions.servicebus_explicit`); the
+  function settles each message itself and dead-letters permanent failures with a reason. It
+  needs a worker with the settlement client: without one the whole app fails to index.
 
 Either way the decision is the same :func:`~shared.adapters.servicebus_settlement.decide_settlement`.
 """
@@ -16,7 +17,7 @@ import azure.functions as func
 
 from functions.servicebus_delivery import PLAN_FUNCTION, VM_TASKS_FUNCTION, handle_delivery
 from shared.names import SERVICEBUS_CONNECTION, QueueName
-from shared.settings import ServiceBusSettlement
+from shared.settings import DEFAULT_SETTLEMENT, ServiceBusSettlement
 
 
 def _handle_classic(queue: QueueName, msg: func.ServiceBusMessage) -> None:
@@ -29,7 +30,7 @@ def _handle_classic(queue: QueueName, msg: func.ServiceBusMessage) -> None:
     )
 
 
-def work_on_servicebus(settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT) -> func.Blueprint:
+def work_on_servicebus(settlement: ServiceBusSettlement = DEFAULT_SETTLEMENT) -> func.Blueprint:
     """The plan and VM-task triggers on Service Bus, with the binding ``settlement`` needs."""
     if settlement is ServiceBusSettlement.EXPLICIT:
         # Imported only here: the SDK-type binding package (and azure.servicebus) loads only

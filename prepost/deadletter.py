@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from prepost.replay.result import ReplayOutcome, ReplayResult, ReplaySummary
 from shared.adapters.servicebus_settlement import ORIGINAL_ID_PROPERTY, RETRY_PROPERTY
 from shared.adapters.servicebus_transport import plain_properties, received_body, servicebus_message_id
 
@@ -129,33 +129,18 @@ def peek_dead_letters(client: ServiceBusClient, queue: str, *, limit: int = PEEK
         return [dead_lettered(queue, message) for message in receiver.peek_messages(max_message_count=limit)]
 
 
-class DeadLetterOutcome(str, Enum):
-    REPLAYED = "replayed"
-    WOULD_REPLAY = "would replay"
-    FAILED = "failed"
+DeadLetterOutcome = ReplayOutcome
+"""Kept under its former name: a dead-lettered message is replayed, would be, or failed."""
 
-
-@dataclass(frozen=True)
-class DeadLetterResult:
-    message: DeadLetteredMessage
-    outcome: DeadLetterOutcome
-    detail: str = ""
+DeadLetterResult = ReplayResult[DeadLetteredMessage]
 
 
 @dataclass
-class DeadLetterReplay:
+class DeadLetterReplay(ReplaySummary[DeadLetteredMessage]):
     """What :func:`replay_dead_letters` did."""
 
-    queue: str
-    replay_id: str
-    results: list[DeadLetterResult] = field(default_factory=list)
-
-    def count(self, outcome: DeadLetterOutcome) -> int:
-        return sum(1 for result in self.results if result.outcome is outcome)
-
-    @property
-    def ok(self) -> bool:
-        return self.count(DeadLetterOutcome.FAILED) == 0
+    replay_id: str = ""
+    """Set on every copy sent (property ``prepostReplay``): a message seen again is not sent twice."""
 
 
 def replay_dead_letters(
@@ -193,7 +178,7 @@ def replay_dead_letters(
     if dry_run:
         peeked = peek_dead_letters(client, queue, limit=PEEK_LIMIT if limit is None else limit)
         for message in filter(selected, peeked):
-            _record(summary, report, DeadLetterResult(message, DeadLetterOutcome.WOULD_REPLAY))
+            summary.record(ReplayResult(message, ReplayOutcome.WOULD_REPLAY), report)
         return summary
     budget = limit
     seen: set[int | None] = set()
@@ -216,17 +201,17 @@ def replay_dead_letters(
                 if message.application_properties.get(REPLAY_PROPERTY) == summary.replay_id:
                     detail = "already replayed once by this replay and dead-lettered again; left for a person"
                     _abandon_all(receiver, batch[index:])
-                    _record(summary, report, DeadLetterResult(message, DeadLetterOutcome.FAILED, detail))
+                    summary.record(ReplayResult(message, ReplayOutcome.FAILED, detail), report)
                     return summary
                 try:
                     sender.send_messages(replay_message(message, replay_id=summary.replay_id))
                 except ServiceBusError as error:
                     _abandon_all(receiver, batch[index:])
                     detail = f"send to {queue} failed: {error}"
-                    _record(summary, report, DeadLetterResult(message, DeadLetterOutcome.FAILED, detail))
+                    summary.record(ReplayResult(message, ReplayOutcome.FAILED, detail), report)
                     return summary
                 receiver.complete_message(received)
-                _record(summary, report, DeadLetterResult(message, DeadLetterOutcome.REPLAYED))
+                summary.record(ReplayResult(message, ReplayOutcome.REPLAYED), report)
                 if budget is not None:
                     budget -= 1
                     if budget == 0:
@@ -242,8 +227,3 @@ def _abandon_all(receiver: Any, messages: list[Any]) -> None:
         # If this fails, the lock expires by itself and the message stays where it is.
         with contextlib.suppress(ServiceBusError):
             receiver.abandon_message(message)
-
-
-def _record(summary: DeadLetterReplay, report: Callable[[DeadLetterResult], None], result: DeadLetterResult) -> None:
-    summary.results.append(result)
-    report(result)

@@ -38,6 +38,12 @@ class ServiceBusSettlement(str, Enum):
     """Classic binding: the host completes on return; permanent failures are parked in Storage."""
 
 
+DEFAULT_SETTLEMENT = ServiceBusSettlement.CLASSIC
+"""Classic by default: a Python worker without the settlement client fails to index an app that
+declares ``ServiceBusMessageActions``, every function with it, the Event Grid intake included
+(docs/servicebus.md, "Which workers load explicit settlement"). Explicit is an opt-in."""
+
+
 class ArmAuth(str, Enum):
     """How the management clients authenticate."""
 
@@ -103,7 +109,7 @@ class Settings:
     cancel_margin: timedelta = timedelta(minutes=2)
     max_task_attempts: int = 8
     suppression_resource_group: str | None = None
-    servicebus_settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT
+    servicebus_settlement: ServiceBusSettlement = DEFAULT_SETTLEMENT
     operation_check_interval: timedelta = timedelta(seconds=20)
     """How long after starting a long Azure operation (VM start, snapshot) its task looks again."""
 
@@ -197,14 +203,14 @@ class Settings:
             problems.append(f"{SettingName.MAX_TASK_ATTEMPTS.value} must be a whole number from 1 to 50")
             max_attempts = 8
 
-        settlement_raw = text(SettingName.SERVICEBUS_SETTLEMENT.value, ServiceBusSettlement.EXPLICIT.value).lower()
+        settlement_raw = text(SettingName.SERVICEBUS_SETTLEMENT.value, DEFAULT_SETTLEMENT.value).lower()
         try:
             settlement = ServiceBusSettlement(settlement_raw)
         except ValueError:
             problems.append(
                 f"{SettingName.SERVICEBUS_SETTLEMENT.value} must be 'explicit' or 'classic', got {settlement_raw!r}"
             )
-            settlement = ServiceBusSettlement.EXPLICIT
+            settlement = DEFAULT_SETTLEMENT
 
         check_raw = text(SettingName.OPERATION_CHECK_SECONDS.value, "20")
         try:
@@ -248,7 +254,7 @@ def selected_transport(env: Mapping[str, str] | None = None) -> Transport:
 def selected_servicebus_settlement(env: Mapping[str, str] | None = None) -> ServiceBusSettlement:
     """The Service Bus settlement alone, read at import time: it decides the trigger's binding type."""
     env = os.environ if env is None else env
-    raw = (env.get(SettingName.SERVICEBUS_SETTLEMENT.value) or ServiceBusSettlement.EXPLICIT.value).strip().lower()
+    raw = (env.get(SettingName.SERVICEBUS_SETTLEMENT.value) or DEFAULT_SETTLEMENT.value).strip().lower()
     try:
         return ServiceBusSettlement(raw)
     except ValueError as error:

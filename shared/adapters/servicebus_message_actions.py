@@ -1,6 +1,6 @@
 """Explicit settlement through the SDK-type binding's ``ServiceBusMessageActions``.
 
-With ``PREPOST_SERVICEBUS_SETTLEMENT=explicit`` (the default) the Service Bus triggers bind to
+With ``PREPOST_SERVICEBUS_SETTLEMENT=explicit`` (an opt-in) the Service Bus triggers bind to
 ``azure.servicebus.ServiceBusReceivedMessage`` with ``autoCompleteMessages: false``, and the
 function settles every message itself through the Functions host (gRPC, the host's own
 receiver, so the lock is the one the host holds):

@@ -191,7 +191,7 @@ def test_a_run_filter_replays_only_that_runs_messages_and_leaves_the_others_unse
     other = dead_letter(2, properties={b"runKey": b"run-b"})
     client = FakeClient(FakeReceiver([mine[0], other, mine[1]]))
     summary = replay_dead_letters(client, QUEUE, run_key="run-a")
-    assert [r.message.sequence_number for r in summary.results] == [1, 3]
+    assert [r.item.sequence_number for r in summary.results] == [1, 3]
     assert client.receiver.completed == [1, 3] and client.receiver.abandoned == []
 
 

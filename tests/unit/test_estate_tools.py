@@ -10,6 +10,7 @@ import pytest
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.transport import HttpRequest
 
+from prepost.cli.send_event import correlation_of
 from prepost.estate import load_estate, parse_estate
 from prepost.estate.anonymise import anonymise
 from prepost.estate.export import ExportError, ReadOnlyPolicy
@@ -17,7 +18,6 @@ from prepost.estate.writer import estate_to_json
 from prepost.local.host_config import REPO_ROOT
 from prepost.local.stack import choose_allow_lists
 from prepost.local.when import WhenError, parse_duration, parse_when
-from prepost.send_event_command import correlation_of
 from prepost.simulator import ids
 
 EXAMPLE = REPO_ROOT / "docs" / "examples" / "estate.json"

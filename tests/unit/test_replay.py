@@ -306,7 +306,7 @@ class TestReplayPoison:
         assert poison.messages == []
         assert summary.count(MessageOutcome.REPLAYED) == 3 and summary.ok
         assert summary.remaining == 0
-        assert [r.message.body for r in seen] == ["a", "b", "c"]
+        assert [r.item.body for r in seen] == ["a", "b", "c"]
 
     def test_limit_replays_only_that_many(self):
         poison, target = poison_with("a", "b", "c"), FakeQueue("prepost-vm-tasks")

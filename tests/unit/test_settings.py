@@ -249,16 +249,16 @@ class TestServiceBusSettlementAndOperationChecks:
             **extra,
         }
 
-    def test_defaults_are_explicit_settlement_and_twenty_second_checks(self):
+    def test_defaults_are_classic_settlement_and_twenty_second_checks(self):
         settings = Settings.from_environ(self._env())
-        assert settings.servicebus_settlement is ServiceBusSettlement.EXPLICIT
+        assert settings.servicebus_settlement is ServiceBusSettlement.CLASSIC
         assert settings.operation_check_interval == timedelta(seconds=20)
 
-    def test_classic_settlement_and_a_short_check_interval_are_read(self):
+    def test_explicit_settlement_and_a_short_check_interval_are_read(self):
         settings = Settings.from_environ(
-            self._env(PREPOST_SERVICEBUS_SETTLEMENT="Classic", PREPOST_OPERATION_CHECK_SECONDS="1")
+            self._env(PREPOST_SERVICEBUS_SETTLEMENT="Explicit", PREPOST_OPERATION_CHECK_SECONDS="1")
         )
-        assert settings.servicebus_settlement is ServiceBusSettlement.CLASSIC
+        assert settings.servicebus_settlement is ServiceBusSettlement.EXPLICIT
         assert settings.operation_check_interval == timedelta(seconds=1)
 
     @pytest.mark.parametrize(
@@ -273,10 +273,10 @@ class TestServiceBusSettlementAndOperationChecks:
         with pytest.raises(SettingsError, match=expected):
             Settings.from_environ(self._env(**{name: value}))
 
-    def test_import_time_reader_defaults_to_explicit_and_rejects_typos(self):
-        assert selected_servicebus_settlement({}) is ServiceBusSettlement.EXPLICIT
-        assert selected_servicebus_settlement({"PREPOST_SERVICEBUS_SETTLEMENT": " classic "}) is (
-            ServiceBusSettlement.CLASSIC
+    def test_import_time_reader_defaults_to_classic_and_rejects_typos(self):
+        assert selected_servicebus_settlement({}) is ServiceBusSettlement.CLASSIC
+        assert selected_servicebus_settlement({"PREPOST_SERVICEBUS_SETTLEMENT": " explicit "}) is (
+            ServiceBusSettlement.EXPLICIT
         )
         with pytest.raises(SettingsError, match="PREPOST_SERVICEBUS_SETTLEMENT"):
             selected_servicebus_settlement({"PREPOST_SERVICEBUS_SETTLEMENT": "explicitly"})

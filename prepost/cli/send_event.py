@@ -49,7 +49,12 @@ def add_parser(commands) -> None:
         metavar="RESOURCE_ID",
         help="register these machines in the simulator's run before sending (replacing what it held)",
     )
-    send.add_argument("--schema", choices=["eventgrid", "cloudevents"], default="eventgrid")
+    send.add_argument(
+        "--schema",
+        choices=["eventgrid", "cloudevents"],
+        default="eventgrid",
+        help="the event's schema, as the Event Grid subscription delivers it (default eventgrid)",
+    )
     send.add_argument("--to", help="a func start host (http://localhost:7071) instead of the running local stack")
     send.add_argument("--print", dest="print_only", action="store_true", help="print the event instead of sending")
     send.set_defaults(handler=run)

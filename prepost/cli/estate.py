@@ -96,7 +96,7 @@ def add_parser(commands) -> None:
     export.set_defaults(handler=run_export)
 
     check = estate_commands.add_parser("check", help="check an estate file and say what it declares")
-    check.add_argument("file", type=Path)
+    check.add_argument("file", type=Path, help="the estate file (JSON, see prepost/estate/estate.schema.json)")
     check.set_defaults(handler=run_check)
 
 

@@ -1,0 +1,7 @@
+"""``python -m prepost.cli``."""
+
+import sys
+
+from prepost.cli import main
+
+sys.exit(main())
