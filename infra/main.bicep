@@ -46,7 +46,7 @@ param maintenanceConfigurationLocation string
 @description('Name of the configuration\'s existing Event Grid system topic, if it has one (only one is allowed per configuration). Empty: a new topic is created.')
 param systemTopicName string = ''
 
-@description('Subscriptions whose machines the configuration patches. The app gets Reader, Virtual Machine Contributor, Disk Snapshot Contributor and Monitoring Contributor on each.')
+@description('Subscriptions whose machines the configuration patches. The app gets two custom roles on each: machine operator and alert suppressor (docs/deploy.md lists their actions).')
 @minLength(1)
 param targetSubscriptionIds array
 
