@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
+# npm ci empties node_modules first: when node_modules is a link to an install other checkouts
+# share, reinstalling through it would pull that install from under them, so it is left alone.
 $(AZURITE): package.json package-lock.json
-	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
-	@touch $@
+	@if [ -L node_modules ]; then echo "node_modules is a link: not reinstalling it"; \
+	else npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; fi
 
 # Resolve requirements.in (the app's pins) and requirements-dev.in into the hashed lock files,
 # for Python 3.11 on every platform. Versions already in a lock are kept; upgrade one package
