@@ -283,3 +283,37 @@ output systemTopicId string = eventTopic.outputs.id
 output intakeFunctionResourceId string = '${functionApp.outputs.id}/functions/${intakeFunctionName}'
 output eventSubscriptionDeployed bool = deployEventSubscription
 output serviceBusNamespace string = (transport == 'servicebus') ? serviceBus.outputs.fullyQualifiedNamespace : ''
+
+// For azd (azure.yaml): every output becomes a variable of the azd environment; the hooks in
+// infra/hooks read these. PREPOST_EVENT_SUBSCRIPTION_PARAMETERS holds the parameters of
+// eventgrid-subscription.bicep, the same values as the eventSubscription module above, as a
+// deployment parameters object, so the post-deploy hook deploys that module with them once the
+// code is published (tests/infra/test_azd.py checks that the two agree).
+output PREPOST_FUNCTION_APP_NAME string = functionApp.outputs.name
+output PREPOST_INTAKE_FUNCTION string = intakeFunctionName
+output PREPOST_CONFIGURATION_SUBSCRIPTION_ID string = configSubscriptionId
+output PREPOST_CONFIGURATION_RESOURCE_GROUP string = configResourceGroupName
+output PREPOST_EVENT_TOPIC_NAME string = eventTopic.outputs.name
+output PREPOST_EVENT_SUBSCRIPTION_PARAMETERS string = string({
+  systemTopicName: {
+    value: eventTopic.outputs.name
+  }
+  functionAppId: {
+    value: functionApp.outputs.id
+  }
+  intakeFunctionName: {
+    value: intakeFunctionName
+  }
+  deadLetterStorageAccountId: {
+    value: storage.outputs.id
+  }
+  deadLetterContainerName: {
+    value: storage.outputs.deadLetterContainerName
+  }
+  maxDeliveryAttempts: {
+    value: eventMaxDeliveryAttempts
+  }
+  eventTimeToLiveInMinutes: {
+    value: eventTimeToLiveInMinutes
+  }
+})
