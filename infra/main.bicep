@@ -2,7 +2,9 @@
 //
 // Deployed to the resource group that holds the function app:
 //
-//   az deployment group create -g <app-rg> -f infra/main.bicep -p @infra/main.parameters.json
+//   az deployment group create -g <app-rg> -f infra/main.bicep -p @infra/main.parameters.local.json
+//
+// or with `azd up` (azure.yaml; infra/main.parameters.json is filled from the azd environment).
 //
 // It also deploys, in other scopes:
 // - the Event Grid system topic, the event subscription and the cancel permission into the
