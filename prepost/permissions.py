@@ -235,7 +235,7 @@ def _derived_action(method: str, path: str) -> str:
     elif not addressed and method == "GET":
         verb = "read"  # a list, or a sub-resource such as instanceView
     elif not addressed and method == "POST":
-        return "/".join([namespace, *types[:-1], types[-1], "action"])
+        return "/".join([namespace, *types, "action"])  # the last "type" is the verb
     else:
         raise UnmappedRequest(f"{method} {path}: no action follows from this method and path")
     return "/".join([namespace, *types, verb])
