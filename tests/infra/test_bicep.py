@@ -408,3 +408,29 @@ def test_app_gets_data_roles_on_its_own_resources():
         SERVICE_BUS_DATA_RECEIVER,
     }
     assert role_ids(module("deadletter-access")) == {STORAGE_BLOB_DATA_CONTRIBUTOR}
+
+
+def test_alert_role_is_granted_on_the_suppression_resource_group_when_one_is_set():
+    roles = module("target-subscription-roles")
+    uses_group = {"function": {"type": "empty", "parameters": {"item_to_test": "suppressionResourceGroupName"}}}
+    # Without a suppression resource group: on the subscription (rules go next to the machines).
+    at_subscription = roles["resources"]["alertSuppressorAssignment"]["config"]
+    assert at_subscription["condition"] == uses_group
+    assert at_subscription["config"]["properties"]["roleDefinitionId"]["operator"]["operands"]["operand_1"] == (
+        "alertSuppressorRole"
+    )
+    # With one: on that resource group only, through suppression-access.bicep.
+    at_group = roles["modules"]["suppressionGroupAccess"]
+    assert at_group["detail"]["path"] == "suppression-access.bicep"
+    assert at_group["config"]["condition"]["operator"] == {"type": "not", "operands": {"bool_value": uses_group}}
+    config = at_group["config"]["config"]
+    scope = config["scope"]["function"]
+    assert scope["type"] == "resource_group"
+    assert scope["parameters"]["resource_group_name"]["operator"]["operands"]["false_value"] == (
+        "suppressionResourceGroupName"
+    )
+    assert config["params"]["roleDefinitionId"]["operator"]["operands"]["operand_1"] == "alertSuppressorRole"
+    # The machine operator role is always on the subscription.
+    operator = roles["resources"]["machineOperatorAssignment"]["config"]
+    assert "condition" not in operator and "scope" not in operator
+    assert operator["properties"]["roleDefinitionId"]["operator"]["operands"]["operand_1"] == "machineOperatorRole"
