@@ -35,6 +35,8 @@ NEVER_SHIP = [
     # environments and caches
     ".venv/bin/python",
     ".venv/checkov/bin/checkov",
+    ".venv-worker/bin/python",
+    ".venv-worker.lock",
     "venv/bin/python",
     "node_modules/.bin/azurite",
     ".ruff_cache/0.17.6/123",
@@ -59,6 +61,7 @@ NEVER_SHIP = [
     "requirements-dev.txt",
     "requirements-dev.in",
     "requirements.in",
+    "requirements-worker.txt",
     "pyproject.toml",
     "Makefile",
     "README.md",
