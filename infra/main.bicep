@@ -2,7 +2,9 @@
 //
 // Deployed to the resource group that holds the function app:
 //
-//   az deployment group create -g <app-rg> -f infra/main.bicep -p @infra/main.parameters.json
+//   az deployment group create -g <app-rg> -f infra/main.bicep -p @infra/main.parameters.local.json
+//
+// or with `azd up` (azure.yaml; infra/main.parameters.json is filled from the azd environment).
 //
 // It also deploys, in other scopes:
 // - the Event Grid system topic, the event subscription and the cancel permission into the
@@ -46,7 +48,7 @@ param maintenanceConfigurationLocation string
 @description('Name of the configuration\'s existing Event Grid system topic, if it has one (only one is allowed per configuration). Empty: a new topic is created.')
 param systemTopicName string = ''
 
-@description('Subscriptions whose machines the configuration patches. The app gets Reader, Virtual Machine Contributor, Disk Snapshot Contributor and Monitoring Contributor on each.')
+@description('Subscriptions whose machines the configuration patches. The app gets two custom roles on each: machine operator and alert suppressor (docs/deploy.md lists their actions).')
 @minLength(1)
 param targetSubscriptionIds array
 
@@ -283,3 +285,37 @@ output systemTopicId string = eventTopic.outputs.id
 output intakeFunctionResourceId string = '${functionApp.outputs.id}/functions/${intakeFunctionName}'
 output eventSubscriptionDeployed bool = deployEventSubscription
 output serviceBusNamespace string = (transport == 'servicebus') ? serviceBus.outputs.fullyQualifiedNamespace : ''
+
+// For azd (azure.yaml): every output becomes a variable of the azd environment; the hooks in
+// infra/hooks read these. PREPOST_EVENT_SUBSCRIPTION_PARAMETERS holds the parameters of
+// eventgrid-subscription.bicep, the same values as the eventSubscription module above, as a
+// deployment parameters object, so the post-deploy hook deploys that module with them once the
+// code is published (tests/infra/test_azd.py checks that the two agree).
+output PREPOST_FUNCTION_APP_NAME string = functionApp.outputs.name
+output PREPOST_INTAKE_FUNCTION string = intakeFunctionName
+output PREPOST_CONFIGURATION_SUBSCRIPTION_ID string = configSubscriptionId
+output PREPOST_CONFIGURATION_RESOURCE_GROUP string = configResourceGroupName
+output PREPOST_EVENT_TOPIC_NAME string = eventTopic.outputs.name
+output PREPOST_EVENT_SUBSCRIPTION_PARAMETERS string = string({
+  systemTopicName: {
+    value: eventTopic.outputs.name
+  }
+  functionAppId: {
+    value: functionApp.outputs.id
+  }
+  intakeFunctionName: {
+    value: intakeFunctionName
+  }
+  deadLetterStorageAccountId: {
+    value: storage.outputs.id
+  }
+  deadLetterContainerName: {
+    value: storage.outputs.deadLetterContainerName
+  }
+  maxDeliveryAttempts: {
+    value: eventMaxDeliveryAttempts
+  }
+  eventTimeToLiveInMinutes: {
+    value: eventTimeToLiveInMinutes
+  }
+})

@@ -148,10 +148,15 @@ resource plan 'Microsoft.Web/serverfarms@2026-07-15' = {
   }
 }
 
+// azd deploys the code of the azure.yaml service of this name to the resource with this tag.
+var azdServiceName = 'prepost'
+
 resource site 'Microsoft.Web/sites@2026-07-15' = {
   name: appName
   location: location
-  tags: tags
+  tags: union(tags, {
+    'azd-service-name': azdServiceName
+  })
   kind: 'functionapp,linux'
   identity: {
     type: 'SystemAssigned'

@@ -4,7 +4,8 @@
 // Cancelling is a PUT of {"properties":{"status":"Cancel"}} on
 // <configuration id>/providers/Microsoft.Maintenance/applyUpdates/<start>, so the identity needs
 // Microsoft.Maintenance/applyUpdates/write on the configuration. By default a custom role grants
-// exactly that (plus reading the configuration and its runs). 'ScheduledPatchingContributor'
+// exactly that, plus reading the configuration (its tags carry the run policy): the two actions
+// tests/infra/test_roles.py derives from the adapters' calls. 'ScheduledPatchingContributor'
 // uses the built-in role instead, for tenants that do not allow custom roles; it also lets the
 // app change the configuration and its assignments, which prepost never needs.
 //
@@ -37,13 +38,13 @@ resource cancelRunRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if
   properties: {
     // Role names are unique per tenant: the suffix ties this one to its resource group.
     roleName: 'prepost maintenance run canceller ${uniqueString(resourceGroup().id)}'
-    description: 'Read a maintenance configuration and its runs, and cancel a scheduled run (prepost).'
+    description: 'Read a maintenance configuration and cancel a scheduled run of it (prepost).'
     type: 'CustomRole'
     permissions: [
       {
         actions: [
+          // The configuration's tags (run policy); the cancel PUT on its applyUpdates run.
           'Microsoft.Maintenance/maintenanceConfigurations/read'
-          'Microsoft.Maintenance/applyUpdates/read'
           'Microsoft.Maintenance/applyUpdates/write'
         ]
         notActions: []

@@ -1,21 +1,27 @@
-// Roles for the function app's identity on ONE target subscription (a subscription whose
-// machines are patched by the maintenance configuration). Subscription-scope role assignments
-// need a subscription-scope deployment, hence targetScope. main.bicep deploys this module once
-// per entry of targetSubscriptionIds; it can also be deployed on its own:
+// What the function app's identity may do on ONE target subscription (a subscription whose
+// machines the maintenance configuration patches): two custom roles holding exactly the actions
+// prepost's calls need, instead of Reader, Virtual Machine Contributor (which includes Run
+// Command), Disk Snapshot Contributor (storage listkeys, disk SAS) and Monitoring Contributor.
+// docs/deploy.md maps each action to the call that needs it; tests/infra/test_roles.py derives
+// the actions from the adapters' requests against the simulator and compares them with these.
+//
+// Subscription-scope role definitions and assignments need a subscription-scope deployment,
+// hence targetScope. main.bicep deploys this module once per entry of targetSubscriptionIds; it
+// can also be deployed on its own:
 //
 //   az deployment sub create --subscription <target-subscription-id> --location <region> \
 //     --template-file infra/modules/target-subscription-roles.bicep \
-//     --parameters principalId=<app principal id>
+//     --parameters principalId=<app principal id> [suppressionResourceGroupName=<rg>]
 //
-// Whoever deploys it needs Owner, User Access Administrator or Role Based Access Control
-// Administrator on the subscription (Microsoft.Authorization/roleAssignments/write).
+// Whoever deploys it needs Owner or User Access Administrator on the subscription
+// (Microsoft.Authorization/roleDefinitions/write and roleAssignments/write).
 
 targetScope = 'subscription'
 
 @description('Object id of the function app\'s system-assigned identity.')
 param principalId string
 
-@description('If set, this resource group is created in the subscription to hold the alert processing rules (PREPOST_SUPPRESSION_RESOURCE_GROUP).')
+@description('If set, this resource group is created in the subscription to hold the alert processing rules (PREPOST_SUPPRESSION_RESOURCE_GROUP), and the alert role is granted on it alone.')
 param suppressionResourceGroupName string = ''
 
 @description('Region for the suppression resource group (its rules are global).')
@@ -23,45 +29,81 @@ param location string = deployment().location
 
 param tags object = {}
 
-// Built-in role definition ids and why the app needs each one:
-// https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
-var roles = [
-  {
-    // Resource Graph (maintenanceresources: which machines a run patches), VM and Arc machine
-    // state, disk ids, Update Manager run status. Resource Graph only returns what the caller
-    // can read: without Reader a run looks like "no machines".
-    name: 'Reader'
-    id: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
+// Role names are unique per tenant and each definition is assignable in its own subscription
+// only, so the subscription id is part of the name.
+resource machineOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, 'prepost-machine-operator')
+  properties: {
+    roleName: 'prepost machine operator (${subscription().subscriptionId})'
+    description: 'Find the machines of a maintenance run, read VM, disk and Arc server state, start and deallocate VMs, and take and prune disk snapshots (prepost).'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          // Resource Graph query for the run's machines; it returns only the
+          // maintenanceresources rows (applyUpdates under each machine) the caller may read.
+          'Microsoft.ResourceGraph/resources/read'
+          'Microsoft.Maintenance/applyUpdates/read'
+          // VM state with its instance view (GET with $expand=instanceView is a read), start,
+          // deallocate; the disks to snapshot and their region.
+          'Microsoft.Compute/virtualMachines/read'
+          'Microsoft.Compute/virtualMachines/start/action'
+          'Microsoft.Compute/virtualMachines/deallocate/action'
+          'Microsoft.Compute/disks/read'
+          // Incremental snapshots before patching; pruning old ones.
+          'Microsoft.Compute/snapshots/read'
+          'Microsoft.Compute/snapshots/write'
+          'Microsoft.Compute/snapshots/delete'
+          // Not called by prepost: ARM checks it on the source disk when a snapshot is created
+          // from it, and refuses the snapshot (LinkedAuthorizationFailed) without it.
+          'Microsoft.Compute/disks/beginGetAccess/action'
+          // Arc-enabled server connection status.
+          'Microsoft.HybridCompute/machines/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      subscription().id
+    ]
   }
-  {
-    // Start machines before patching, deallocate the ones prepost started afterwards.
-    name: 'Virtual Machine Contributor'
-    id: '9980e02c-c2be-4d73-94e8-173b1dc7cf3c'
-  }
-  {
-    // Incremental snapshots of OS and data disks before patching, and pruning old ones.
-    name: 'Disk Snapshot Contributor'
-    id: '7efff54f-a5b4-42b5-a1c5-5411624893ce'
-  }
-  {
-    // Alert processing rules (Microsoft.AlertsManagement/actionRules) that mute alerts on the
-    // run's machines during the window, and their removal afterwards.
-    name: 'Monitoring Contributor'
-    id: '749f88d5-cbae-40b8-bcfc-e573ddc772fa'
-  }
-]
+}
 
-resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
-  for role in roles: {
-    name: guid(subscription().id, principalId, role.id)
-    properties: {
-      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role.id)
-      principalId: principalId
-      principalType: 'ServicePrincipal'
-      description: 'prepost: ${role.name} for pre/post maintenance work'
-    }
+resource alertSuppressorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, 'prepost-alert-suppressor')
+  properties: {
+    roleName: 'prepost alert suppressor (${subscription().subscriptionId})'
+    description: 'Create, read and delete the alert processing rules that mute alerts on a maintenance run\'s machines (prepost).'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.AlertsManagement/actionRules/read'
+          'Microsoft.AlertsManagement/actionRules/write'
+          'Microsoft.AlertsManagement/actionRules/delete'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      subscription().id
+    ]
   }
-]
+}
+
+resource machineOperatorAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(subscription().id, principalId, machineOperatorRole.id)
+  properties: {
+    roleDefinitionId: machineOperatorRole.id
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'prepost: pre/post maintenance work on the machines of this subscription'
+  }
+}
 
 resource suppressionGroup 'Microsoft.Resources/resourceGroups@2025-04-01' = if (!empty(suppressionResourceGroupName)) {
   // ARM still validates the name of a skipped resource, so it must never be empty.
@@ -70,4 +112,30 @@ resource suppressionGroup 'Microsoft.Resources/resourceGroups@2025-04-01' = if (
   tags: tags
 }
 
-output assignedRoles array = [for role in roles: role.name]
+// Without a suppression resource group the app puts each rule in the resource group of the
+// run's first machine in the subscription, so the role must cover the subscription.
+resource alertSuppressorAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (empty(suppressionResourceGroupName)) {
+  name: guid(subscription().id, principalId, alertSuppressorRole.id)
+  properties: {
+    roleDefinitionId: alertSuppressorRole.id
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'prepost: mute alerts on the machines of a maintenance run'
+  }
+}
+
+module suppressionGroupAccess 'suppression-access.bicep' = if (!empty(suppressionResourceGroupName)) {
+  name: 'prepost-suppression-access'
+  scope: resourceGroup(empty(suppressionResourceGroupName) ? 'unused' : suppressionResourceGroupName)
+  params: {
+    principalId: principalId
+    roleDefinitionId: alertSuppressorRole.id
+  }
+  dependsOn: [
+    suppressionGroup
+  ]
+}
+
+output machineOperatorRoleId string = machineOperatorRole.id
+output alertSuppressorRoleId string = alertSuppressorRole.id
+output alertSuppressorScope string = empty(suppressionResourceGroupName) ? subscription().id : '${subscription().id}/resourceGroups/${suppressionResourceGroupName}'

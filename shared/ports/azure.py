@@ -73,8 +73,9 @@ class MachineInventory(ABC):
     def list_run_machines(self, correlation_id: str, subscription_ids: Sequence[str]) -> list[str]:
         """Every machine resource id in the run (all pages; VMs and Arc servers).
 
-        An empty list is a real answer only when the caller can read those subscriptions: a
-        missing Reader role also gives none, which is why the planner records it as a finding.
+        An empty list is a real answer only when the caller can read the run's rows: without
+        Microsoft.Maintenance/applyUpdates/read (the machine operator role, docs/deploy.md) Resource
+        Graph also gives none, which is why the planner records it as a finding.
         """
 
 

@@ -79,7 +79,7 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
         except Throttled as error:
             return _plan_again_later(message, phase, error, ports.transport)
         except PermanentError as error:
-            # Retrying cannot help (e.g. the identity lacks Reader): record why, and do not let
+            # Retrying cannot help (e.g. the identity lacks its role): record why, and do not let
             # patching proceed without the safety work.
             return _planning_failed(run, phase, ports, str(error), now)
     else:
@@ -203,7 +203,8 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
     if not machine_ids:
         findings.append(
             "Resource Graph listed no machines for this run: either the schedule's scope is empty or the "
-            "identity lacks Reader on subscriptions " + ", ".join(allowed or run.subscription_ids)
+            "identity cannot read the run's applyUpdates rows (the prepost machine operator role, or Reader) "
+            "on subscriptions " + ", ".join(allowed or run.subscription_ids)
         )
     ports.records.add_machines(run.run_key, machine_ids)
 

@@ -366,15 +366,16 @@ SERVICE_BUS_DATA_SENDER = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
 SERVICE_BUS_DATA_RECEIVER = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
 
 
-def test_target_subscription_roles_are_a_subscription_scope_module():
+def test_target_subscription_roles_are_a_subscription_scope_module_with_custom_roles_only():
     roles = module("target-subscription-roles")
     assert roles["globals"]["scope"]["value"] == "subscription"
-    assert role_ids(roles) == {
-        READER,
-        VIRTUAL_MACHINE_CONTRIBUTOR,
-        DISK_SNAPSHOT_CONTRIBUTOR,
-        MONITORING_CONTRIBUTOR,
-    }
+    # Custom roles only (tests/infra/test_roles.py checks their actions): no built-in role id.
+    assert role_ids(roles) == set()
+    assert {
+        symbol
+        for symbol, declaration in roles["resources"].items()
+        if declaration["type"] == "Microsoft.Authorization/roleDefinitions"
+    } == {"machineOperatorRole", "alertSuppressorRole"}
     deployment = main()["modules"]["targetRoles"]
     assert deployment["detail"]["path"] == "modules/target-subscription-roles.bicep"
     assert body(deployment)["scope"]["function"]["type"] == "subscription"
@@ -390,6 +391,14 @@ def test_cancel_permission_is_apply_updates_write_on_the_configuration():
     assert body(access["resources"]["cancelRunAssignment"])["scope"] == "configuration"
 
 
+def test_no_template_grants_the_broad_built_in_roles():
+    # Virtual Machine Contributor includes Run Command; Disk Snapshot Contributor includes storage
+    # listkeys and disk SAS; Monitoring Contributor and Reader reach far beyond prepost's calls.
+    broad = {READER, VIRTUAL_MACHINE_CONTRIBUTOR, DISK_SNAPSHOT_CONTRIBUTOR, MONITORING_CONTRIBUTOR}
+    for path in TEMPLATES:
+        assert not role_ids(parse(path)) & broad, f"{path.name} grants a broad built-in role"
+
+
 def test_app_gets_data_roles_on_its_own_resources():
     assert role_ids(module("app-access")) >= {
         STORAGE_BLOB_DATA_OWNER,
@@ -399,3 +408,29 @@ def test_app_gets_data_roles_on_its_own_resources():
         SERVICE_BUS_DATA_RECEIVER,
     }
     assert role_ids(module("deadletter-access")) == {STORAGE_BLOB_DATA_CONTRIBUTOR}
+
+
+def test_alert_role_is_granted_on_the_suppression_resource_group_when_one_is_set():
+    roles = module("target-subscription-roles")
+    uses_group = {"function": {"type": "empty", "parameters": {"item_to_test": "suppressionResourceGroupName"}}}
+    # Without a suppression resource group: on the subscription (rules go next to the machines).
+    at_subscription = roles["resources"]["alertSuppressorAssignment"]["config"]
+    assert at_subscription["condition"] == uses_group
+    assert at_subscription["config"]["properties"]["roleDefinitionId"]["operator"]["operands"]["operand_1"] == (
+        "alertSuppressorRole"
+    )
+    # With one: on that resource group only, through suppression-access.bicep.
+    at_group = roles["modules"]["suppressionGroupAccess"]
+    assert at_group["detail"]["path"] == "suppression-access.bicep"
+    assert at_group["config"]["condition"]["operator"] == {"type": "not", "operands": {"bool_value": uses_group}}
+    config = at_group["config"]["config"]
+    scope = config["scope"]["function"]
+    assert scope["type"] == "resource_group"
+    assert scope["parameters"]["resource_group_name"]["operator"]["operands"]["false_value"] == (
+        "suppressionResourceGroupName"
+    )
+    assert config["params"]["roleDefinitionId"]["operator"]["operands"]["operand_1"] == "alertSuppressorRole"
+    # The machine operator role is always on the subscription.
+    operator = roles["resources"]["machineOperatorAssignment"]["config"]
+    assert "condition" not in operator and "scope" not in operator
+    assert operator["properties"]["roleDefinitionId"]["operator"]["operands"]["operand_1"] == "machineOperatorRole"
