@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.bootstrap import Container
 from shared.clock import utcnow
-from shared.errors import InvalidMessage
+from shared.errors import InvalidMessage, MessageRejected
 from shared.models.messages import (
     CheckPreDeadline,
     MonitoringMessage,
@@ -56,8 +56,9 @@ def handle_message(
 ) -> None:
     """Decode and dispatch one message from ``queue``. Raises to have the platform retry it.
 
-    A body that is not a message for ``queue`` is parked in ``<queue>-poison`` at once, or,
-    with ``raise_invalid``, raised as :class:`~shared.errors.InvalidMessage` so the caller's
+    A body that is not a message for ``queue``, or a task message that disagrees with its task
+    record (:class:`~shared.errors.MessageRejected`), is parked in ``<queue>-poison`` at once,
+    or, with ``raise_invalid``, raised as :class:`~shared.errors.InvalidMessage` so the caller's
     settlement can dead-letter it (Service Bus).
     """
     try:
@@ -69,7 +70,14 @@ def handle_message(
             raise
         park(queue, body, str(error), container)
         return
-    HANDLERS[type(message)](message, container, delivery)
+    try:
+        HANDLERS[type(message)](message, container, delivery)
+    except MessageRejected as error:
+        # Decoded, but not a message prepost sent (its task record says otherwise): nothing was
+        # done on Azure and retrying cannot change the verdict.
+        if raise_invalid:
+            raise
+        park(queue, body, str(error), container)
 
 
 def park(queue: QueueName, body: str | bytes, reason: str, container: Container) -> None:
