@@ -70,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         help="register these machines in the simulator's run before sending",
     )
     send.add_argument("--schema", choices=["eventgrid", "cloudevents"], default="eventgrid")
-    send.add_argument("--to", help="a func start host (http://localhost:7071) instead of the running local stack")
+    send.add_argument(
+        "--to",
+        help="a func start host (http://localhost:7071) or an https:// webhook instead of the running local stack; "
+        "a deployed app's system key comes from PREPOST_EVENTGRID_KEY or a prompt, never the URL",
+    )
     send.add_argument("--print", dest="print_only", action="store_true", help="print the event instead of sending")
     send.set_defaults(handler=_send_event)
 
@@ -212,8 +216,9 @@ def _replay_parsers(commands) -> None:
     events.add_argument(
         "--to",
         help="webhook: a func start host (http://localhost:7071) or the deployed app's "
-        "https://<app>.azurewebsites.net/runtime/webhooks/eventgrid?functionName="
-        "maintenance_event_intake&code=<system key> (default: the running local stack)",
+        "https://<app>.azurewebsites.net/runtime/webhooks/eventgrid?functionName=maintenance_event_intake; "
+        "its system key comes from PREPOST_EVENTGRID_KEY or a prompt, never the URL "
+        "(default: the running local stack)",
     )
     events.add_argument("--dry-run", action="store_true", help="only show what would be replayed; change nothing")
     _storage_options(events)
@@ -647,6 +652,7 @@ def _replay_events(args) -> int:
     if not url and not args.dry_run:
         raise CliError("no webhook to deliver to: start `prepost local up`, or pass --to URL")
     target = redact_url(url) if url else "(none: dry run)"
+    key = _webhook_key(url) if url and not args.dry_run else None
     if args.file:
         try:
             events = read_dead_letter_file(str(args.file))
@@ -658,13 +664,23 @@ def _replay_events(args) -> int:
             print(f"      {event.reason}")
         if args.dry_run or not events:
             return EXIT_OK
-        result = deliverer(url)([event.event for event in events])
+        result = deliverer(url, key=key)([event.event for event in events])
         print(f"{'delivered' if result.ok else 'not delivered'} to {target}: {describe_delivery(result)}")
         return EXIT_OK if result.ok else EXIT_FAILED
-    return _replay_container(args, url, target)
+    return _replay_container(args, url, target, key)
 
 
-def _replay_container(args, url: str | None, target: str) -> int:
+def _webhook_key(url: str) -> str | None:
+    """The webhook's key (environment or prompt); a refused target is a one-line error."""
+    from prepost.webhook_auth import TargetRefused, webhook_key
+
+    try:
+        return webhook_key(url)
+    except TargetRefused as error:
+        raise CliError(f"cannot deliver to {url.split('?', 1)[0]}: {error}") from error
+
+
+def _replay_container(args, url: str | None, target: str, key: str | None = None) -> int:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     from prepost.replay import BlobOutcome, blob_container, deliverer, replay_dead_letter_blobs
@@ -679,7 +695,7 @@ def _replay_container(args, url: str | None, target: str) -> int:
     try:
         results = replay_dead_letter_blobs(
             container,
-            unreachable if args.dry_run else deliverer(url),
+            unreachable if args.dry_run else deliverer(url, key=key),
             destination=url or "",
             dry_run=args.dry_run,
             prefix=args.prefix,
@@ -749,9 +765,10 @@ def _send_event(args) -> int:
     url = args.to or (state.webhook_url if state else None)
     if not url:
         raise CliError("no local stack is running: start `prepost local up`, or pass --to http://localhost:7071")
+    key = _webhook_key(url)
     if args.machines:
         _register_machines(state, events, args.machines)
-    result = deliver(url, events)
+    result = deliver(url, events, key=key)
     for event in events:
         data = event.get("data") if isinstance(event, dict) else None
         # Data keys come in either casing (correlationId / CorrelationId).

@@ -182,7 +182,7 @@ class Settings:
             problems.append(f"{SettingName.ARM_AUTH.value} must be 'azure' or 'simulator', got {arm_auth_raw!r}")
             arm_auth = ArmAuth.AZURE
         arm_endpoint = text(SettingName.ARM_ENDPOINT.value, AZURE_RESOURCE_MANAGER).rstrip("/")
-        if arm_auth is ArmAuth.SIMULATOR and not _is_loopback(arm_endpoint):
+        if arm_auth is ArmAuth.SIMULATOR and not is_loopback(arm_endpoint):
             # A static token must never be sent anywhere but the local simulator.
             problems.append(f"{SettingName.ARM_AUTH.value}=simulator needs a loopback {SettingName.ARM_ENDPOINT.value}")
         if arm_auth is ArmAuth.AZURE and not arm_endpoint.startswith("https://"):
@@ -272,7 +272,8 @@ def _is_guid(value: str) -> bool:
         return False
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
+    """True when ``url``'s host is ``localhost`` or a loopback IP literal (never a DNS name)."""
     import ipaddress
     from urllib.parse import urlparse
 

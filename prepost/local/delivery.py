@@ -36,12 +36,20 @@ def webhook_url(base: str, function_name: str = INTAKE_FUNCTION) -> str:
     return f"{parsed.scheme}://{parsed.netloc}{path}?{urlencode(query)}"
 
 
-def deliver(url: str, events: Sequence[dict[str, Any]], *, timeout: float = 30.0) -> DeliveryResult:
-    """POST a JSON array of events with ``aeg-event-type: Notification``, as Event Grid does."""
-    response = requests.post(
-        webhook_url(url),
-        data=json.dumps(list(events)),
-        headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
-        timeout=timeout,
-    )
+def deliver(
+    url: str, events: Sequence[dict[str, Any]], *, timeout: float = 30.0, key: str | None = None
+) -> DeliveryResult:
+    """POST a JSON array of events with ``aeg-event-type: Notification``, as Event Grid does.
+
+    ``key`` (the webhook's system key) goes in a header, never in the URL. Raises
+    :class:`prepost.webhook_auth.TargetRefused` for a URL with a key in it or plain HTTP to
+    another machine, before anything is sent.
+    """
+    from prepost.webhook_auth import KEY_HEADER, check_target
+
+    check_target(url)
+    headers = {"Content-Type": "application/json", "aeg-event-type": "Notification"}
+    if key:
+        headers[KEY_HEADER] = key
+    response = requests.post(webhook_url(url), data=json.dumps(list(events)), headers=headers, timeout=timeout)
     return DeliveryResult(response.status_code, response.text)
