@@ -63,6 +63,8 @@ class SettingName(str, Enum):
     SUPPRESSION_RESOURCE_GROUP = "PREPOST_SUPPRESSION_RESOURCE_GROUP"
     SERVICEBUS_SETTLEMENT = "PREPOST_SERVICEBUS_SETTLEMENT"
     OPERATION_CHECK_SECONDS = "PREPOST_OPERATION_CHECK_SECONDS"
+    TELEMETRY = "PREPOST_TELEMETRY"
+    """``on``: export logs and metrics with OpenTelemetry (needs APPLICATIONINSIGHTS_CONNECTION_STRING)."""
 
 
 # Environment variables of the ``prepost`` command (not app settings).

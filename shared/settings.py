@@ -106,6 +106,8 @@ class Settings:
     servicebus_settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT
     operation_check_interval: timedelta = timedelta(seconds=20)
     """How long after starting a long Azure operation (VM start, snapshot) its task looks again."""
+    telemetry: bool = False
+    """PREPOST_TELEMETRY=on with an Application Insights connection string: OpenTelemetry export."""
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -215,6 +217,14 @@ class Settings:
             problems.append(f"{SettingName.OPERATION_CHECK_SECONDS.value} must be a whole number from 1 to 600")
             check_seconds = 20
 
+        from shared.observability.telemetry import telemetry_wanted
+
+        try:
+            telemetry = telemetry_wanted(env)
+        except SettingsError as error:
+            problems.append(str(error))
+            telemetry = False
+
         settings = cls(
             storage=storage,
             allowed_configurations=allow_lists[SettingName.ALLOWED_CONFIGURATIONS],
@@ -229,6 +239,7 @@ class Settings:
             suppression_resource_group=text(SettingName.SUPPRESSION_RESOURCE_GROUP.value),
             servicebus_settlement=settlement,
             operation_check_interval=timedelta(seconds=check_seconds),
+            telemetry=telemetry,
         )
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
