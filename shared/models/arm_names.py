@@ -20,6 +20,7 @@ https://learn.microsoft.com/azure/azure-resource-manager/management/resource-nam
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from shared.errors import InvalidIdentifier
@@ -38,6 +39,9 @@ _NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "microsoft.compute/disks": (_DISK_OR_SNAPSHOT, "disk"),
     "microsoft.compute/snapshots": (_DISK_OR_SNAPSHOT, "snapshot"),
 }
+TAG_VALUE_LIMIT = 256
+"""ARM refuses a tag value longer than this (``InvalidTagValueLength``):
+https://learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations"""
 MAX_RESOURCE_ID = 2_000
 """Far above any real id (a run id is under 400 characters): a longer one is not an id."""
 
@@ -109,6 +113,16 @@ def arm_path(resource_id: str) -> str:
     """
     check_resource_id(resource_id)
     return "/" + "/".join(quote(part, safe="") for part in resource_id[1:].split("/"))
+
+
+def bounded_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """``tags`` with every value cut to what ARM accepts.
+
+    The values prepost writes come from names it does not choose (a configuration name may be
+    longer than a tag value may be); a value cut short still tells a reader what it was, while
+    a refused PUT would fail the snapshot and cancel the run.
+    """
+    return {name: value[:TAG_VALUE_LIMIT] for name, value in tags.items()}
 
 
 def _check_word(text: str, resource_id: str) -> None:

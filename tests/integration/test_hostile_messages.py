@@ -159,3 +159,26 @@ def test_forged_and_damaged_messages_are_parked_with_a_reason_and_reach_no_azure
     assert app.sim.state.requests()[requests_before:] == []
     after = {task.task_id: (task.status, task.attempts, task.data) for task in app.tasks()}
     assert after == before
+
+
+def test_a_configuration_name_longer_than_a_tag_value_still_gets_its_snapshots_and_rule(start_app):
+    # ARM takes configuration names up to 260 characters, tag values up to 256: the snapshot's
+    # and the rule's prepost-configuration tag is cut, not refused (a refusal would fail the
+    # snapshot and cancel the run).
+    name = "mc-" + "x" * 255
+    app = start_app(
+        Estate.generate(
+            machines=1, subscriptions=1, arc_servers=0, run_start=future_start(30), configuration_name=name
+        ),
+    )
+    sub = app.estate.subscription_ids[0]
+    assert app.deliver(build_event("pre", correlation_id=app.correlation_id, subscription_ids=[sub])).status == 200
+
+    pre = app.wait_phase_final(Phase.PRE)
+
+    assert pre.status is PhaseStatus.COMPLETED, [(t.action, t.detail) for t in app.tasks(Phase.PRE)]
+    snapshots = app.sim.state.snapshots()
+    assert snapshots
+    for snapshot in snapshots:
+        assert snapshot.tags["prepost-configuration"] == name[:256]
+    assert app.records.get_run(app.run_key).cancel_requested_at is None

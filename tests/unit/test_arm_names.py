@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import InvalidIdentifier
-from shared.models.arm_names import arm_path, check_name, check_resource_group, check_resource_id
+from shared.models.arm_names import arm_path, bounded_tags, check_name, check_resource_group, check_resource_id
 
 SUB = "6f1d2c4e-8a7b-4c21-9e3f-2b5a7d9c1e40"
 RUN = (
@@ -82,3 +82,8 @@ def test_every_segment_of_the_path_is_quoted():
     path = arm_path(vm("vm-1", group="rg(prod)"))
     assert path == f"/subscriptions/{SUB}/resourceGroups/rg%28prod%29/providers/Microsoft.Compute/virtualMachines/vm-1"
     assert arm_path(RUN) == RUN
+
+
+def test_tag_values_are_cut_to_what_arm_accepts():
+    tags = bounded_tags({"prepost-configuration": "c" * 300, "prepost-run": "r-1"})
+    assert tags == {"prepost-configuration": "c" * 256, "prepost-run": "r-1"}

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.errors import call, or_none
-from shared.models.arm_names import check_resource_group, check_resource_id, check_subscription_id
+from shared.models.arm_names import bounded_tags, check_resource_group, check_resource_id, check_subscription_id
 from shared.models.ids import ResourceId
 from shared.ports.azure import Compute, PatchSettings, PowerState, Snapshot, VirtualMachine
 
@@ -69,7 +69,7 @@ class ArmCompute(Compute):
         snapshots = self._clients.compute(resource.subscription_id).snapshots
         body = SnapshotModel(
             location=location,
-            tags=dict(tags),
+            tags=bounded_tags(tags),
             creation_data=CreationData(create_option="Copy", source_resource_id=source_disk_id),
             incremental=True,
         )
