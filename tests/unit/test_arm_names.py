@@ -87,3 +87,16 @@ def test_every_segment_of_the_path_is_quoted():
 def test_tag_values_are_cut_to_what_arm_accepts():
     tags = bounded_tags({"prepost-configuration": "c" * 300, "prepost-run": "r-1"})
     assert tags == {"prepost-configuration": "c" * 256, "prepost-run": "r-1"}
+
+
+@pytest.mark.parametrize(
+    "segment", ["mc'weekly", 'mc"weekly', "mc?weekly", "mc#weekly", "..", "mc/../x", "mc%2F..", "mc weekly"]
+)
+@pytest.mark.parametrize("where", ["configuration", "resource group"])
+def test_a_correlation_id_with_an_odd_segment_is_no_run_id_and_no_request_path(segment, where):
+    from shared.models.ids import configuration_of
+
+    odd = RUN.replace("mc-weekly-linux" if where == "configuration" else "rg-patching", segment)
+    assert configuration_of(odd) is None
+    with pytest.raises(InvalidIdentifier):
+        arm_path(odd)
