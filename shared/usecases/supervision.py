@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import MessageRejected, PermanentError, TransientError
 from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, format_time, parse_time
 from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback, SafetyNet, TaskOutcome, task_message_for
 from shared.models.policy import RunPolicy
@@ -57,7 +57,8 @@ def record_outcome(
     for _ in range(CONFLICT_RETRIES):
         task = records.get_task(outcome.run_key, outcome.task_id)
         if task is None:
-            raise PermanentError(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
+            # Tasks are recorded before their messages are sent: this outcome is not prepost's.
+            raise MessageRejected(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
         if task.status.is_final:
             log.info("outcome for %s ignored: already %s", task.task_id, task.status.value)
             break

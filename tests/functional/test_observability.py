@@ -122,3 +122,22 @@ def test_settings_refuse_a_telemetry_value_that_is_neither_on_nor_off():
     assert Settings.from_environ({**base, "PREPOST_TELEMETRY": "on"}).telemetry is False  # no connection string
     on = {**base, "PREPOST_TELEMETRY": "on", "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}
     assert Settings.from_environ(on).telemetry is True
+
+
+def test_an_outcome_for_a_task_never_recorded_is_parked_at_once(estate):
+    from shared.models.messages import TaskOutcome
+
+    forged = TaskOutcome(
+        run_key=estate.key,
+        phase=Phase.PRE,
+        action=Action.SNAPSHOT_DISKS,
+        target="/subscriptions/x/vm",
+        status=TaskStatus.FAILED,
+    )
+    FUNCTIONS["outcomes_storage_queue"].get_user_function()(
+        QueueMessage(id="o", body=forged.to_json(), dequeue_count=1)
+    )
+
+    [(queue, _, reason)] = estate.storage.parked
+    assert queue is QueueName.OUTCOMES and "unknown task" in reason
+    assert estate.cancellation.calls == []
