@@ -7,14 +7,9 @@ the first invocation; only the explicit Service Bus binding loads its package at
 because the worker needs its types to index the functions.
 """
 
-import logging
-
 import azure.functions as func
 
 from functions import intake, storage_queues
-from shared.errors import SettingsError
-from shared.observability.context import install as install_log_dimensions
-from shared.observability.telemetry import configure_telemetry
 from shared.settings import ServiceBusSettlement, Transport, selected_servicebus_settlement, selected_transport
 
 
@@ -34,15 +29,25 @@ def build_app(
     return app
 
 
-# Run, phase, task and queue on every log record (standard library only). OpenTelemetry is
-# imported here only with PREPOST_TELEMETRY=on and a connection string: it should see the
-# first invocation, and when off it costs nothing.
-install_log_dimensions()
-try:
-    configure_telemetry()
-except SettingsError as error:
-    # Not a reason to index no function at all: the settings check names it on every invocation.
-    logging.getLogger("shared.observability").error("%s", error)
+def _observe() -> None:
+    """Run, phase, task and queue on every log record (standard library only); OpenTelemetry
+    only with PREPOST_TELEMETRY=on and a connection string: imported then, and at import so it
+    sees the first invocation; when off it costs nothing."""
+    import logging
+
+    from shared.errors import SettingsError
+    from shared.observability.context import install
+    from shared.observability.telemetry import configure_telemetry
+
+    install()
+    try:
+        configure_telemetry()
+    except SettingsError as error:
+        # Not a reason to index no function at all: the settings check names it on every invocation.
+        logging.getLogger("shared.observability").error("%s", error)
+
+
+_observe()
 
 _transport = selected_transport()
 app = build_app(

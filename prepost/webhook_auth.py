@@ -68,5 +68,5 @@ def webhook_key(
         raise TargetRefused(f"{urlparse(url).hostname} needs the Event Grid system key: set {EVENTGRID_KEY_ENV}")
     key = prompt(f"Event Grid system key for {urlparse(url).hostname}: ").strip()
     if not key:
-        raise TargetRefused("no key given")
+        raise TargetRefused(f"no key for {urlparse(url).hostname}: set {EVENTGRID_KEY_ENV}")
     return key

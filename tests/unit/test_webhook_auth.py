@@ -118,3 +118,16 @@ def test_send_event_delivers_with_the_key_from_the_environment(webhook, monkeypa
     main(["send-event", "--file", str(events), "--to", url])
 
     assert seen and seen[0][1] == "k3y"
+
+
+def test_delivery_itself_refuses_a_remote_target_without_a_key(monkeypatch):
+    monkeypatch.delenv(EVENTGRID_KEY_ENV, raising=False)
+    with pytest.raises(TargetRefused, match=EVENTGRID_KEY_ENV):
+        deliver(REMOTE, [{"id": "1"}])
+
+
+def test_delivery_takes_the_key_from_the_environment_when_none_is_given(webhook, monkeypatch):
+    url, seen = webhook
+    monkeypatch.setenv(EVENTGRID_KEY_ENV, "from-env")
+    assert deliver(url, [{"id": "1"}]).ok
+    assert seen[0][1] == "from-env"

@@ -12,9 +12,15 @@ from collections.abc import Mapping
 
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.errors import call, or_none
-from shared.models.arm_names import bounded_tags, check_resource_group, check_resource_id, check_subscription_id
 from shared.models.ids import ResourceId
 from shared.ports.azure import Compute, PatchSettings, PowerState, Snapshot, VirtualMachine
+
+
+def _checked(resource_id: str) -> ResourceId:
+    """The id, once it follows ARM's naming rules (the SDK quotes segments, but not ``..``)."""
+    from shared.models.arm_names import check_resource_id
+
+    return ResourceId(check_resource_id(resource_id))
 
 
 class ArmCompute(Compute):
@@ -65,6 +71,8 @@ class ArmCompute(Compute):
         from azure.mgmt.compute.models import CreationData
         from azure.mgmt.compute.models import Snapshot as SnapshotModel
 
+        from shared.models.arm_names import bounded_tags
+
         resource = _checked(snapshot_id)
         snapshots = self._clients.compute(resource.subscription_id).snapshots
         body = SnapshotModel(
@@ -81,6 +89,8 @@ class ArmCompute(Compute):
         )
 
     def list_snapshots(self, subscription_id: str, resource_group: str) -> list[Snapshot]:
+        from shared.models.arm_names import check_resource_group, check_subscription_id
+
         check_subscription_id(subscription_id)
         check_resource_group(resource_group)
         snapshots = self._clients.compute(subscription_id).snapshots
@@ -97,11 +107,6 @@ class ArmCompute(Compute):
             f"delete snapshot {resource.name}",
             lambda: snapshots.begin_delete(resource.resource_group, resource.name, polling=False),
         )
-
-
-def _checked(resource_id: str) -> ResourceId:
-    """The id, once it follows ARM's naming rules (the SDK quotes segments, but not ``..``)."""
-    return ResourceId(check_resource_id(resource_id))
 
 
 def _to_vm(vm) -> VirtualMachine:
