@@ -33,6 +33,26 @@ def build_app(transport: Transport, settlement: ServiceBusSettlement = DEFAULT_S
     return app
 
 
+def _observe() -> None:
+    """Run, phase, task and queue on every log record (standard library only); OpenTelemetry
+    only with PREPOST_TELEMETRY=on and a connection string: imported then, and at import so it
+    sees the first invocation; when off it costs nothing."""
+    import logging
+
+    from shared.errors import SettingsError
+    from shared.observability.context import install
+    from shared.observability.telemetry import configure_telemetry
+
+    install()
+    try:
+        configure_telemetry()
+    except SettingsError as error:
+        # Not a reason to index no function at all: the settings check names it on every invocation.
+        logging.getLogger("shared.observability").error("%s", error)
+
+
+_observe()
+
 _transport = selected_transport()
 app = build_app(
     _transport,

@@ -126,6 +126,16 @@ param maximumInstanceCount int = 40
 @maxValue(730)
 param logRetentionInDays int = 30
 
+@description('Action groups the alerts (modules/alerts.bicep) notify; empty: alerts show in the portal only.')
+param alertActionGroupIds array = []
+
+@description('PREPOST_TELEMETRY: on sends logs with their run, phase, task and queue dimensions, and metrics, with OpenTelemetry.')
+@allowed([
+  'on'
+  'off'
+])
+param telemetry string = 'on'
+
 // The Event Grid-triggered function, as shared/names.py INTAKE_FUNCTION names it.
 var intakeFunctionName = 'maintenance_event_intake'
 
@@ -201,6 +211,7 @@ module functionApp 'modules/functionapp.bicep' = {
     maxTaskAttempts: maxTaskAttempts
     operationCheckSeconds: operationCheckSeconds
     maximumInstanceCount: maximumInstanceCount
+    telemetry: telemetry
   }
 }
 
@@ -273,6 +284,19 @@ module eventSubscription 'modules/eventgrid-subscription.bicep' = if (deployEven
   dependsOn: [
     deadLetterAccess
   ]
+}
+
+// Poison and dead-letter messages, cancelled runs and failed phases (its own module file).
+module alerts 'modules/alerts.bicep' = {
+  name: 'prepost-alerts'
+  params: {
+    namePrefix: namePrefix
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    serviceBusNamespaceName: (transport == 'servicebus') ? serviceBus.outputs.name : ''
+    actionGroupIds: alertActionGroupIds
+  }
 }
 
 output functionAppName string = functionApp.outputs.name

@@ -136,7 +136,6 @@ class Container:
 
         return self._get("arc", lambda: ArmArcMachines(self.arm))
 
-
     # -- what the use cases take ------------------------------------------------------------
 
     @property
@@ -182,7 +181,13 @@ class Container:
         from shared.usecases.machine_actions import MachinePorts
 
         return self._get(
-            "machine_ports", lambda: MachinePorts(records=self.records, compute=self.compute, arc=self.arc)
+            "machine_ports",
+            lambda: MachinePorts(
+                records=self.records,
+                compute=self.compute,
+                arc=self.arc,
+                allowed_subscriptions=self.settings.allowed_subscriptions,
+            ),
         )
 
     @property
@@ -196,6 +201,7 @@ class Container:
                 alerts=self.alerts,
                 default_grace=self.settings.suppression_grace,
                 rule_resource_group=self.settings.suppression_resource_group,
+                allowed_subscriptions=self.settings.allowed_subscriptions,
             ),
         )
 

@@ -55,3 +55,15 @@ class PermanentError(PrepostError):
 
 class NotAllowed(PermanentError):
     """The resource is outside the subscriptions or configurations prepost may act on."""
+
+
+class InvalidIdentifier(PermanentError):
+    """An id or name that breaks Azure's naming rules: it is never put in a request."""
+
+
+class MessageRejected(InvalidMessage):
+    """A well-formed message that disagrees with its task record or the allowed subscriptions.
+
+    Nothing is done on Azure for it: it is parked (or dead-lettered) with the reason, and the
+    task record is left as it was, so the genuine message still does the task.
+    """

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.bootstrap import Container
 from shared.clock import utcnow
-from shared.errors import InvalidMessage
+from shared.errors import InvalidMessage, MessageRejected
 from shared.models.messages import (
     CheckPreDeadline,
     MonitoringMessage,
@@ -25,6 +25,7 @@ from shared.models.messages import (
     decode_message,
 )
 from shared.names import QueueName
+from shared.observability.context import log_context
 from shared.usecases.intake import IntakeResult, accept_event
 from shared.usecases.machine_actions import perform_machine_action
 from shared.usecases.monitoring_actions import perform_monitoring_action
@@ -33,6 +34,9 @@ from shared.usecases.supervision import check_pre_deadline, post_fallback, recor
 from shared.usecases.task_runner import Delivery, run_task
 
 log = logging.getLogger(__name__)
+
+MESSAGE_PARKED = "message-parked"
+"""The ``event`` attribute of the log record of a parked message (infra/modules/alerts.bicep)."""
 
 
 def handle_event(raw: Mapping[str, Any], container: Container) -> IntakeResult:
@@ -56,25 +60,42 @@ def handle_message(
 ) -> None:
     """Decode and dispatch one message from ``queue``. Raises to have the platform retry it.
 
-    A body that is not a message for ``queue`` is parked in ``<queue>-poison`` at once, or,
-    with ``raise_invalid``, raised as :class:`~shared.errors.InvalidMessage` so the caller's
+    A body that is not a message for ``queue``, or a task message that disagrees with its task
+    record (:class:`~shared.errors.MessageRejected`), is parked in ``<queue>-poison`` at once,
+    or, with ``raise_invalid``, raised as :class:`~shared.errors.InvalidMessage` so the caller's
     settlement can dead-letter it (Service Bus).
     """
-    try:
-        message = decode_message(body)
-        if message.queue is not queue:
-            raise InvalidMessage(f"a {message.kind} message does not belong on {queue.value}")
-    except InvalidMessage as error:
-        if raise_invalid:
-            raise
-        park(queue, body, str(error), container)
-        return
-    HANDLERS[type(message)](message, container, delivery)
+    with log_context(queue=queue.value):
+        try:
+            message = decode_message(body)
+            if message.queue is not queue:
+                raise InvalidMessage(f"a {message.kind} message does not belong on {queue.value}")
+        except InvalidMessage as error:
+            if raise_invalid:
+                raise
+            park(queue, body, str(error), container)
+            return
+        with log_context(**dimensions_of(message)):
+            try:
+                HANDLERS[type(message)](message, container, delivery)
+            except MessageRejected as error:
+                # Decoded, but not a message prepost sent (its task record says otherwise):
+                # nothing was done on Azure and retrying cannot change the verdict.
+                if raise_invalid:
+                    raise
+                park(queue, body, str(error), container)
+
+
+def dimensions_of(message: WorkMessage) -> dict[str, str]:
+    """The log dimensions a message gives: its run, and its phase and task when it has them."""
+    phase = getattr(message, "phase", None)
+    task = message.task_id if isinstance(message, TaskMessage | TaskOutcome) else ""
+    return {"run_key": message.run_key, "phase": phase.value if phase else "", "task": task}
 
 
 def park(queue: QueueName, body: str | bytes, reason: str, container: Container) -> None:
     """Move an unusable message to the poison queue with its reason, without burning retries."""
-    log.error("message parked in %s: %s", queue.poison, reason)
+    log.error("message parked in %s: %s", queue.poison, reason, extra={"event": MESSAGE_PARKED})
     container.storage.park(queue, body, reason)
 
 

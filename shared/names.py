@@ -63,7 +63,14 @@ class SettingName(str, Enum):
     SUPPRESSION_RESOURCE_GROUP = "PREPOST_SUPPRESSION_RESOURCE_GROUP"
     SERVICEBUS_SETTLEMENT = "PREPOST_SERVICEBUS_SETTLEMENT"
     OPERATION_CHECK_SECONDS = "PREPOST_OPERATION_CHECK_SECONDS"
+    TELEMETRY = "PREPOST_TELEMETRY"
+    """``on``: export logs and metrics with OpenTelemetry (needs APPLICATIONINSIGHTS_CONNECTION_STRING)."""
 
+
+# Environment variables of the ``prepost`` command (not app settings).
+EVENTGRID_KEY_ENV = "PREPOST_EVENTGRID_KEY"
+"""The Event Grid webhook's system key (``eventgrid_extension``) for ``send-event`` and ``replay
+events`` to a deployed app: read from the environment (or a prompt), never from the command line."""
 
 # Function names, used by the Event Grid webhook path (?functionName=...) and the docs.
 INTAKE_FUNCTION = "maintenance_event_intake"

@@ -112,6 +112,8 @@ class Settings:
     servicebus_settlement: ServiceBusSettlement = DEFAULT_SETTLEMENT
     operation_check_interval: timedelta = timedelta(seconds=20)
     """How long after starting a long Azure operation (VM start, snapshot) its task looks again."""
+    telemetry: bool = False
+    """PREPOST_TELEMETRY=on with an Application Insights connection string: OpenTelemetry export."""
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -188,7 +190,7 @@ class Settings:
             problems.append(f"{SettingName.ARM_AUTH.value} must be 'azure' or 'simulator', got {arm_auth_raw!r}")
             arm_auth = ArmAuth.AZURE
         arm_endpoint = text(SettingName.ARM_ENDPOINT.value, AZURE_RESOURCE_MANAGER).rstrip("/")
-        if arm_auth is ArmAuth.SIMULATOR and not _is_loopback(arm_endpoint):
+        if arm_auth is ArmAuth.SIMULATOR and not is_loopback(arm_endpoint):
             # A static token must never be sent anywhere but the local simulator.
             problems.append(f"{SettingName.ARM_AUTH.value}=simulator needs a loopback {SettingName.ARM_ENDPOINT.value}")
         if arm_auth is ArmAuth.AZURE and not arm_endpoint.startswith("https://"):
@@ -221,6 +223,14 @@ class Settings:
             problems.append(f"{SettingName.OPERATION_CHECK_SECONDS.value} must be a whole number from 1 to 600")
             check_seconds = 20
 
+        from shared.observability.telemetry import telemetry_wanted
+
+        try:
+            telemetry = telemetry_wanted(env)
+        except SettingsError as error:
+            problems.append(str(error))
+            telemetry = False
+
         settings = cls(
             storage=storage,
             allowed_configurations=allow_lists[SettingName.ALLOWED_CONFIGURATIONS],
@@ -235,6 +245,7 @@ class Settings:
             suppression_resource_group=text(SettingName.SUPPRESSION_RESOURCE_GROUP.value),
             servicebus_settlement=settlement,
             operation_check_interval=timedelta(seconds=check_seconds),
+            telemetry=telemetry,
         )
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
@@ -278,7 +289,8 @@ def _is_guid(value: str) -> bool:
         return False
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
+    """True when ``url``'s host is ``localhost`` or a loopback IP literal (never a DNS name)."""
     import ipaddress
     from urllib.parse import urlparse
 

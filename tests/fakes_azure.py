@@ -19,7 +19,7 @@ from typing import Any
 from shared.errors import PermanentError, TransientError
 from shared.models.events import parse_event
 from shared.models.ids import ResourceId, run_key
-from shared.models.messages import PlanPhase, TaskOutcome
+from shared.models.messages import PlanPhase, TaskMessage, TaskOutcome
 from shared.models.run import Action, Phase, PhaseRecord, TaskRecord, TaskStatus, task_id
 from shared.ports.azure import (
     AlertSuppression,
@@ -487,6 +487,27 @@ class FakeEstate:
 
     def task(self, phase: Phase, action: Action, target: str) -> TaskRecord | None:
         return self.records.get_task(self.key, task_id(phase, action, target))
+
+    def as_planned(self, message: TaskMessage, *, options: Mapping[str, Any] | None = None) -> TaskMessage:
+        """``message`` as a planner would have sent it: its task recorded with the same options.
+
+        Actions check a message against its task record; a test that sends a task its fixture
+        did not plan (a prune, a removal) records it first, as the post planner would. Without
+        ``options`` the message carries the recorded task's options.
+        """
+        task = self.records.get_task(message.run_key, message.task_id)
+        if options is None and task is not None:
+            return replace(message, options=dict(task.options))
+        wanted = dict(options or {})
+        if task is None:
+            self.records.add_tasks(
+                [TaskRecord(message.run_key, message.phase, message.action, message.target, TaskStatus.QUEUED)]
+            )
+            task = self.records.get_task(message.run_key, message.task_id)
+        if task.options != wanted:
+            task.options = wanted
+            self.records.replace_task(task)
+        return replace(message, options=wanted)
 
     def tasks(self, phase: Phase | None = None) -> list[TaskRecord]:
         return self.records.list_tasks(self.key, phase)

@@ -70,6 +70,13 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
+@description('PREPOST_TELEMETRY: on exports logs (with their dimensions) and metrics with OpenTelemetry to Application Insights.')
+@allowed([
+  'on'
+  'off'
+])
+param telemetry string = 'off'
+
 var baseSettings = [
   {
     // Host storage, queue/table bindings and the app's own clients, with the managed identity.
@@ -112,6 +119,10 @@ var baseSettings = [
   {
     name: 'PREPOST_OPERATION_CHECK_SECONDS'
     value: string(operationCheckSeconds)
+  }
+  {
+    name: 'PREPOST_TELEMETRY'
+    value: telemetry
   }
 ]
 

@@ -131,3 +131,14 @@ def configure_logging(verbose: bool) -> None:
     for name in ("werkzeug", "urllib3.connectionpool", "azure.core.pipeline.policies.http_logging_policy"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("root").addFilter(lambda record: "Auth level is not applied" not in record.getMessage())
+
+
+def webhook_key(url: str) -> str | None:
+    """The webhook's system key (``PREPOST_EVENTGRID_KEY`` or a prompt); a refused target is a usage error."""
+    from prepost.webhook_auth import TargetRefused
+    from prepost.webhook_auth import webhook_key as read_key
+
+    try:
+        return read_key(url)
+    except TargetRefused as error:
+        raise CliError(f"cannot deliver to {url.split('?', 1)[0]}: {error}") from error

@@ -14,6 +14,7 @@ from prepost.cli.common import (
     servicebus_queue_names,
     storage_connection,
     storage_options,
+    webhook_key,
 )
 from prepost.cli.errors import AzureFailure
 
@@ -75,8 +76,9 @@ def add_parser(commands) -> None:
     events.add_argument(
         "--to",
         help="webhook: a func start host (http://localhost:7071) or the deployed app's "
-        "https://<app>.azurewebsites.net/runtime/webhooks/eventgrid?functionName="
-        "maintenance_event_intake&code=<system key> (default: the running local stack)",
+        "https://<app>.azurewebsites.net/runtime/webhooks/eventgrid?functionName=maintenance_event_intake; "
+        "its system key comes from PREPOST_EVENTGRID_KEY or a prompt, never the URL "
+        "(default: the running local stack)",
     )
     events.add_argument("--dry-run", action="store_true", help="only show what would be replayed; change nothing")
     storage_options(events)
@@ -179,6 +181,7 @@ def replay_events_command(args) -> int:
     if not url and not args.dry_run:
         raise CliError("no webhook to deliver to: start `prepost local up`, or pass --to URL")
     target = redact_url(url) if url else "(none: dry run)"
+    key = webhook_key(url) if url and not args.dry_run else None
     if args.file:
         try:
             events = read_dead_letter_file(str(args.file))
@@ -190,13 +193,13 @@ def replay_events_command(args) -> int:
             print(f"      {event.reason}")
         if args.dry_run or not events:
             return EXIT_OK
-        result = deliverer(url)([event.event for event in events])
+        result = deliverer(url, key=key)([event.event for event in events])
         print(f"{'delivered' if result.ok else 'not delivered'} to {target}: {describe_delivery(result)}")
         return EXIT_OK if result.ok else EXIT_FAILED
-    return _replay_container(args, url, target)
+    return _replay_container(args, url, target, key)
 
 
-def _replay_container(args, url: str | None, target: str) -> int:
+def _replay_container(args, url: str | None, target: str, key: str | None = None) -> int:
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     from prepost.replay import BlobOutcome, blob_container, deliverer, replay_dead_letter_blobs
@@ -211,7 +214,7 @@ def _replay_container(args, url: str | None, target: str) -> int:
     try:
         results = replay_dead_letter_blobs(
             container,
-            unreachable if args.dry_run else deliverer(url),
+            unreachable if args.dry_run else deliverer(url, key=key),
             destination=url or "",
             dry_run=args.dry_run,
             prefix=args.prefix,

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from prepost.cli.common import webhook_key
 from prepost.local.when import EXAMPLES
 
 PRE_LEAD = timedelta(minutes=30)
@@ -55,7 +56,11 @@ def add_parser(commands) -> None:
         default="eventgrid",
         help="the event's schema, as the Event Grid subscription delivers it (default eventgrid)",
     )
-    send.add_argument("--to", help="a func start host (http://localhost:7071) instead of the running local stack")
+    send.add_argument(
+        "--to",
+        help="a func start host (http://localhost:7071) or an https:// webhook instead of the running local stack; "
+        "a deployed app's system key comes from PREPOST_EVENTGRID_KEY or a prompt, never the URL",
+    )
     send.add_argument("--print", dest="print_only", action="store_true", help="print the event instead of sending")
     send.set_defaults(handler=run)
 
@@ -85,12 +90,13 @@ def run(args: argparse.Namespace) -> int:
     url = args.to or (state.webhook_url if state else None)
     if not url:
         raise CliError("no local stack is running: start `prepost local up`, or pass --to http://localhost:7071")
+    key = webhook_key(url)
     if registry is not None:
         try:
             _register_runs(events, registry, state, args.machines)
         except RunRegistryError as error:
             raise CliError(str(error)) from error
-    result = deliver(url, events)
+    result = deliver(url, events, key=key)
     for event in events:
         correlation = correlation_of(event)
         event_type = str(event.get("eventType") or event.get("type") or "") if isinstance(event, Mapping) else ""

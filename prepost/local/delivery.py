@@ -36,12 +36,27 @@ def webhook_url(base: str, function_name: str = INTAKE_FUNCTION) -> str:
     return f"{parsed.scheme}://{parsed.netloc}{path}?{urlencode(query)}"
 
 
-def deliver(url: str, events: Sequence[dict[str, Any]], *, timeout: float = 30.0) -> DeliveryResult:
-    """POST a JSON array of events with ``aeg-event-type: Notification``, as Event Grid does."""
-    response = requests.post(
-        webhook_url(url),
-        data=json.dumps(list(events)),
-        headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
-        timeout=timeout,
-    )
+def deliver(
+    url: str, events: Sequence[dict[str, Any]], *, timeout: float = 30.0, key: str | None = None
+) -> DeliveryResult:
+    """POST a JSON array of events with ``aeg-event-type: Notification``, as Event Grid does.
+
+    ``key`` (the webhook's system key; by default ``PREPOST_EVENTGRID_KEY``) goes in a header,
+    never in the URL. Raises :class:`prepost.webhook_auth.TargetRefused` for a URL with a key in
+    it, plain HTTP to another machine, or another machine and no key, before anything is sent.
+    """
+    from prepost.webhook_auth import KEY_HEADER, check_target, webhook_key
+
+    check_target(url)
+    if key is None:
+        key = webhook_key(url, prompt=_no_prompt)
+    headers = {"Content-Type": "application/json", "aeg-event-type": "Notification"}
+    if key:
+        headers[KEY_HEADER] = key
+    response = requests.post(webhook_url(url), data=json.dumps(list(events)), headers=headers, timeout=timeout)
     return DeliveryResult(response.status_code, response.text)
+
+
+def _no_prompt(text: str) -> str:
+    # Delivery never asks: a command that may prompt asks once, before it delivers anything.
+    return ""

@@ -147,15 +147,16 @@ def read_dead_letter_file(path: str) -> list[DeadLetteredEvent]:
 Deliver = Callable[[list[dict[str, Any]]], "DeliveryResult"]
 
 
-def deliverer(url: str, *, timeout: float = 30.0) -> Deliver:
-    """Deliver events to the Event Grid webhook at ``url``; a connection failure is a failed result."""
+def deliverer(url: str, *, timeout: float = 30.0, key: str | None = None) -> Deliver:
+    """Deliver events to the Event Grid webhook at ``url`` (with its system ``key``, in a header);
+    a connection failure is a failed result."""
     import requests
 
     from prepost.local.delivery import DeliveryResult, deliver
 
     def send(events: list[dict[str, Any]]) -> DeliveryResult:
         try:
-            return deliver(url, events, timeout=timeout)
+            return deliver(url, events, timeout=timeout, key=key)
         except requests.RequestException as error:
             return DeliveryResult(0, f"{type(error).__name__}: {redact_url(str(error))}")
 

@@ -18,14 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import MessageRejected, PermanentError, TransientError
 from shared.models.ids import ResourceId, schedule_stamp_of
 from shared.models.messages import TaskMessage
-from shared.models.run import Action, RunRecord, TaskStatus, task_id
+from shared.models.run import Action, RunRecord, TaskRecord, TaskStatus, task_id
 from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
-from shared.ports.records import RunRecords
+from shared.ports.records import RunNotFound, RunRecords
+from shared.settings import AllowList
 from shared.usecases.fences import pre_work_fence
+from shared.usecases.message_checks import check_task_message
 from shared.usecases.task_runner import FollowUp, TaskResult
 
 TAG_RUN = "prepost-run"
@@ -47,15 +49,20 @@ class MachinePorts:
     records: RunRecords
     compute: Compute
     arc: ArcMachines
+    allowed_subscriptions: AllowList
+    """PREPOST_ALLOWED_SUBSCRIPTIONS: a message for a machine outside them is rejected."""
 
 
 def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: datetime) -> TaskResult | FollowUp:
     """Do one machine action, or the next step of it.
 
     Returns the result, or :class:`FollowUp` while an Azure operation it began is still running.
-    Raises TransientError/Throttled to retry, PermanentError to fail.
+    Raises TransientError/Throttled to retry, PermanentError to fail, and
+    :class:`~shared.errors.MessageRejected` (before any Azure call) for a message that does not
+    agree with its task record or the allowed subscriptions.
     """
-    run = ports.records.get_run(message.run_key)
+    run, task = _run_and_task(ports.records, message)
+    check_task_message(message, task, run, ports.allowed_subscriptions)
     handlers = {
         Action.START_VM: _start_vm,
         Action.SNAPSHOT_DISKS: _snapshot_disks,
@@ -66,7 +73,16 @@ def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: da
     handler = handlers.get(message.action)
     if handler is None:
         raise PermanentError(f"{message.action.value} is not a machine action")
-    return handler(message, run, ports, now)
+    return handler(message, run, task, ports, now)
+
+
+def _run_and_task(records: RunRecords, message: TaskMessage) -> tuple[RunRecord, TaskRecord | None]:
+    """The run and the task record, read once: the actions' markers come from this same read."""
+    try:
+        run = records.get_run(message.run_key)
+    except RunNotFound as error:
+        raise MessageRejected(f"{message.kind} for run {message.run_key}: no such run is recorded") from error
+    return run, records.get_task(message.run_key, message.task_id)
 
 
 def _require_vm(ports: MachinePorts, vm_id: str) -> VirtualMachine:
@@ -76,7 +92,9 @@ def _require_vm(ports: MachinePorts, vm_id: str) -> VirtualMachine:
     return vm
 
 
-def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult | FollowUp:
+def _start_vm(
+    message: TaskMessage, run: RunRecord, task: TaskRecord, ports: MachinePorts, now: datetime
+) -> TaskResult | FollowUp:
     """Start a stopped or deallocated VM and follow up until it runs; leave a running VM alone.
 
     The intent marker ``start_requested`` is written before the start is asked for, so the post
@@ -85,7 +103,7 @@ def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: da
     """
     vm = _require_vm(ports, message.target)
     warning = _patch_warning(vm)
-    marker = _task_data(ports.records, message)
+    marker = task.data
     requested = bool(marker.get("start_requested"))
     recorded = marker.get("power_state_before") if requested else None
     state = vm.power_state
@@ -117,14 +135,16 @@ def _running_detail(requested: bool, recorded_before: str | None) -> str:
     return f"started from {recorded_before}" if recorded_before else "running (started by an earlier attempt)"
 
 
-def _deallocate_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult | FollowUp:
+def _deallocate_vm(
+    message: TaskMessage, run: RunRecord, task: TaskRecord, ports: MachinePorts, now: datetime
+) -> TaskResult | FollowUp:
     """Deallocate a VM prepost started for the run (the planner only asks for those).
 
     ``deallocate_requested`` is written before asking, so a follow-up knows the deallocation is
     prepost's own and a VM found deallocated was deallocated by it, not before it.
     """
     vm = _require_vm(ports, message.target)
-    marker = _task_data(ports.records, message)
+    marker = task.data
     requested = bool(marker.get("deallocate_requested"))
     state = vm.power_state
     before = str(marker.get("power_state_before") or state.value) if requested else state.value
@@ -143,7 +163,9 @@ def _deallocate_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, no
     return FollowUp(DEALLOCATE, "deallocate requested", data)
 
 
-def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult | FollowUp:
+def _snapshot_disks(
+    message: TaskMessage, run: RunRecord, task: TaskRecord, ports: MachinePorts, now: datetime
+) -> TaskResult | FollowUp:
     """Take an incremental snapshot of each disk and follow up until all of them succeeded.
 
     Snapshot names are deterministic, so a snapshot that exists is looked at rather than taken
@@ -152,7 +174,7 @@ def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, n
     """
     vm = _require_vm(ports, message.target)
     disks = _disks_to_snapshot(vm, message)
-    requested = {s.lower() for s in _task_data(ports.records, message).get("snapshots_requested", [])}
+    requested = {s.lower() for s in task.data.get("snapshots_requested", [])}
     snapshots = [snapshot_id_for(run, disk_id) for disk_id in disks]
     ready, to_create = 0, []
     for disk_id, snapshot_id in zip(disks, snapshots, strict=True):
@@ -238,7 +260,9 @@ def snapshot_id_for(run: RunRecord, disk_id: str) -> str:
     )
 
 
-def _check_arc_agent(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult:
+def _check_arc_agent(
+    message: TaskMessage, run: RunRecord, task: TaskRecord, ports: MachinePorts, now: datetime
+) -> TaskResult:
     machine = ports.arc.get_machine(message.target)
     if machine is None:
         raise PermanentError(f"Arc-enabled server {message.target} does not exist (deleted, or no read access)")
@@ -250,9 +274,12 @@ def _check_arc_agent(message: TaskMessage, run: RunRecord, ports: MachinePorts, 
     return TaskResult(TaskStatus.SUCCEEDED, f"agent connected (version {machine.agent_version})", data)
 
 
-def _prune_snapshots(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult:
+def _prune_snapshots(
+    message: TaskMessage, run: RunRecord, task: TaskRecord, ports: MachinePorts, now: datetime
+) -> TaskResult:
     """Delete this machine's prepost snapshots older than the retention, never this run's."""
-    retention = timedelta(days=int(message.options.get("retention_days", 0)))
+    # From the task record (the message was checked against it), never from the message alone.
+    retention = timedelta(days=int(task.options.get("retention_days", 0)))
     if retention <= timedelta(0):
         return TaskResult(TaskStatus.SKIPPED, "no retention configured")
     vm = ResourceId(message.target)
@@ -289,11 +316,6 @@ def _patch_warning(vm: VirtualMachine) -> str:
         f"patch mode {vm.patch.patch_mode or 'unset'} (bypass={str(vm.patch.bypass_platform_safety_checks).lower()}) "
         "is unsafe for scheduled patching: Azure may patch this VM outside the schedule"
     )
-
-
-def _task_data(records: RunRecords, message: TaskMessage) -> dict:
-    task = records.get_task(message.run_key, task_id(message.phase, message.action, message.target))
-    return task.data if task else {}
 
 
 def _mark_task(records: RunRecords, message: TaskMessage, data: dict) -> None:

@@ -11,14 +11,16 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.errors import PermanentError
+from shared.errors import MessageRejected, PermanentError
 from shared.models.ids import ResourceId
 from shared.models.messages import TaskMessage
 from shared.models.policy import RunPolicy
 from shared.models.run import Action, Phase, RunRecord, TaskStatus
 from shared.ports.azure import AlertSuppression
-from shared.ports.records import RunRecords
+from shared.ports.records import RunNotFound, RunRecords
+from shared.settings import AllowList
 from shared.usecases.fences import pre_work_fence
+from shared.usecases.message_checks import check_task_message
 from shared.usecases.task_runner import TaskResult
 
 RULE_NAME_LIMIT = 260
@@ -31,14 +33,27 @@ class MonitoringPorts:
     default_grace: timedelta
     rule_resource_group: str | None
     """Where rules live; None puts each in the resource group of the subscription's first machine."""
+    allowed_subscriptions: AllowList
+    """PREPOST_ALLOWED_SUBSCRIPTIONS: a message for a subscription outside them is rejected."""
 
 
 def perform_monitoring_action(message: TaskMessage, ports: MonitoringPorts, *, now: datetime) -> TaskResult:
-    run = ports.records.get_run(message.run_key)
+    """Silence or unsilence the alerts of one subscription for the run.
+
+    Raises :class:`~shared.errors.MessageRejected` (before any Azure call) for a message that
+    does not agree with its task record or the allowed subscriptions.
+    """
+    try:
+        run = ports.records.get_run(message.run_key)
+    except RunNotFound as error:
+        raise MessageRejected(f"{message.kind} for run {message.run_key}: no such run is recorded") from error
+    task = check_task_message(
+        message, ports.records.get_task(message.run_key, message.task_id), run, ports.allowed_subscriptions
+    )
     if message.action is Action.SUPPRESS_ALERTS:
         return _suppress(message, run, ports, now)
     if message.action is Action.REMOVE_SUPPRESSION:
-        return _remove(message, run, ports)
+        return _remove(message, run, task.options.get("rule_id"), ports)
     raise PermanentError(f"{message.action.value} is not a monitoring action")
 
 
@@ -93,8 +108,12 @@ def _suppress(message: TaskMessage, run: RunRecord, ports: MonitoringPorts, now:
     )
 
 
-def _remove(message: TaskMessage, run: RunRecord, ports: MonitoringPorts) -> TaskResult:
-    rule_id = message.options.get("rule_id")
+def _remove(message: TaskMessage, run: RunRecord, recorded_rule: str | None, ports: MonitoringPorts) -> TaskResult:
+    # The rule to delete comes from the task record, and must be a rule of this run in this
+    # subscription: a damaged record must not delete someone else's rule.
+    rule_id = recorded_rule
+    if rule_id and not _is_rule_of(rule_id, run, message.target):
+        raise PermanentError(f"recorded rule {rule_id!r} is not this run's rule in subscription {message.target}")
     if not rule_id:
         machines = [
             m.resource_id
@@ -107,3 +126,15 @@ def _remove(message: TaskMessage, run: RunRecord, ports: MonitoringPorts) -> Tas
     existed = ports.alerts.delete_rule(rule_id)
     detail = "alert processing rule removed" if existed else "alert processing rule already gone"
     return TaskResult(TaskStatus.SUCCEEDED, detail, {"rule_id": rule_id, "existed": existed})
+
+
+def _is_rule_of(rule_id: str, run: RunRecord, subscription: str) -> bool:
+    try:
+        rule = ResourceId(rule_id)
+    except ValueError:
+        return False
+    return (
+        rule.subscription_id == subscription.lower()
+        and rule.provider_type == "microsoft.alertsmanagement/actionrules"
+        and rule.name.lower() == rule_name(run).lower()
+    )

@@ -13,6 +13,7 @@ from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
 from shared.models.policy import RunPolicy, SnapshotDisks
 from shared.models.retry import DEFAULT_RETRY
 from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord, TaskStatus
+from shared.observability import metrics
 from shared.ports.azure import MachineInventory, MaintenanceConfigurations, RunCancellation
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
@@ -176,6 +177,7 @@ def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, r
     phase.findings = [*phase.findings, f"planning failed: {reason}"]
     phase = ports.records.replace_phase(phase)
     log.error("%s pre phase could not be planned: %s", run.run_key, reason)
+    metrics.phase_finished(run.run_key, phase.phase.value, phase.status.value, phase.received_at, now, 0)
     cancel_if_pre_failed(
         run.run_key, records=ports.records, cancellation=ports.cancellation, transport=ports.transport, now=now
     )

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import MessageRejected, PermanentError, TransientError
 from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, format_time, parse_time
 from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback, SafetyNet, TaskOutcome, task_message_for
 from shared.models.policy import RunPolicy
 from shared.models.run import Phase, PhaseRecord, PhaseSource, PhaseStatus, RunRecord, TaskStatus
+from shared.observability import metrics
 from shared.ports.azure import RunCancellation
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
@@ -56,7 +57,8 @@ def record_outcome(
     for _ in range(CONFLICT_RETRIES):
         task = records.get_task(outcome.run_key, outcome.task_id)
         if task is None:
-            raise PermanentError(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
+            # Tasks are recorded before their messages are sent: this outcome is not prepost's.
+            raise MessageRejected(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
         if task.status.is_final:
             log.info("outcome for %s ignored: already %s", task.task_id, task.status.value)
             break
@@ -81,6 +83,9 @@ def record_outcome(
         changed = True
         if not outcome.status.is_final:
             return True
+        metrics.task_finished(
+            outcome.run_key, outcome.phase.value, outcome.action.value, outcome.status.value, task.attempts
+        )
         break
     else:
         raise TransientError(f"task {outcome.task_id} kept changing while its outcome was recorded")
@@ -114,9 +119,11 @@ def complete_phase_if_done(
         record.finished_tasks = len(tasks)
         record.failed_tasks = len(failed)
         try:
-            return records.replace_phase(record)
+            closed = records.replace_phase(record)
         except RecordChanged:
             continue
+        metrics.phase_finished(run_key, phase.value, closed.status.value, closed.received_at, now, closed.failed_tasks)
+        return closed
     raise TransientError(f"phase {phase.value} of {run_key} kept changing")
 
 
@@ -270,6 +277,7 @@ def cancel_run(
     else:
         raise TransientError(f"run {run_key} kept changing while its cancellation was recorded")
     log.warning("run %s cancellation: %s (%s)", run_key, result, reason)
+    metrics.run_cancellation(run_key, accepted, result)
     if accepted:
         transport.send([_post_after_cancel(run_key, now)])
     return run

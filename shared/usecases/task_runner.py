@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import PermanentError, Throttled, TransientError
+from shared.errors import MessageRejected, PermanentError, Throttled, TransientError
 from shared.models.bounds import DETAIL_LIMIT, bounded_data, cut_text
 from shared.models.events import format_time, parse_time
 from shared.models.messages import TaskMessage, TaskOutcome
@@ -136,6 +136,10 @@ def run_task(
         return outcome
     except PermanentError as error:
         return _finish(message, TaskResult(TaskStatus.FAILED, str(error)), started, now(), transport, idempotency, lock)
+    except MessageRejected:
+        # Not this task's message: the task's record and outcome belong to the genuine one.
+        idempotency.release(lock)
+        raise
     except Exception as error:
         idempotency.release(lock)
         if delivery.is_last:

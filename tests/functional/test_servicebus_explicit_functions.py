@@ -37,10 +37,12 @@ import shared.handlers
 from shared.adapters.servicebus_settlement import ORIGINAL_ID_PROPERTY, RETRY_PROPERTY
 from shared.bootstrap import Container, set_container
 from shared.errors import PermanentError
-from shared.models.messages import PlanPhase
-from shared.models.run import Phase
+from shared.models.messages import PlanPhase, TaskMessage
+from shared.models.run import Action, Phase
 from shared.names import SERVICEBUS_CONNECTION, QueueName
 from shared.settings import ServiceBusSettlement, Settings, Transport
+from tests.fakes import FakeIdempotencyStore
+from tests.fakes_azure import FakeEstate
 
 APP_FUNCTIONS = list(function_app.build_app(Transport.SERVICEBUS, ServiceBusSettlement.EXPLICIT).get_functions())
 FUNCTIONS = {f.get_function_name(): f for f in APP_FUNCTIONS}
@@ -211,6 +213,40 @@ def test_a_message_on_the_wrong_queue_is_dead_lettered_not_run(settlement_host, 
     [(kind, request)] = host.requests
     assert kind == "deadletter" and request.deadletterReason.value == "InvalidMessage"
     assert "does not belong on prepost-vm-tasks" in request.deadletterErrorDescription.value
+
+
+def test_a_task_message_its_task_record_disagrees_with_is_dead_lettered_before_any_azure_call(settlement_host):
+    host, actions = settlement_host
+    estate = FakeEstate()
+    vm = estate.add_vm("vm-web-01")
+    estate.planned_pre()
+    set_container(
+        Container(
+            SETTINGS,
+            records=estate.records,
+            idempotency=FakeIdempotencyStore(),
+            transport=RecordingResender(),
+            storage=NoParking(),
+            compute=estate.compute,
+            arc=estate.arc,
+        )
+    )
+    forged = TaskMessage(
+        run_key=estate.key, phase=Phase.PRE, action=Action.SNAPSHOT_DISKS, target=vm, options={"disks": "all"}
+    )
+    try:
+        call(
+            "vm_tasks_servicebus_queue",
+            received(forged.to_json().encode(), lock_token=uuid.uuid4(), message_id=forged.message_id),
+            actions,
+        )
+    finally:
+        set_container(None)
+
+    [(kind, request)] = host.requests
+    assert kind == "deadletter" and request.deadletterReason.value == "InvalidMessage"
+    assert "differ from the recorded" in request.deadletterErrorDescription.value
+    assert estate.compute.calls == []
 
 
 def test_a_permanent_failure_is_dead_lettered_with_the_error(settlement_host, resender, monkeypatch):

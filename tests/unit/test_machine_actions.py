@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.errors import PermanentError, Throttled, TransientError
+from shared.errors import MessageRejected, PermanentError, Throttled, TransientError
 from shared.models.ids import ResourceId, run_key
 from shared.models.messages import TaskMessage
 from shared.models.run import Action, Phase, TaskRecord, TaskStatus
@@ -60,19 +60,30 @@ def act(
     now=None,
     checks: int = 0,
     attempt: int = 1,
+    record: bool = True,
 ) -> TaskResult | FollowUp:
-    """One delivery of the task; ``checks`` > 0 makes it a follow-up of an operation begun before."""
+    """One delivery of the task; ``checks`` > 0 makes it a follow-up of an operation begun before.
+
+    With ``record`` (the default) the task is recorded as the planner records it; without, the
+    message goes out as it is, recorded or not.
+    """
     message = TaskMessage(
         run_key=estate.key,
         phase=phase,
         action=action,
         target=target,
-        options=options or {},
         attempt=attempt,
         checks=checks,
         waiting_since=estate.now.isoformat() if checks else None,
     )
-    ports = MachinePorts(records=estate.records, compute=estate.compute, arc=estate.arc)
+    if record:
+        message = estate.as_planned(message, options=options)
+    ports = MachinePorts(
+        records=estate.records,
+        compute=estate.compute,
+        arc=estate.arc,
+        allowed_subscriptions=estate.allowed_subscriptions,
+    )
     return perform_machine_action(message, ports, now=now or estate.now)
 
 
@@ -275,13 +286,13 @@ def test_a_missing_vm_is_permanent():
         act(estate, Action.START_VM, vm)
 
 
-def test_starting_a_vm_whose_task_was_never_planned_is_permanent():
+def test_starting_a_vm_whose_task_was_never_planned_is_rejected_before_any_azure_call():
     estate, _ = planned()
     other = estate.add_vm("vm-not-planned", in_run=False)
 
-    with pytest.raises(PermanentError):
-        act(estate, Action.START_VM, other)
-    assert estate.compute.calls_to("begin_start_vm") == []
+    with pytest.raises(MessageRejected, match="no task .* is recorded"):
+        act(estate, Action.START_VM, other, record=False)
+    assert estate.compute.calls == []
 
 
 # -- snapshots ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.errors import PermanentError, Throttled
+from shared.errors import MessageRejected, PermanentError, Throttled
 from shared.models.ids import ResourceId
 from shared.models.messages import MonitoringMessage
 from shared.models.run import Action, Phase, TaskStatus
@@ -33,9 +33,14 @@ def estate_with_machines(tags=None) -> tuple[FakeEstate, dict[str, list[str]]]:
 
 def act(estate: FakeEstate, action: Action, target: str, *, options=None, now=None, resource_group=None):
     phase = Phase.PRE if action is Action.SUPPRESS_ALERTS else Phase.POST
-    message = MonitoringMessage(run_key=estate.key, phase=phase, action=action, target=target, options=options or {})
+    message = MonitoringMessage(run_key=estate.key, phase=phase, action=action, target=target)
+    message = estate.as_planned(message, options=options)
     ports = MonitoringPorts(
-        records=estate.records, alerts=estate.alerts, default_grace=GRACE, rule_resource_group=resource_group
+        records=estate.records,
+        alerts=estate.alerts,
+        default_grace=GRACE,
+        rule_resource_group=resource_group,
+        allowed_subscriptions=estate.allowed_subscriptions,
     )
     return perform_monitoring_action(message, ports, now=now or estate.now)
 
@@ -111,13 +116,13 @@ def test_no_rule_when_the_window_and_grace_are_already_over(after):
     assert estate.alerts.calls_to("put_rule") == []
 
 
-def test_no_rule_for_a_subscription_without_machines_in_the_run():
+def test_a_subscription_outside_the_run_is_rejected_and_no_rule_is_made():
     estate, _ = estate_with_machines()
 
-    result = act(estate, Action.SUPPRESS_ALERTS, "00000000-0000-0000-0000-000000000001")
+    with pytest.raises(MessageRejected, match="not one of the run's subscriptions"):
+        act(estate, Action.SUPPRESS_ALERTS, "00000000-0000-0000-0000-000000000001")
 
-    assert result.status is TaskStatus.SKIPPED
-    assert estate.alerts.rules == {}
+    assert estate.alerts.calls == []
 
 
 def test_the_subscription_target_is_matched_whatever_the_case():
@@ -184,19 +189,25 @@ def test_a_rule_whose_outcome_was_lost_is_removed_by_its_known_name():
     ]
 
 
-def test_removing_by_name_without_machines_in_the_subscription_is_skipped():
+def test_a_removal_in_a_subscription_outside_the_run_is_rejected_and_nothing_is_deleted():
     estate, _ = estate_with_machines()
 
-    result = act(estate, Action.REMOVE_SUPPRESSION, "00000000-0000-0000-0000-000000000001")
+    with pytest.raises(MessageRejected, match="not one of the run's subscriptions"):
+        act(estate, Action.REMOVE_SUPPRESSION, "00000000-0000-0000-0000-000000000001")
 
-    assert result.status is TaskStatus.SKIPPED
-    assert estate.alerts.calls_to("delete_rule") == []
+    assert estate.alerts.calls == []
 
 
 def test_a_machine_action_is_not_a_monitoring_action():
     estate, machines = estate_with_machines()
     message = MonitoringMessage(run_key=estate.key, action=Action.START_VM, target=machines[estate.subscriptions[0]][0])
-    ports = MonitoringPorts(records=estate.records, alerts=estate.alerts, default_grace=GRACE, rule_resource_group=None)
+    ports = MonitoringPorts(
+        records=estate.records,
+        alerts=estate.alerts,
+        default_grace=GRACE,
+        rule_resource_group=None,
+        allowed_subscriptions=estate.allowed_subscriptions,
+    )
 
     with pytest.raises(PermanentError):
         perform_monitoring_action(message, ports, now=estate.now)

@@ -156,18 +156,30 @@ def fallback_due(estate: FakeEstate) -> datetime:
 
 
 def machine_ports(estate: FakeEstate) -> MachinePorts:
-    return MachinePorts(records=estate.records, compute=estate.compute, arc=estate.arc)
+    return MachinePorts(
+        records=estate.records,
+        compute=estate.compute,
+        arc=estate.arc,
+        allowed_subscriptions=estate.allowed_subscriptions,
+    )
 
 
 def monitoring_ports(estate: FakeEstate) -> MonitoringPorts:
     return MonitoringPorts(
-        records=estate.records, alerts=estate.alerts, default_grace=DEFAULT_GRACE, rule_resource_group=None
+        records=estate.records,
+        alerts=estate.alerts,
+        default_grace=DEFAULT_GRACE,
+        rule_resource_group=None,
+        allowed_subscriptions=estate.allowed_subscriptions,
     )
 
 
 def task_message(estate: FakeEstate, action: Action, target: str, *, phase: Phase = Phase.PRE, **kwargs) -> TaskMessage:
+    """The message of the task, recorded as the planner records it (see ``FakeEstate.as_planned``)."""
     cls = MonitoringMessage if action.is_monitoring else TaskMessage
-    return cls(run_key=estate.key, phase=phase, action=action, target=target, **kwargs)
+    options = kwargs.pop("options", None)
+    message = cls(run_key=estate.key, phase=phase, action=action, target=target, **kwargs)
+    return estate.as_planned(message, options=options)
 
 
 def act(estate: FakeEstate, action: Action, target: str, *, now: datetime, phase: Phase = Phase.PRE):
@@ -907,7 +919,12 @@ def test_a_prune_begins_every_deletion_without_waiting_for_any():
     snapshots = SnapshotsApi(models)
     api = SimpleNamespace(snapshots=snapshots, virtual_machines=NoVms())
     clients = SimpleNamespace(compute=lambda subscription: api)
-    ports = MachinePorts(records=estate.records, compute=ArmCompute(clients), arc=estate.arc)
+    ports = MachinePorts(
+        records=estate.records,
+        compute=ArmCompute(clients),
+        arc=estate.arc,
+        allowed_subscriptions=estate.allowed_subscriptions,
+    )
     message = task_message(estate, Action.PRUNE_SNAPSHOTS, vm, phase=Phase.POST, options={"retention_days": 30})
 
     result = perform_machine_action(message, ports, now=estate.now)

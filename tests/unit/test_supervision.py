@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import MessageRejected, PermanentError, TransientError
 from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, format_time
 from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback
 from shared.models.run import Action, Phase, PhaseSource, PhaseStatus, TaskStatus
@@ -134,10 +134,10 @@ def test_the_deadline_check_counts_a_task_in_progress_as_pending():
     assert estate.cancellation.calls_to("cancel") == [(estate.event.correlation_id,)]
 
 
-def test_an_outcome_for_an_unknown_task_is_permanent():
+def test_an_outcome_for_an_unknown_task_is_rejected_as_not_prepost_s():
     estate, _ = planned()
 
-    with pytest.raises(PermanentError):
+    with pytest.raises(MessageRejected, match="unknown task"):
         estate.report(Action.START_VM, estate.add_vm("vm-not-planned", in_run=False), TaskStatus.SUCCEEDED)
 
 

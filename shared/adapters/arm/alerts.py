@@ -11,6 +11,7 @@ from datetime import datetime
 
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.generic import arm_request
+from shared.models.arm_names import bounded_tags
 from shared.models.events import format_time
 from shared.ports.azure import AlertSuppression
 
@@ -33,7 +34,7 @@ class ArmAlertSuppression(AlertSuppression):
     ) -> None:
         body = {
             "location": "Global",
-            "tags": dict(tags),
+            "tags": bounded_tags(tags),
             "properties": {
                 "scopes": list(scopes),
                 "description": description,

@@ -19,12 +19,19 @@ from shared.models.ids import ResourceId
 from shared.ports.azure import Compute, PatchSettings, PowerState, Snapshot, VirtualMachine
 
 
+def _checked(resource_id: str) -> ResourceId:
+    """The id, once it follows ARM's naming rules (the SDK quotes segments, but not ``..``)."""
+    from shared.models.arm_names import check_resource_id
+
+    return ResourceId(check_resource_id(resource_id))
+
+
 class ArmCompute(Compute):
     def __init__(self, clients: ArmClients):
         self._clients = clients
 
     def _vms(self, vm_id: str):
-        resource = ResourceId(vm_id)
+        resource = _checked(vm_id)
         return self._clients.compute(resource.subscription_id).virtual_machines, resource
 
     def get_vm(self, vm_id: str) -> VirtualMachine | None:
@@ -50,13 +57,13 @@ class ArmCompute(Compute):
         )
 
     def get_disk_location(self, disk_id: str) -> str | None:
-        resource = ResourceId(disk_id)
+        resource = _checked(disk_id)
         disks = self._clients.compute(resource.subscription_id).disks
         disk = or_none(f"get disk {resource.name}", lambda: disks.get(resource.resource_group, resource.name))
         return _wire(disk).get("location") if disk else None
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
-        resource = ResourceId(snapshot_id)
+        resource = _checked(snapshot_id)
         snapshots = self._clients.compute(resource.subscription_id).snapshots
         found = or_none(f"get snapshot {resource.name}", lambda: snapshots.get(resource.resource_group, resource.name))
         return None if found is None else _to_snapshot(found)
@@ -67,11 +74,13 @@ class ArmCompute(Compute):
         from azure.mgmt.compute.models import CreationData
         from azure.mgmt.compute.models import Snapshot as SnapshotModel
 
-        resource = ResourceId(snapshot_id)
+        from shared.models.arm_names import bounded_tags
+
+        resource = _checked(snapshot_id)
         snapshots = self._clients.compute(resource.subscription_id).snapshots
         body = SnapshotModel(
             location=location,
-            tags=dict(tags),
+            tags=bounded_tags(tags),
             creation_data=CreationData(create_option="Copy", source_resource_id=source_disk_id),
             incremental=True,
         )
@@ -83,6 +92,10 @@ class ArmCompute(Compute):
         )
 
     def list_snapshots(self, subscription_id: str, resource_group: str) -> list[Snapshot]:
+        from shared.models.arm_names import check_resource_group, check_subscription_id
+
+        check_subscription_id(subscription_id)
+        check_resource_group(resource_group)
         snapshots = self._clients.compute(subscription_id).snapshots
         return call(
             f"list snapshots in {resource_group}",
@@ -90,7 +103,7 @@ class ArmCompute(Compute):
         )
 
     def begin_delete_snapshot(self, snapshot_id: str) -> None:
-        resource = ResourceId(snapshot_id)
+        resource = _checked(snapshot_id)
         snapshots = self._clients.compute(resource.subscription_id).snapshots
         # A 404 (its resource group gone, say) means there is nothing left to delete.
         or_none(

@@ -8,15 +8,21 @@ from azure.core.rest import HttpRequest
 
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.errors import call
+from shared.models.arm_names import arm_path
 from shared.models.ids import ResourceId
 
 
 def arm_request(
     clients: ArmClients, method: str, resource_id: str, api_version: str, what: str, body: Any = None
 ) -> tuple[int, Any]:
-    """Send one ARM request; returns (status, JSON body or None). 404 gives (404, None)."""
+    """Send one ARM request; returns (status, JSON body or None). 404 gives (404, None).
+
+    Raises:
+        InvalidIdentifier: ``resource_id`` breaks ARM's naming rules; nothing is sent.
+    """
+    path = arm_path(resource_id)
     client = clients.resources(ResourceId(resource_id).subscription_id)
-    request = HttpRequest(method, f"{resource_id}?api-version={api_version}", json=body)
+    request = HttpRequest(method, f"{path}?api-version={api_version}", json=body)
 
     def send():
         response = client.send_request(request)

@@ -7,6 +7,7 @@ from azure.core.rest import HttpRequest
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.errors import call
 from shared.errors import PermanentError
+from shared.models.arm_names import arm_path, check_resource_id
 from shared.models.ids import ResourceId, configuration_of
 from shared.ports.azure import MaintenanceConfigurations, RunCancellation
 
@@ -21,7 +22,7 @@ class ArmMaintenanceConfigurations(MaintenanceConfigurations):
     def get_tags(self, configuration_id: str) -> dict[str, str]:
         from azure.core.exceptions import ResourceNotFoundError
 
-        resource = ResourceId(configuration_id)
+        resource = ResourceId(check_resource_id(configuration_id))
         operations = self._clients.maintenance(resource.subscription_id).maintenance_configurations
         try:
             config = call(
@@ -39,10 +40,13 @@ class ArmRunCancellation(RunCancellation):
     def cancel(self, correlation_id: str) -> str:
         if configuration_of(correlation_id) is None:
             raise PermanentError(f"{correlation_id} is not a maintenance run id")
+        # Checked and quoted segment by segment: the id came in an event, and a quote, ``?``,
+        # ``#`` or ``..`` in it must not change which resource the PUT reaches.
+        path = arm_path(correlation_id)
         client = self._clients.resources(ResourceId(correlation_id).subscription_id)
         request = HttpRequest(
             "PUT",
-            f"{correlation_id}?api-version={CANCEL_API_VERSION}",
+            f"{path}?api-version={CANCEL_API_VERSION}",
             json={"properties": {"status": "Cancel"}},
         )
 

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.errors import call
-from shared.errors import PermanentError
+from shared.errors import InvalidIdentifier, PermanentError
+from shared.models.arm_names import check_resource_id, check_subscription_id
 from shared.ports.azure import MachineInventory
 
 PAGE_SIZE = 1000
@@ -20,8 +21,12 @@ QUERY = """maintenanceresources
 
 
 def run_machines_query(correlation_id: str) -> str:
-    if "'" in correlation_id or "\n" in correlation_id:
-        raise PermanentError(f"correlation id {correlation_id!r} contains characters a query cannot hold")
+    # A run id that follows ARM's naming rules holds no quote, backslash or line break, so it
+    # cannot end the KQL string literal it is put in.
+    try:
+        check_resource_id(correlation_id)
+    except InvalidIdentifier as error:
+        raise PermanentError(f"correlation id {correlation_id!r} cannot go in a query: {error}") from error
     return QUERY.format(correlation_id=correlation_id)
 
 
@@ -32,6 +37,8 @@ class ResourceGraphInventory(MachineInventory):
     def list_run_machines(self, correlation_id: str, subscription_ids: Sequence[str]) -> list[str]:
         from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+        for subscription in subscription_ids:
+            check_subscription_id(subscription)
         client = self._clients.resource_graph()
         query = run_machines_query(correlation_id)
         machines: list[str] = []
