@@ -28,6 +28,10 @@ class Operation(str, Enum):
     ALERT_RULE_GET = "alertrules.get"
     ALERT_RULE_DELETE = "alertrules.delete"
     ARC_GET = "arc.get"
+    RUN_COMMAND_PUT = "runcommands.put"
+    """Create or update a run command on a VM or an Arc server: runs its script."""
+    RUN_COMMAND_GET = "runcommands.get"
+    RUN_COMMAND_DELETE = "runcommands.delete"
     OPERATION_STATUS = "operations.get"
     """A poll of a long-running operation's status (``Azure-AsyncOperation`` or ``Location`` URL)."""
 

@@ -21,11 +21,12 @@ from datetime import datetime, timedelta
 from shared.errors import PermanentError, TransientError
 from shared.models.ids import ResourceId, schedule_stamp_of
 from shared.models.messages import TaskMessage
-from shared.models.run import Action, RunRecord, TaskStatus, task_id
+from shared.models.run import AFTER_OPTION, Action, RunRecord, TaskStatus, task_id
 from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
 from shared.usecases.fences import pre_work_fence
+from shared.usecases.script_actions import ScriptPorts, perform_script_action
 from shared.usecases.task_runner import FollowUp, TaskResult
 
 TAG_RUN = "prepost-run"
@@ -47,6 +48,8 @@ class MachinePorts:
     records: RunRecords
     compute: Compute
     arc: ArcMachines
+    scripts: ScriptPorts | None = None
+    """Pre and post scripts (docs/hooks.md); None where no script action is ever sent."""
 
 
 def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: datetime) -> TaskResult | FollowUp:
@@ -56,6 +59,15 @@ def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: da
     Raises TransientError/Throttled to retry, PermanentError to fail.
     """
     run = ports.records.get_run(message.run_key)
+    waiting = _unfinished_prerequisites(message, ports.records)
+    if waiting:
+        # Ordered work on one machine (start, pre script, snapshot; post script, deallocate):
+        # look again later, as for a long operation, bounded by the same wait.
+        return FollowUp(f"wait for {', '.join(waiting)}", "waiting")
+    if message.action.is_script:
+        if ports.scripts is None:
+            raise PermanentError(f"{message.action.value}: scripts are not wired in this app")
+        return perform_script_action(message, run, ports.scripts, now)
     handlers = {
         Action.START_VM: _start_vm,
         Action.SNAPSHOT_DISKS: _snapshot_disks,
@@ -67,6 +79,17 @@ def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: da
     if handler is None:
         raise PermanentError(f"{message.action.value} is not a machine action")
     return handler(message, run, ports, now)
+
+
+def _unfinished_prerequisites(message: TaskMessage, records: RunRecords) -> list[str]:
+    """The actions this task waits for (option ``after``) that are not final yet."""
+    after = message.options.get(AFTER_OPTION) or []
+    waiting = []
+    for prerequisite in after:
+        task = records.get_task(message.run_key, str(prerequisite))
+        if task is not None and not task.status.is_final:
+            waiting.append(task.action.value)
+    return waiting
 
 
 def _require_vm(ports: MachinePorts, vm_id: str) -> VirtualMachine:

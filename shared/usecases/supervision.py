@@ -161,7 +161,7 @@ def cancel_if_pre_failed(
         failed = [
             task
             for task in records.list_tasks(run_key, Phase.PRE)
-            if task.status is TaskStatus.FAILED and task.action.is_safety_critical
+            if task.status is TaskStatus.FAILED and task.is_safety_critical
         ]
         if not failed:
             return

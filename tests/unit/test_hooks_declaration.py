@@ -89,8 +89,11 @@ def test_every_problem_is_listed_at_once():
 
 def test_the_automation_backend_with_its_account():
     declaration = hooks_from_tags(
-        {"prepost-hook-pre-windows": "Stop-AppPool", "prepost-hook-backend": "automation",
-         "prepost-hook-automation-account": ACCOUNT}
+        {
+            "prepost-hook-pre-windows": "Stop-AppPool",
+            "prepost-hook-backend": "automation",
+            "prepost-hook-automation-account": ACCOUNT,
+        }
     )
     assert declaration.backend is HookBackend.AUTOMATION and declaration.automation_account == ACCOUNT
 
