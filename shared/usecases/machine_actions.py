@@ -128,6 +128,12 @@ def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: da
     if fence is not None:
         return TaskResult(fence.status, _join(fence.detail(START), warning), data)
     _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before})
+    # Looked at again right before asking Azure: a cancellation may have landed while the
+    # marker was written (pre_work_fence reads the run afresh).
+    fence = pre_work_fence(run, ports.records, now)
+    if fence is not None:
+        _mark_task(ports.records, message, {"start_requested": False})
+        return TaskResult(fence.status, _join(fence.detail(START), warning), data)
     ports.compute.begin_start_vm(message.target)
     return FollowUp(START, "start requested", {**data, "started_by_us": True})
 
@@ -195,6 +201,10 @@ def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, n
             return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
         # Recorded before asking, so a crash in between still counts them as this task's.
         _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create])
+        fence = pre_work_fence(run, ports.records, now)  # again, right before asking Azure
+        if fence is not None:
+            detail = f"{fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
+            return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
         for disk_id, snapshot_id in to_create:
             _begin_snapshot(ports, run, message, vm, disk_id, snapshot_id)
     if ready < len(disks):

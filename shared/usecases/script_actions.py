@@ -124,6 +124,12 @@ def perform_script_action(
         "timeout_seconds": timeout,
     }
     _mark(ports.records, message, {**facts, "script_requested": True})
+    if message.phase is Phase.PRE:
+        # Again, right before asking Azure: a cancellation may have landed meanwhile.
+        fence = pre_work_fence(run, ports.records, now)
+        if fence is not None:
+            _mark(ports.records, message, {"script_requested": False})
+            return TaskResult(fence.status, fence.detail(what), {"script": script_name})
     try:
         ports.runner.begin_script(
             target,
