@@ -121,13 +121,14 @@ class ControlApi:
             )
 
     def _program_run_command(self, request: Request) -> Response:
-        """Program what scripts do on one machine (``id``) or on all (``"*"``)."""
+        """Program what scripts do on one machine (``id``) or on all (``"*"``), optionally only in
+        run commands whose name contains ``nameContains`` (prepost's names hold ``-pre-``/``-post-``)."""
         body = _json(request)
         outcome = ScriptOutcome.from_json(body)
         machine = str(body.get("id") or "*")
         book = self.app.state.run_commands
         with book.lock:
-            book.program(machine, outcome)
+            book.program(machine, outcome, name_contains=str(body.get("nameContains") or ""))
         return self._run_commands(request)
 
     def _add_run(self, request: Request) -> Response:

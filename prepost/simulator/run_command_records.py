@@ -44,7 +44,7 @@ class ScriptOutcome:
             "timeout": "timeout",
             "agentNotReady": "agent_not_ready",
         }
-        unknown = set(body) - set(known) - {"id"}
+        unknown = set(body) - set(known) - {"id", "nameContains"}
         if unknown:
             raise ValueError(f"unknown run-command outcome fields {sorted(unknown)}")
         values = {known[key]: body[key] for key in known if key in body}
@@ -161,11 +161,20 @@ class RunCommandBook:
     """One entry per script run (a PUT that ran it), kept after the run command is deleted."""
     lock: threading.RLock = field(default_factory=threading.RLock)
 
-    def outcome_for(self, machine_id: str) -> ScriptOutcome:
-        return self.outcomes.get(ids.key(machine_id)) or self.outcomes.get(DEFAULT_KEY) or ScriptOutcome()
+    def outcome_for(self, machine_id: str, name: str = "") -> ScriptOutcome:
+        """The most specific outcome programmed: machine and name, machine, all machines, default."""
+        machine = ids.key(machine_id)
+        for key in sorted(self.outcomes, key=lambda k: (k.split("|", 1)[0] == DEFAULT_KEY, -len(k))):
+            owner, _, contains = key.partition("|")
+            if owner in (machine, DEFAULT_KEY) and contains.lower() in name.lower():
+                return self.outcomes[key]
+        return ScriptOutcome()
 
-    def program(self, machine_id: str, outcome: ScriptOutcome) -> None:
-        self.outcomes[DEFAULT_KEY if machine_id == DEFAULT_KEY else ids.key(machine_id)] = outcome
+    def program(self, machine_id: str, outcome: ScriptOutcome, *, name_contains: str = "") -> None:
+        """From now on, run commands on ``machine_id`` (``*``: every machine) whose name contains
+        ``name_contains`` do ``outcome``."""
+        owner = DEFAULT_KEY if machine_id == DEFAULT_KEY else ids.key(machine_id)
+        self.outcomes[f"{owner}|{name_contains}"] = outcome
 
     def executions_of(self, machine_id: str | None = None) -> list[dict[str, Any]]:
         with self.lock:

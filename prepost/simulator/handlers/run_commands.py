@@ -81,7 +81,7 @@ def put_run_command(ctx: RequestContext) -> Response:
             parameters=list(properties.get("parameters") or []),
             timeout_seconds=timeout,
             tags=dict(body.get("tags") or {}),
-            outcome=book.outcome_for(machine_id),
+            outcome=book.outcome_for(machine_id, name),
             started=now,
             executions=(existing.executions + 1) if existing else 1,
         )
