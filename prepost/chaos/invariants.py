@@ -18,6 +18,7 @@ All times are virtual (the drill's scaled clock) and timezone-aware UTC.
 | I6 | exactly one snapshot per disk per run |
 | I7 | every phase and task reaches a final status, and a post phase exists |
 | I8 | nothing vanishes: no leftover messages, poisoned ones explain themselves, accepted events are logged |
+| I9 | a script runs at most once per machine and phase; every machine whose pre script ran gets its post script |
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from datetime import datetime, timedelta
 
 from shared.usecases.intake import LATE_PRE_EVENT_FINDING
 
-INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8")
+INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9")
 TITLES = {
     "I1": "no cancel after pre-work succeeded in time",
     "I2": "cancel (or a reason) when pre-work failed or was late",
@@ -38,6 +39,7 @@ TITLES = {
     "I6": "one snapshot per disk per run",
     "I7": "every phase and task final; a post phase exists",
     "I8": "nothing vanishes (queues, poison, events log)",
+    "I9": "scripts run once; a pre script is followed by its post script",
 }
 OK, FAIL, NOT_APPLICABLE = "ok", "FAIL", "n/a"
 
@@ -69,6 +71,8 @@ class TaskObs:
     detail: str = ""
     recorded_at: datetime | None = None
     """When the task entity was last written (its Table ``Timestamp``, in virtual time)."""
+    safety_critical: bool = False
+    """The task's own flag (a pre script declared ``cancel`` is; start and snapshot always are)."""
 
     @property
     def task_id(self) -> str:
@@ -91,6 +95,15 @@ class ArmRequest:
     target: str
     """The VM's or the snapshot's name."""
     status: int = 202
+
+
+@dataclass(frozen=True)
+class ScriptRunObs:
+    """One script execution the simulator ran for the run (a run command PUT that ran it)."""
+
+    machine: str
+    phase: str
+    time: datetime
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,8 @@ class WindowObservation:
     """Deliveries the drill made, with the HTTP status it got (0: no answer)."""
     recorded_deliveries: dict[str, int] = field(default_factory=dict)
     """Phase -> how many deliveries of the run the intake's events log holds."""
+    script_runs: list[ScriptRunObs] = field(default_factory=list)
+    """Every pre and post script execution of the run, as the simulator counted them."""
 
     def when(self, moment: datetime | None) -> str:
         """A time as ``HH:MM:SS (T-12m00s)``: clock time and offset from the scheduled start."""
@@ -228,7 +243,7 @@ def pre_work_verdict(obs: WindowObservation) -> PreWorkVerdict:
         return PreWorkVerdict(
             "failed-or-late", f"the pre phase was not planned by the deadline {obs.when(obs.deadline)} ({planned})"
         )
-    safety = [t for t in obs.tasks if t.phase == "pre" and t.action in SAFETY_ACTIONS]
+    safety = [t for t in obs.tasks if t.phase == "pre" and (t.action in SAFETY_ACTIONS or t.safety_critical)]
     failed = [t for t in safety if t.status == "failed"]
     if failed:
         first = failed[0]
@@ -478,6 +493,37 @@ def check_i8(obs: WindowObservation) -> InvariantResult:
     return _result("I8", violations, note)
 
 
+# -- I9: scripts inside the machines -------------------------------------------------------------
+
+
+def check_i9(obs: WindowObservation) -> InvariantResult:
+    """Never twice (a script stops services: running it again is not harmless), and whatever a
+    pre script stopped is started again: its post script runs, also after a cancelled run."""
+    if not obs.script_runs and not any(t.action == "pre-script" for t in obs.tasks):
+        return InvariantResult("I9", NOT_APPLICABLE, note="no scripts declared")
+    runs: dict[tuple[str, str], list[datetime]] = {}
+    for run in obs.script_runs:
+        runs.setdefault((run.machine.lower(), run.phase), []).append(run.time)
+    violations = []
+    for (machine, phase), times in sorted(runs.items()):
+        if len(times) > 1:
+            violations.append(
+                f"{_short(machine)}: its {phase} script ran {len(times)} times "
+                f"({', '.join(obs.when(t) for t in sorted(times))})"
+            )
+    for (machine, phase), times in sorted(runs.items()):
+        if phase == "pre" and (machine, "post") not in runs:
+            post = obs.phases.get("post")
+            where = f"post phase {post.status} ({post.source})" if post else "no post phase"
+            violations.append(
+                f"{_short(machine)}: its pre script ran at {obs.when(min(times))} but no post script ran "
+                f"by {obs.when(obs.observed_at)} ({where})"
+            )
+    pre = sum(1 for machine, phase in runs if phase == "pre")
+    post = sum(1 for machine, phase in runs if phase == "post")
+    return _result("I9", violations, f"pre scripts ran on {pre} machine(s), post scripts on {post}")
+
+
 CHECKS: dict[str, Callable[[WindowObservation], InvariantResult]] = {
     "I1": check_i1,
     "I2": check_i2,
@@ -487,6 +533,7 @@ CHECKS: dict[str, Callable[[WindowObservation], InvariantResult]] = {
     "I6": check_i6,
     "I7": check_i7,
     "I8": check_i8,
+    "I9": check_i9,
 }
 
 
