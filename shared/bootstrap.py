@@ -181,6 +181,7 @@ class Container:
     @property
     def script_ports(self) -> ScriptPorts:
         """Pre and post scripts: Run Command on VMs and Arc servers, scripts from blobs (docs/hooks.md)."""
+        from shared.adapters.arm.automation_jobs import AutomationJobs
         from shared.adapters.arm.run_commands import ArmRunCommands, ArmScriptTargets
         from shared.adapters.blob_scripts import BlobScriptStore
         from shared.usecases.script_actions import ScriptPorts
@@ -192,6 +193,7 @@ class Container:
                 targets=ArmScriptTargets(self.arm),
                 runner=ArmRunCommands(self.arm),
                 store=BlobScriptStore(self.settings.storage),
+                automation=lambda account: AutomationJobs(self.arm, account),
             ),
         )
 

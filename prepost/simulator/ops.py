@@ -32,6 +32,11 @@ class Operation(str, Enum):
     """Create or update a run command on a VM or an Arc server: runs its script."""
     RUN_COMMAND_GET = "runcommands.get"
     RUN_COMMAND_DELETE = "runcommands.delete"
+    AUTOMATION_JOB_PUT = "automationjobs.put"
+    """Create a runbook job (on a hybrid worker group): runs the runbook."""
+    AUTOMATION_JOB_GET = "automationjobs.get"
+    AUTOMATION_JOB_OUTPUT = "automationjobs.output"
+    AUTOMATION_JOB_STOP = "automationjobs.stop"
     OPERATION_STATUS = "operations.get"
     """A poll of a long-running operation's status (``Azure-AsyncOperation`` or ``Location`` URL)."""
 

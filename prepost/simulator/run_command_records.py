@@ -30,7 +30,10 @@ class ScriptOutcome:
     output: str = "ok"
     error: str = ""
     timeout: bool = False
-    """The script runs until the run command's ``timeoutInSeconds`` and is stopped: TimedOut."""
+    """The script runs until the run command's ``timeoutInSeconds`` and is stopped: TimedOut
+    (a runbook job, which has no timeout, runs until it is stopped)."""
+    suspended: bool = False
+    """A runbook job ends ``Suspended`` (it waits for someone) instead of completing."""
     agent_not_ready: bool = False
     """The guest agent does not answer: the run command fails to provision, no exit code."""
 
@@ -43,6 +46,7 @@ class ScriptOutcome:
             "error": "error",
             "timeout": "timeout",
             "agentNotReady": "agent_not_ready",
+            "suspended": "suspended",
         }
         unknown = set(body) - set(known) - {"id", "nameContains"}
         if unknown:
@@ -63,6 +67,7 @@ class ScriptOutcome:
             "error": self.error,
             "timeout": self.timeout,
             "agentNotReady": self.agent_not_ready,
+            "suspended": self.suspended,
         }
 
 
@@ -152,10 +157,70 @@ class RunCommandRecord:
 
 
 @dataclass
+class JobRecord:
+    """A runbook job (``Microsoft.Automation/automationAccounts/{aa}/jobs/{job}``)."""
+
+    account_id: str
+    name: str
+    runbook: str
+    run_on: str
+    parameters: dict[str, Any]
+    outcome: ScriptOutcome
+    created: datetime
+    stopped: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.account_id}/jobs/{self.name}"
+
+    def status(self, now: datetime) -> tuple[str, datetime | None]:
+        """The job's status now, and when it ended (None while it runs)."""
+        outcome = self.outcome
+        if self.stopped is not None:
+            return "Stopped", self.stopped
+        if outcome.agent_not_ready:
+            return "Activating", None  # no worker of the group picks it up
+        ended = self.created + timedelta(seconds=outcome.duration_seconds)
+        if outcome.timeout or now < ended:
+            return "Running", None
+        if outcome.suspended:
+            return "Suspended", ended
+        return ("Completed" if outcome.exit_code == 0 else "Failed"), ended
+
+    def to_arm(self, now: datetime) -> dict[str, Any]:
+        status, ended = self.status(now)
+        failed = status in ("Failed", "Suspended")
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": "Microsoft.Automation/AutomationAccounts/Jobs",
+            "properties": {
+                "jobId": self.name,
+                "runbook": {"name": self.runbook},
+                "runOn": self.run_on,
+                "parameters": dict(self.parameters),
+                "provisioningState": "Succeeded" if ended else "Processing",
+                "status": status,
+                "statusDetails": "None",
+                "creationTime": iso(self.created),
+                "startTime": None if status == "Activating" else iso(self.created),
+                "endTime": iso(ended) if ended else None,
+                "exception": (self.outcome.error or f"runbook {self.runbook} ended {status}") if failed else None,
+            },
+        }
+
+    def output(self, now: datetime) -> str:
+        status, ended = self.status(now)
+        return self.outcome.output if ended else self.outcome.output[: len(self.outcome.output) // 2]
+
+
+@dataclass
 class RunCommandBook:
     """Run commands now, every script execution ever started, and the programmed outcomes."""
 
     records: dict[str, RunCommandRecord] = field(default_factory=dict)
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    """Runbook jobs by id key (Automation keeps them; they are stopped, never deleted)."""
     outcomes: dict[str, ScriptOutcome] = field(default_factory=dict)
     executions: list[dict[str, Any]] = field(default_factory=list)
     """One entry per script run (a PUT that ran it), kept after the run command is deleted."""

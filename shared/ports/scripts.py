@@ -18,7 +18,8 @@ from shared.models.hooks import ScriptOs
 # Managed Run Command execution states (VirtualMachineRunCommandInstanceView.executionState):
 # Unknown, Pending, Running, Failed, Succeeded, TimedOut, Canceled.
 # https://learn.microsoft.com/python/api/azure-mgmt-compute/azure.mgmt.compute.v2021_04_01.models.virtualmachineruncommandinstanceview
-FINISHED_STATES = frozenset({"failed", "succeeded", "timedout", "canceled"})
+FINISHED_STATES = frozenset({"failed", "succeeded", "timedout", "canceled", "suspended", "blocked", "disconnected"})
+"""The last three: runbook jobs (shared.adapters.arm.automation_jobs) that will not go on by themselves."""
 
 
 class ScriptNotFound(PermanentError):
@@ -92,8 +93,13 @@ class ScriptRunner(ABC):
         parameters: Mapping[str, str],
         timeout_seconds: int,
         tags: Mapping[str, str],
+        run_on: str | None = None,
     ) -> None:
-        """Begin running ``script`` in the machine; does not wait for it."""
+        """Begin running ``script`` in the machine; does not wait for it.
+
+        ``script`` is the script's text (Run Command) or a runbook's name (Automation), and
+        ``run_on`` the hybrid worker group that holds the machine (Automation only).
+        """
 
     @abstractmethod
     def get_execution(self, target: ScriptTarget, name: str) -> ScriptExecution | None:

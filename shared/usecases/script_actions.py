@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.errors import PermanentError, TransientError
-from shared.models.events import DEFAULT_CUTOFF_BEFORE_START
+from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, parse_time
 from shared.models.hooks import (
     MIN_TIMEOUT_SECONDS,
+    HookBackend,
     HookDeclaration,
     HookPhase,
     InvalidHookDeclaration,
@@ -46,6 +48,8 @@ TAIL_CHARS = 1_000
 PRE_RESERVE = timedelta(minutes=5)
 """Time kept between the end of a pre script and the cancellation cut-off: the snapshot that
 follows it, the cancel margin, and a look or two. The script's timeout is cut to fit."""
+OVERDUE_GRACE = timedelta(seconds=60)
+"""How long after its timeout an execution that still runs is stopped and recorded as timed out."""
 HOOKS_POLICY_KEY = "hooks"
 """Where the pre phase's stored policy keeps the hook declaration (or ``{"invalid": [...]}``)."""
 
@@ -55,7 +59,25 @@ class ScriptPorts:
     records: RunRecords
     targets: ScriptTargets
     runner: ScriptRunner
+    """Managed Run Command (the ``run-command`` backend)."""
     store: ScriptStore
+    automation: Callable[[str], ScriptRunner] | None = None
+    """Runbook jobs on hybrid workers of the given Automation account (the ``automation`` backend)."""
+
+
+def _runner(ports: ScriptPorts, declaration: HookDeclaration | None) -> ScriptRunner:
+    if declaration is None or declaration.backend is HookBackend.RUN_COMMAND:
+        return ports.runner
+    if ports.automation is None or not declaration.automation_account:
+        raise PermanentError("the automation backend is not available in this app")
+    return ports.automation(declaration.automation_account)
+
+
+def worker_group(target: ScriptTarget) -> str:
+    """The hybrid worker group that holds the machine: its ``prepost-hook-worker-group`` tag, or
+    ``prepost-<machine name>`` (one group per machine, as hybrid workers reach one machine)."""
+    override = machine_override_from_tags(target.tags)
+    return override.worker_group or f"prepost-{ResourceId(target.resource_id).name}"[:128]
 
 
 def perform_script_action(
@@ -70,8 +92,9 @@ def perform_script_action(
     data = _task_data(ports.records, message)
     if "script_state" in data:
         # Recorded by a delivery that died before (or while) deleting the execution.
-        _delete(ports, message, data)
-        return _result_from(data, declaration_or_none(ports.records, run.run_key), message)
+        declared = declaration_or_none(ports.records, run.run_key)
+        _delete(_runner(ports, declared), ports, message, data)
+        return _result_from(data, declared, message)
     declaration = declared_hooks(ports.records, run.run_key)
     if not declaration.enabled:
         return TaskResult(TaskStatus.SKIPPED, "no scripts declared for this run")
@@ -79,8 +102,9 @@ def perform_script_action(
     if target is None:
         raise PermanentError(f"machine {message.target} does not exist (deleted, or no read access)")
     name = execution_name(run, phase, message.target)
+    runner = _runner(ports, declaration)
     if data.get("script_requested"):
-        return _look(message, ports, target, name, declaration, data, what)
+        return _look(message, ports, runner, target, name, declaration, data, what, now)
 
     script_name = _script_name(declaration, phase, target)
     if script_name is None:
@@ -94,11 +118,11 @@ def perform_script_action(
             f"{what} {script_name} not run: the VM is {target.state} (Update Manager cannot patch it either)",
             {"script": script_name},
         )
-    existing = ports.runner.get_execution(target, name)
+    existing = runner.get_execution(target, name)
     if existing is not None:
         # Begun by an earlier delivery whose request's answer was lost: follow it.
         _mark(ports.records, message, {"script_requested": True, "script": script_name, "execution": name})
-        return _look(message, ports, target, name, declaration, {**data, "script": script_name}, what)
+        return _look(message, ports, runner, target, name, declaration, {**data, "script": script_name}, what, now)
 
     timeout = declaration.timeout_seconds
     if message.phase is Phase.PRE:
@@ -115,13 +139,18 @@ def perform_script_action(
             )
         timeout = min(timeout, left)
 
-    text = ports.store.get_script(script_name)
+    automation = declaration.backend is HookBackend.AUTOMATION
+    # A runbook is named, not sent; a Run Command script travels inline.
+    text = script_name if automation else ports.store.get_script(script_name)
+    run_on = worker_group(target) if automation else None
     facts = {
         "script": script_name,
         "backend": declaration.backend.value,
         "execution": name,
         "os": target.os.value if target.os else None,
         "timeout_seconds": timeout,
+        "begun_at": now.isoformat(),
+        **({"worker_group": run_on} if run_on else {}),
     }
     _mark(ports.records, message, {**facts, "script_requested": True})
     if message.phase is Phase.PRE:
@@ -131,9 +160,10 @@ def perform_script_action(
             _mark(ports.records, message, {"script_requested": False})
             return TaskResult(fence.status, fence.detail(what), {"script": script_name})
     try:
-        ports.runner.begin_script(
+        runner.begin_script(
             target,
             name,
+            run_on=run_on,
             script=text,
             parameters={
                 "PREPOST_RUN": run.run_key,
@@ -155,13 +185,15 @@ def perform_script_action(
 def _look(
     message: TaskMessage,
     ports: ScriptPorts,
+    runner: ScriptRunner,
     target: ScriptTarget,
     name: str,
     declaration: HookDeclaration,
     data: dict,
     what: str,
+    now: datetime,
 ) -> TaskResult | FollowUp:
-    execution = ports.runner.get_execution(target, name)
+    execution = runner.get_execution(target, name)
     script_name = data.get("script", "?")
     if execution is None:
         return TaskResult(
@@ -171,11 +203,25 @@ def _look(
             {"script": script_name, "execution": name},
         )
     if not execution.is_finished:
-        return FollowUp(what, f"{script_name} {execution.execution_state.lower() or 'pending'}")
+        if not _overdue(data, now):
+            return FollowUp(what, f"{script_name} {execution.execution_state.lower() or 'pending'}")
+        # Run Command stops a script at its timeout itself; a runbook job has no timeout, so
+        # prepost stops it (and is the safety net for an execution that never reports an end).
+        execution = replace(execution, execution_state="TimedOut")
     recorded = _recorded(execution)
     _mark(ports.records, message, recorded)
-    _delete(ports, message, {**data, "execution": name})
+    _delete(runner, ports, message, {**data, "execution": name})
     return _result_from({**data, **recorded}, declaration, message)
+
+
+def _overdue(data: dict, now: datetime) -> bool:
+    begun, timeout = data.get("begun_at"), data.get("timeout_seconds")
+    if not begun or not timeout:
+        return False
+    try:
+        return now > parse_time(begun) + timedelta(seconds=int(timeout)) + OVERDUE_GRACE
+    except ValueError:
+        return False
 
 
 def _recorded(execution: ScriptExecution) -> dict:
@@ -218,13 +264,13 @@ def _result_from(data: dict, declaration: HookDeclaration | None, message: TaskM
     return TaskResult(status, detail, keep)
 
 
-def _delete(ports: ScriptPorts, message: TaskMessage, data: dict) -> None:
+def _delete(runner: ScriptRunner, ports: ScriptPorts, message: TaskMessage, data: dict) -> None:
     name = data.get("execution")
     if not name:
         return
     target = ports.targets.get_target(message.target)
     if target is not None:
-        ports.runner.delete_execution(target, name)
+        runner.delete_execution(target, name)
 
 
 def _script_name(declaration: HookDeclaration, phase: HookPhase, target: ScriptTarget) -> str | None:

@@ -306,3 +306,60 @@ def test_an_invalid_declaration_fails_the_pre_scripts_and_cancels(start_hooks_ap
     assert executions(app, HookPhase.PRE) == {}
     run = app.wait(lambda: (r := app.records.get_run(app.run_key)).cancel_requested_at and r, "run cancelled")
     assert run.cancel_accepted
+
+
+# -- the Automation backend: runbook jobs on hybrid worker groups ----------------------------------
+
+
+def automation_estate(**tags: str) -> Estate:
+    estate = hooks_estate()
+    account = (
+        f"/subscriptions/{estate.configuration.subscription_id}/resourceGroups/rg-patching"
+        "/providers/Microsoft.Automation/automationAccounts/aa-patching"
+    )
+    estate.configuration.tags.update(
+        {
+            "prepost-hook-backend": "automation",
+            "prepost-hook-automation-account": account,
+            "prepost-hook-pre-linux": "Stop-Nginx",
+            "prepost-hook-post-linux": "Start-Nginx",
+            "prepost-hook-pre-windows": "Stop-ShopPool",
+            "prepost-hook-post-windows": "Start-ShopPool",
+            **tags,
+        }
+    )
+    return estate
+
+
+def test_runbook_jobs_run_once_on_each_machines_worker_group(start_hooks_app):
+    estate = automation_estate()
+    tagged = estate.vms[1]
+    tagged.tags["prepost-hook-worker-group"] = "hwg-shop-frontend"
+    app, _ = start_hooks_app(estate, outcome=ScriptOutcome(duration_seconds=0, output="runbook done\n"))
+    assert app.deliver(pre_event(app)).status == 200
+    pre = app.wait_phase_final(Phase.PRE)
+    assert pre.status is PhaseStatus.COMPLETED, pre.findings
+    scripts = scripts_of(app, Phase.PRE)
+    assert set(scripts) == running_machines(estate)
+    for task in scripts.values():
+        assert task.status is TaskStatus.SUCCEEDED, task.detail
+        assert task.data["backend"] == "automation" and task.data["output_tail"] == "runbook done\n"
+    assert scripts[tagged.id.lower()].data["worker_group"] == "hwg-shop-frontend"
+    groups = [run["machineId"] for run in app.sim.state.run_commands.executions_of()]
+    expected = {f"prepost-{m.name}" for m in [*estate.vms, *estate.arc_servers] if m is not tagged}
+    assert sorted(groups) == sorted([*expected, "hwg-shop-frontend"])  # one job per machine, no more
+    assert app.sim.state.run_commands.records == {}  # no run command was used
+
+
+def test_a_suspended_runbook_job_fails_the_pre_script_and_cancels(start_hooks_app):
+    estate = automation_estate()
+    machine = estate.vms[0]
+    app, _ = start_hooks_app(
+        estate, per_machine={f"prepost-{machine.name}": ScriptOutcome(suspended=True, duration_seconds=0)}
+    )
+    assert app.deliver(pre_event(app)).status == 200
+    app.wait_phase_final(Phase.PRE)
+    task = scripts_of(app, Phase.PRE)[machine.id.lower()]
+    assert task.status is TaskStatus.FAILED and "(Suspended)" in task.detail, task.detail
+    run = app.wait(lambda: (r := app.records.get_run(app.run_key)).cancel_requested_at and r, "run cancelled")
+    assert run.cancel_accepted

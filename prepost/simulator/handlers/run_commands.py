@@ -16,7 +16,7 @@ from ..clock import iso
 from ..errors import ArmError
 from ..estate import HYBRID_MACHINE, ArcStatus, PowerState
 from ..http import RequestContext, empty_response, json_response
-from ..run_command_records import RunCommandRecord
+from ..run_command_records import JobRecord, RunCommandRecord
 
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 
@@ -119,4 +119,76 @@ def delete_run_command(ctx: RequestContext) -> Response:
     if record is None:
         return empty_response(204)
     ctx.state.increment(ctx.operation, machine_id)
+    return empty_response(200)
+
+
+# -- Automation runbook jobs on hybrid worker groups ----------------------------------------------
+# https://learn.microsoft.com/rest/api/automation/job/create (and get, get-output, stop). The
+# outcome comes from the book, programmed by the worker group's name (``runOn``) as the id.
+
+AUTOMATION_ACCOUNT = "Microsoft.Automation/automationAccounts"
+
+
+def _job_key(ctx: RequestContext) -> tuple[str, str]:
+    subscription_id, resource_group = ctx.require_resource_group()
+    account_id = ids.resource_id(subscription_id, resource_group, AUTOMATION_ACCOUNT, ctx.params["account"])
+    return account_id, ids.key(f"{account_id}/jobs/{ctx.params['job']}")
+
+
+def _require_job(ctx: RequestContext) -> JobRecord:
+    _, key = _job_key(ctx)
+    book = ctx.state.run_commands
+    with book.lock:
+        job = book.jobs.get(key)
+    if job is None:
+        raise errors.resource_not_found("jobs", ctx.params["job"], ctx.params["resource_group"])
+    return job
+
+
+def put_job(ctx: RequestContext) -> Response:
+    account_id, key = _job_key(ctx)
+    properties = ctx.json_body().get("properties") or {}
+    runbook = str((properties.get("runbook") or {}).get("name") or "")
+    if not runbook:
+        raise errors.invalid_request_content("properties.runbook.name is required.")
+    run_on = str(properties.get("runOn") or "")
+    parameters = dict(properties.get("parameters") or {})
+    book = ctx.state.run_commands
+    now = ctx.clock.now()
+    with book.lock:
+        if key in book.jobs:
+            raise ArmError(409, "Conflict", f"A job with id '{ctx.params['job']}' already exists.")
+        job = JobRecord(
+            account_id, ctx.params["job"], runbook, run_on, parameters, book.outcome_for(run_on, runbook), now
+        )
+        book.jobs[key] = job
+        book.executions.append(
+            {
+                "machineId": run_on,
+                "name": job.name,
+                "startedAt": iso(now),
+                "timeoutInSeconds": None,
+                "parameters": parameters,
+                "runbook": runbook,
+            }
+        )
+    ctx.state.increment(ctx.operation, account_id)
+    return json_response(201, job.to_arm(now))
+
+
+def get_job(ctx: RequestContext) -> Response:
+    return json_response(200, _require_job(ctx).to_arm(ctx.clock.now()))
+
+
+def get_job_output(ctx: RequestContext) -> Response:
+    text = _require_job(ctx).output(ctx.clock.now())
+    return Response(text, status=200, content_type="text/plain; charset=utf-8")
+
+
+def stop_job(ctx: RequestContext) -> Response:
+    job = _require_job(ctx)
+    book = ctx.state.run_commands
+    with book.lock:
+        if job.status(ctx.clock.now())[1] is None:
+            job.stopped = ctx.clock.now()
     return empty_response(200)

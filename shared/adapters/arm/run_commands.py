@@ -37,7 +37,10 @@ def _api_version(machine_id: str) -> str:
     return ARC_API_VERSION if ResourceId(machine_id).machine_kind is MachineKind.ARC_SERVER else VM_API_VERSION
 
 
-def _send(clients: ArmClients, method: str, path: str, query: str, what: str, body: Any = None) -> tuple[int, Any]:
+def _send(
+    clients: ArmClients, method: str, path: str, query: str, what: str, body: Any = None, *, text: bool = False
+) -> tuple[int, Any]:
+    """One ARM request: (status, JSON body, or the body as text with ``text``); 404 gives (404, None)."""
     client = clients.resources(ResourceId(path).subscription_id)
     request = HttpRequest(method, f"{path}?{query}", json=body)
 
@@ -50,6 +53,8 @@ def _send(clients: ArmClients, method: str, path: str, query: str, what: str, bo
     response = call(what, send)
     if response.status_code == 404:
         return 404, None
+    if text:
+        return response.status_code, response.text()
     try:
         return response.status_code, response.json() if response.content else None
     except ValueError:
@@ -69,6 +74,7 @@ class ArmRunCommands(ScriptRunner):
         parameters: Mapping[str, str],
         timeout_seconds: int,
         tags: Mapping[str, str],
+        run_on: str | None = None,
     ) -> None:
         body = {
             "location": target.location,
