@@ -13,7 +13,7 @@ All times are virtual (the drill's scaled clock) and timezone-aware UTC.
 | I1 | pre-work that succeeded in time never leads to a cancellation |
 | I2 | failed or unfinished pre-work leads to a cancel before the cut-off, or the record says why not |
 | I3 | VMs prepost started end deallocated; no VM that was running before ends deallocated |
-| I4 | no pre-phase action begins after the start, after the post phase began, or after the cancel |
+| I4 | no pre-phase action (start, snapshot, pre script) begins after the start, the post phase or the cancel |
 | I5 | the run's alert processing rules are gone after the post phase and never outlast end + grace |
 | I6 | exactly one snapshot per disk per run |
 | I7 | every phase and task reaches a final status, and a post phase exists |
@@ -91,7 +91,7 @@ class ArmRequest:
 
     time: datetime
     operation: str
-    """``vm.start`` or ``snapshots.create``."""
+    """``vm.start``, ``snapshots.create`` or ``runcommands.put``."""
     target: str
     """The VM's or the snapshot's name."""
     status: int = 202
@@ -166,6 +166,8 @@ class WindowObservation:
     power_after: dict[str, str] = field(default_factory=dict)
     vm_starts: list[ArmRequest] = field(default_factory=list)
     snapshot_puts: list[ArmRequest] = field(default_factory=list)
+    script_puts: list[ArmRequest] = field(default_factory=list)
+    """Accepted run command PUTs of the run's pre scripts (``runcommands.put``, target: the machine's name)."""
     run_found: bool = True
     cancel_requested_at: datetime | None = None
     cancel_reason: str | None = None
@@ -349,7 +351,7 @@ def check_i3(obs: WindowObservation) -> InvariantResult:
 
 def _machine_of(obs: WindowObservation, request: ArmRequest) -> str:
     """The VM a request acted on: the VM itself, or the VM whose disk a snapshot copies."""
-    if request.operation == "vm.start":
+    if request.operation in ("vm.start", "runcommands.put"):
         return request.target
     best, machine = "", request.target
     for vm_id, disks in obs.vms.items():
@@ -371,16 +373,19 @@ def check_i4(obs: WindowObservation) -> InvariantResult:
         limits.append((obs.cancel_requested_at, "the run was cancelled"))
     limit, what = min(limits, key=lambda item: item[0])
     late: dict[str, list[ArmRequest]] = {}
-    for request in sorted([*obs.vm_starts, *obs.snapshot_puts], key=lambda r: r.time):
+    for request in sorted([*obs.vm_starts, *obs.snapshot_puts, *obs.script_puts], key=lambda r: r.time):
         if request.time > limit + IN_FLIGHT_ALLOWANCE:
             late.setdefault(_machine_of(obs, request), []).append(request)
     violations = []
     for machine, requests in sorted(late.items()):
         starts = [r for r in requests if r.operation == "vm.start"]
-        snapshots = [r for r in requests if r.operation != "vm.start"]
+        scripts = [r for r in requests if r.operation == "runcommands.put"]
+        snapshots = [r for r in requests if r.operation == "snapshots.create"]
         parts = []
         if starts:
             parts.append(f"started at {', '.join(obs.when(r.time) for r in starts)}")
+        if scripts:
+            parts.append(f"its pre script begun at {', '.join(obs.when(r.time) for r in scripts)}")
         if snapshots:
             parts.append(f"{len(snapshots)} snapshot PUT(s) from {obs.when(snapshots[0].time)}")
         violations.append(f"{machine}: {' and '.join(parts)}, after {what} at {obs.when(limit)}")

@@ -356,6 +356,13 @@ def build_observation(
         for r in requests
         if r.operation == "snapshots.create" and 200 <= r.status < 300 and r.name.lower().startswith(snapshot_prefix)
     ]
+    # Pre scripts begun (run command PUTs named prepost-pre-<stamp>-...), by the machine's name.
+    pre_script_prefix = f"prepost-pre-{facts.schedule_stamp}-".lower()
+    script_puts = [
+        ArmRequest(r.time, "runcommands.put", r.path.split("?")[0].rstrip("/").split("/")[-3], r.status)
+        for r in requests
+        if r.operation == "runcommands.put" and 200 <= r.status < 300 and r.name.lower().startswith(pre_script_prefix)
+    ]
     power_after = {
         record.vm.id.lower(): record.power_state.value
         for record in server.state.vms()
@@ -389,6 +396,7 @@ def build_observation(
         power_after=power_after,
         vm_starts=vm_starts,
         snapshot_puts=snapshot_puts,
+        script_puts=script_puts,
         run_found=run is not None,
         cancel_requested_at=run.cancel_requested_at if run else None,
         cancel_reason=run.cancel_reason if run else None,

@@ -486,3 +486,14 @@ def test_a_failed_safety_critical_pre_script_makes_the_pre_work_failed():
     assert pre_work_verdict(failed).kind == "failed-or-late"
     warned = replace_task(with_scripts(clean(), [], critical=False), "pre-script", target, status="failed")
     assert pre_work_verdict(warned).kind == "in-time"
+
+
+def test_i4_flags_a_pre_script_begun_after_the_cancellation():
+    obs = cancelled(clean(), -20.0)
+    late = ArmRequest(minutes(-15.0), "runcommands.put", "vm-c01-1", 201)
+    result = check_i4(dataclasses.replace(obs, script_puts=[late]))
+    assert result.status == FAIL
+    assert result.violations == [
+        f"vm-c01-1: its pre script begun at {obs.when(minutes(-15.0))}, after the run was cancelled at "
+        f"{obs.when(minutes(-20.0))}"
+    ]
