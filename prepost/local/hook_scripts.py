@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 
-from shared.models.hooks import HOOKS_CONTAINER
+from shared.names import HOOKS_CONTAINER
 
 SAMPLE_SCRIPTS: dict[str, str] = {
     "nginx/stop.sh": (

@@ -23,7 +23,9 @@ _SNAPSHOTS = _RG + r"/providers/microsoft\.compute/snapshots"
 _CONFIG = _RG + r"/providers/microsoft\.maintenance/maintenanceconfigurations/" + _NAME
 _JOB = _RG + r"/providers/microsoft\.automation/automationaccounts/(?P<account>[^/]+)/jobs/(?P<job>[^/]+)"
 _RUN_COMMAND = (
-    _RG + r"/providers/(?:microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)/" + _NAME
+    _RG
+    + r"/providers/(?:microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)/"
+    + _NAME
     + r"/runcommands/(?P<command>[^/]+)"
 )
 

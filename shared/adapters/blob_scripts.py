@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from shared.errors import PermanentError, Throttled, TransientError
-from shared.models.hooks import HOOKS_CONTAINER
+from shared.names import HOOKS_CONTAINER
 from shared.ports.scripts import ScriptNotFound, ScriptStore
 from shared.settings import StorageConnection
 

@@ -37,8 +37,6 @@ from typing import Any
 from shared.errors import PermanentError
 
 HOOK_TAG_PREFIX = "prepost-hook-"
-HOOKS_CONTAINER = "prepost-hooks"
-"""The blob container, in the app's own storage account, that holds the scripts."""
 DEFAULT_TIMEOUT_SECONDS = 300
 MIN_TIMEOUT_SECONDS = 30
 MAX_TIMEOUT_SECONDS = 1500

@@ -19,9 +19,10 @@ from prepost.render import render_run
 from prepost.simulator import Estate, ManualClock, PowerState, SimulatorConfig, ThrottleConfig
 from prepost.simulator.estate import ArcStatus
 from prepost.simulator.run_command_records import ScriptOutcome
-from shared.models.hooks import HOOKS_CONTAINER, HookPhase
+from shared.models.hooks import HookPhase
 from shared.models.messages import TaskMessage
 from shared.models.run import Action, Phase, PhaseStatus, TaskStatus
+from shared.names import HOOKS_CONTAINER
 from shared.usecases.run_report import run_report
 from shared.usecases.script_actions import execution_name
 from tests.integration.harness import future_start
