@@ -121,8 +121,16 @@ def perform_script_action(
     existing = runner.get_execution(target, name)
     if existing is not None:
         # Begun by an earlier delivery whose request's answer was lost: follow it.
-        _mark(ports.records, message, {"script_requested": True, "script": script_name, "execution": name})
-        return _look(message, ports, runner, target, name, declaration, {**data, "script": script_name}, what, now)
+        facts = {
+            "script_requested": True,
+            "script": script_name,
+            "execution": name,
+            "backend": declaration.backend.value,
+            "timeout_seconds": declaration.timeout_seconds,
+            "begun_at": now.isoformat(),
+        }
+        _mark(ports.records, message, facts)
+        return _look(message, ports, runner, target, name, declaration, {**data, **facts}, what, now)
 
     timeout = declaration.timeout_seconds
     if message.phase is Phase.PRE:
