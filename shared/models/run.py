@@ -166,6 +166,9 @@ class TaskRecord:
 SAFETY_CRITICAL_OPTION = "safety_critical"
 AFTER_OPTION = "after"
 """Task option: ids of tasks of the same run and phase that must be final before this one begins."""
+THEN_OPTION = "then"
+"""Task option: ids of the tasks waiting for this one (their ``after``); the outcome recorder sends
+them on as soon as this task is final, so they need not wait for their next look."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ TAG_MACHINE = "prepost-machine"
 TAG_DISK = "prepost-disk"
 TRANSITIONAL = {PowerState.STARTING, PowerState.DEALLOCATING, PowerState.STOPPING}
 TRANSITION_RECHECK = timedelta(seconds=30)
+PREREQUISITE_RECHECK = timedelta(minutes=1)
+"""How often a task waiting for another one looks by itself; the outcome recorder sends it on as
+soon as the other one is final (``then``), so this only bounds the cost of a lost nudge."""
 SNAPSHOT_NAME_LIMIT = 80
 START = "start VM"
 DEALLOCATE = "deallocate VM"
@@ -63,7 +66,7 @@ def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: da
     if waiting:
         # Ordered work on one machine (start, pre script, snapshot; post script, deallocate):
         # look again later, as for a long operation, bounded by the same wait.
-        return FollowUp(f"wait for {', '.join(waiting)}", "waiting")
+        return FollowUp(f"wait for {', '.join(waiting)}", "waiting", recheck=PREREQUISITE_RECHECK)
     if message.action.is_script:
         if ports.scripts is None:
             raise PermanentError(f"{message.action.value}: scripts are not wired in this app")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.errors import PermanentError, Throttled, TransientError
@@ -16,6 +16,7 @@ from shared.models.retry import DEFAULT_RETRY
 from shared.models.run import (
     AFTER_OPTION,
     SAFETY_CRITICAL_OPTION,
+    THEN_OPTION,
     Action,
     Phase,
     PhaseRecord,
@@ -281,7 +282,29 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
     if policy.suppress_alerts:
         for subscription in sorted(subscriptions_with_machines):
             add(Action.SUPPRESS_ALERTS, subscription)
+    tasks, outgoing = _link_dependents(tasks, outgoing)
     return tasks, outgoing, len(machine_ids), policy, findings, hooks
+
+
+def _link_dependents(tasks: list[TaskRecord], outgoing: list) -> tuple[list[TaskRecord], list]:
+    """Give every task that others wait for (their ``after``) the list of those (``then``), on its
+    record and its message alike, so the outcome recorder can send them on when it is final."""
+    then: dict[str, list[str]] = {}
+    for task in tasks:
+        for prerequisite in task.options.get(AFTER_OPTION) or []:
+            then.setdefault(prerequisite, []).append(task.task_id)
+    if not then:
+        return tasks, outgoing
+    for task in tasks:
+        if task.task_id in then:
+            task.options = {**task.options, THEN_OPTION: then[task.task_id]}
+    linked = [
+        replace(message, options={**message.options, THEN_OPTION: then[message.task_id]})
+        if message.task_id in then
+        else message
+        for message in outgoing
+    ]
+    return tasks, linked
 
 
 def _read_hooks(tags, findings: list[str]) -> tuple[dict | None, HookDeclaration | None]:
@@ -389,6 +412,7 @@ def _plan_post(run: RunRecord, ports: PlanningPorts):
                         options=options,
                     )
                 )
+    tasks, outgoing = _link_dependents(tasks, outgoing)
     return tasks, outgoing, len(machines), policy, findings
 
 

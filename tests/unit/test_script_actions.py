@@ -14,7 +14,7 @@ import pytest
 from shared.errors import Throttled
 from shared.models.hooks import HookPhase, ScriptOs
 from shared.models.messages import TaskMessage
-from shared.models.run import AFTER_OPTION, SAFETY_CRITICAL_OPTION, Action, Phase, TaskStatus
+from shared.models.run import AFTER_OPTION, SAFETY_CRITICAL_OPTION, THEN_OPTION, Action, Phase, TaskStatus
 from shared.ports.scripts import ScriptExecution, ScriptNotFound, ScriptRunner, ScriptStore, ScriptTarget, ScriptTargets
 from shared.usecases.script_actions import (
     OVERDUE_GRACE,
@@ -24,6 +24,7 @@ from shared.usecases.script_actions import (
     perform_script_action,
     pre_deadline,
 )
+from shared.usecases.supervision import NUDGE_RESEND
 from shared.usecases.task_runner import FollowUp, TaskResult
 from tests.fakes_azure import POST_SAMPLE, FakeEstate
 
@@ -119,8 +120,13 @@ def test_planning_orders_start_pre_script_and_snapshot_on_each_vm():
     start = estate.task(Phase.PRE, Action.START_VM, vm)
     script = estate.task(Phase.PRE, Action.PRE_SCRIPT, vm)
     snapshot = estate.task(Phase.PRE, Action.SNAPSHOT_DISKS, vm)
-    assert script.options == {SAFETY_CRITICAL_OPTION: True, AFTER_OPTION: [start.task_id]}
+    assert script.options == {
+        SAFETY_CRITICAL_OPTION: True,
+        AFTER_OPTION: [start.task_id],
+        THEN_OPTION: [snapshot.task_id],
+    }
     assert snapshot.options[AFTER_OPTION] == [script.task_id]
+    assert start.options[THEN_OPTION] == [script.task_id]
     assert script.is_safety_critical
     assert estate.records.get_phase(estate.key, Phase.PRE).policy["hooks"]["scripts"] == {
         "pre-linux": "nginx/stop.sh",
@@ -296,3 +302,15 @@ def test_post_scripts_are_planned_for_every_machine_that_had_a_pre_script_and_co
     script = estate.task(Phase.POST, Action.POST_SCRIPT, vm)
     deallocate = estate.task(Phase.POST, Action.DEALLOCATE_VM, vm)
     assert script is not None and deallocate.options[AFTER_OPTION] == [script.task_id]
+
+
+def test_a_task_others_wait_for_sends_them_on_once_it_is_final():
+    estate, vm, _ = planned()
+    estate.report(Action.START_VM, vm, TaskStatus.IN_PROGRESS)
+    assert estate.transport.take() == []  # not final yet: nothing to send on
+    estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
+    sent = [s.message for s in estate.transport.take() if isinstance(s.message, TaskMessage)]
+    assert [(m.action, m.target, m.resend) for m in sent] == [(Action.PRE_SCRIPT, vm, NUDGE_RESEND)]
+    assert sent[0].options == estate.task(Phase.PRE, Action.PRE_SCRIPT, vm).options
+    estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)  # a duplicate outcome sends nothing
+    assert [s for s in estate.transport.take() if isinstance(s.message, TaskMessage)] == []
