@@ -34,6 +34,21 @@ def render_run(report: dict[str, Any], *, max_tasks: int = 400) -> str:
                 f"{task['phase']:<5} {task['action']:<18} {task['status']:<11} {task['attempts']:<5} "
                 f"{target[:28]:<28} {task['detail']}"
             )
+            lines.extend(_script_lines(task))
         if len(tasks) > max_tasks:
             lines.append(f"... {len(tasks) - max_tasks} more (use --json)")
     return "\n".join(lines)
+
+
+def _script_lines(task: dict[str, Any]) -> list[str]:
+    """A pre or post script's state, exit code, duration and the last lines of its streams."""
+    data = task.get("data") or {}
+    if task["action"] not in ("pre-script", "post-script") or "script_state" not in data:
+        return []
+    took = f", {data['duration_seconds']:g} s" if data.get("duration_seconds") is not None else ""
+    exit_code = f", exit {data['exit_code']}" if data.get("exit_code") is not None else ""
+    lines = [f"      script {data.get('script', '?')}: {data['script_state']}{exit_code}{took}"]
+    for label, key in (("out", "output_tail"), ("err", "error_tail"), ("why", "execution_message")):
+        tail = [line for line in str(data.get(key) or "").splitlines() if line.strip()][-3:]
+        lines.extend(f"      {label}| {line[:160]}" for line in tail)
+    return lines

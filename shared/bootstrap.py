@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from shared.usecases.machine_actions import MachinePorts
     from shared.usecases.monitoring_actions import MonitoringPorts
     from shared.usecases.planning import PlanningPorts
+    from shared.usecases.script_actions import ScriptPorts
 
 T = TypeVar("T")
 
@@ -177,6 +178,25 @@ class Container:
         )
 
     @property
+    def script_ports(self) -> ScriptPorts:
+        """Pre and post scripts: Run Command on VMs and Arc servers, scripts from blobs (docs/hooks.md)."""
+        from shared.adapters.arm.automation_jobs import AutomationJobs
+        from shared.adapters.arm.run_commands import ArmRunCommands, ArmScriptTargets
+        from shared.adapters.blob_scripts import BlobScriptStore
+        from shared.usecases.script_actions import ScriptPorts
+
+        return self._get(
+            "script_ports",
+            lambda: ScriptPorts(
+                records=self.records,
+                targets=ArmScriptTargets(self.arm),
+                runner=ArmRunCommands(self.arm),
+                store=BlobScriptStore(self.settings.storage),
+                automation=lambda account: AutomationJobs(self.arm, account),
+            ),
+        )
+
+    @property
     def machine_ports(self) -> MachinePorts:
         from shared.usecases.machine_actions import MachinePorts
 
@@ -187,6 +207,7 @@ class Container:
                 compute=self.compute,
                 arc=self.arc,
                 allowed_subscriptions=self.settings.allowed_subscriptions,
+                scripts=self.script_ports,
             ),
         )
 

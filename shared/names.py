@@ -43,6 +43,9 @@ class TableName(str, Enum):
     """Every delivery the intake saw: accepted, duplicate, ignored or rejected, with reason."""
 
 
+HOOKS_CONTAINER = "prepost-hooks"
+"""Blob container, in the app's own storage account, holding the pre and post scripts (docs/hooks.md)."""
+
 # Connection setting names, as bindings name them. Identity-based connections use the same
 # prefix with ``__accountName`` / ``__fullyQualifiedNamespace`` suffixes.
 STORAGE_CONNECTION = "AzureWebJobsStorage"

@@ -233,6 +233,9 @@ class Drill:
         endpoints = self.azurite.start()
         self.say(f"Azurite on ports {endpoints.ports}")
         connection = self._start_proxies(endpoints)
+        from prepost.local.hook_scripts import upload_scripts
+
+        upload_scripts(endpoints.connection_string)  # blobs are read directly, not through the proxies
 
         estate = build_estate(timeline.slots_needed(), options.seed)
         self.estate = estate

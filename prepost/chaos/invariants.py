@@ -13,11 +13,12 @@ All times are virtual (the drill's scaled clock) and timezone-aware UTC.
 | I1 | pre-work that succeeded in time never leads to a cancellation |
 | I2 | failed or unfinished pre-work leads to a cancel before the cut-off, or the record says why not |
 | I3 | VMs prepost started end deallocated; no VM that was running before ends deallocated |
-| I4 | no pre-phase action begins after the start, after the post phase began, or after the cancel |
+| I4 | no pre-phase action (start, snapshot, pre script) begins after the start, the post phase or the cancel |
 | I5 | the run's alert processing rules are gone after the post phase and never outlast end + grace |
 | I6 | exactly one snapshot per disk per run |
 | I7 | every phase and task reaches a final status, and a post phase exists |
 | I8 | nothing vanishes: no leftover messages, poisoned ones explain themselves, accepted events are logged |
+| I9 | a script runs at most once per machine and phase; every machine whose pre script ran gets its post script |
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from datetime import datetime, timedelta
 
 from shared.usecases.intake import LATE_PRE_EVENT_FINDING
 
-INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8")
+INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9")
 TITLES = {
     "I1": "no cancel after pre-work succeeded in time",
     "I2": "cancel (or a reason) when pre-work failed or was late",
@@ -38,6 +39,7 @@ TITLES = {
     "I6": "one snapshot per disk per run",
     "I7": "every phase and task final; a post phase exists",
     "I8": "nothing vanishes (queues, poison, events log)",
+    "I9": "scripts run once; a pre script is followed by its post script",
 }
 OK, FAIL, NOT_APPLICABLE = "ok", "FAIL", "n/a"
 
@@ -69,6 +71,8 @@ class TaskObs:
     detail: str = ""
     recorded_at: datetime | None = None
     """When the task entity was last written (its Table ``Timestamp``, in virtual time)."""
+    safety_critical: bool = False
+    """The task's own flag (a pre script declared ``cancel`` is; start and snapshot always are)."""
 
     @property
     def task_id(self) -> str:
@@ -87,10 +91,19 @@ class ArmRequest:
 
     time: datetime
     operation: str
-    """``vm.start`` or ``snapshots.create``."""
+    """``vm.start``, ``snapshots.create`` or ``runcommands.put``."""
     target: str
     """The VM's or the snapshot's name."""
     status: int = 202
+
+
+@dataclass(frozen=True)
+class ScriptRunObs:
+    """One script execution the simulator ran for the run (a run command PUT that ran it)."""
+
+    machine: str
+    phase: str
+    time: datetime
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,8 @@ class WindowObservation:
     power_after: dict[str, str] = field(default_factory=dict)
     vm_starts: list[ArmRequest] = field(default_factory=list)
     snapshot_puts: list[ArmRequest] = field(default_factory=list)
+    script_puts: list[ArmRequest] = field(default_factory=list)
+    """Accepted run command PUTs of the run's pre scripts (``runcommands.put``, target: the machine's name)."""
     run_found: bool = True
     cancel_requested_at: datetime | None = None
     cancel_reason: str | None = None
@@ -172,6 +187,8 @@ class WindowObservation:
     """Deliveries the drill made, with the HTTP status it got (0: no answer)."""
     recorded_deliveries: dict[str, int] = field(default_factory=dict)
     """Phase -> how many deliveries of the run the intake's events log holds."""
+    script_runs: list[ScriptRunObs] = field(default_factory=list)
+    """Every pre and post script execution of the run, as the simulator counted them."""
 
     def when(self, moment: datetime | None) -> str:
         """A time as ``HH:MM:SS (T-12m00s)``: clock time and offset from the scheduled start."""
@@ -228,7 +245,7 @@ def pre_work_verdict(obs: WindowObservation) -> PreWorkVerdict:
         return PreWorkVerdict(
             "failed-or-late", f"the pre phase was not planned by the deadline {obs.when(obs.deadline)} ({planned})"
         )
-    safety = [t for t in obs.tasks if t.phase == "pre" and t.action in SAFETY_ACTIONS]
+    safety = [t for t in obs.tasks if t.phase == "pre" and (t.action in SAFETY_ACTIONS or t.safety_critical)]
     failed = [t for t in safety if t.status == "failed"]
     if failed:
         first = failed[0]
@@ -334,7 +351,7 @@ def check_i3(obs: WindowObservation) -> InvariantResult:
 
 def _machine_of(obs: WindowObservation, request: ArmRequest) -> str:
     """The VM a request acted on: the VM itself, or the VM whose disk a snapshot copies."""
-    if request.operation == "vm.start":
+    if request.operation in ("vm.start", "runcommands.put"):
         return request.target
     best, machine = "", request.target
     for vm_id, disks in obs.vms.items():
@@ -356,16 +373,19 @@ def check_i4(obs: WindowObservation) -> InvariantResult:
         limits.append((obs.cancel_requested_at, "the run was cancelled"))
     limit, what = min(limits, key=lambda item: item[0])
     late: dict[str, list[ArmRequest]] = {}
-    for request in sorted([*obs.vm_starts, *obs.snapshot_puts], key=lambda r: r.time):
+    for request in sorted([*obs.vm_starts, *obs.snapshot_puts, *obs.script_puts], key=lambda r: r.time):
         if request.time > limit + IN_FLIGHT_ALLOWANCE:
             late.setdefault(_machine_of(obs, request), []).append(request)
     violations = []
     for machine, requests in sorted(late.items()):
         starts = [r for r in requests if r.operation == "vm.start"]
-        snapshots = [r for r in requests if r.operation != "vm.start"]
+        scripts = [r for r in requests if r.operation == "runcommands.put"]
+        snapshots = [r for r in requests if r.operation == "snapshots.create"]
         parts = []
         if starts:
             parts.append(f"started at {', '.join(obs.when(r.time) for r in starts)}")
+        if scripts:
+            parts.append(f"its pre script begun at {', '.join(obs.when(r.time) for r in scripts)}")
         if snapshots:
             parts.append(f"{len(snapshots)} snapshot PUT(s) from {obs.when(snapshots[0].time)}")
         violations.append(f"{machine}: {' and '.join(parts)}, after {what} at {obs.when(limit)}")
@@ -478,6 +498,37 @@ def check_i8(obs: WindowObservation) -> InvariantResult:
     return _result("I8", violations, note)
 
 
+# -- I9: scripts inside the machines -------------------------------------------------------------
+
+
+def check_i9(obs: WindowObservation) -> InvariantResult:
+    """Never twice (a script stops services: running it again is not harmless), and whatever a
+    pre script stopped is started again: its post script runs, also after a cancelled run."""
+    if not obs.script_runs and not any(t.action == "pre-script" for t in obs.tasks):
+        return InvariantResult("I9", NOT_APPLICABLE, note="no scripts declared")
+    runs: dict[tuple[str, str], list[datetime]] = {}
+    for run in obs.script_runs:
+        runs.setdefault((run.machine.lower(), run.phase), []).append(run.time)
+    violations = []
+    for (machine, phase), times in sorted(runs.items()):
+        if len(times) > 1:
+            violations.append(
+                f"{_short(machine)}: its {phase} script ran {len(times)} times "
+                f"({', '.join(obs.when(t) for t in sorted(times))})"
+            )
+    for (machine, phase), times in sorted(runs.items()):
+        if phase == "pre" and (machine, "post") not in runs:
+            post = obs.phases.get("post")
+            where = f"post phase {post.status} ({post.source})" if post else "no post phase"
+            violations.append(
+                f"{_short(machine)}: its pre script ran at {obs.when(min(times))} but no post script ran "
+                f"by {obs.when(obs.observed_at)} ({where})"
+            )
+    pre = sum(1 for machine, phase in runs if phase == "pre")
+    post = sum(1 for machine, phase in runs if phase == "post")
+    return _result("I9", violations, f"pre scripts ran on {pre} machine(s), post scripts on {post}")
+
+
 CHECKS: dict[str, Callable[[WindowObservation], InvariantResult]] = {
     "I1": check_i1,
     "I2": check_i2,
@@ -487,6 +538,7 @@ CHECKS: dict[str, Callable[[WindowObservation], InvariantResult]] = {
     "I6": check_i6,
     "I7": check_i7,
     "I8": check_i8,
+    "I9": check_i9,
 }
 
 

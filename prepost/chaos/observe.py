@@ -22,11 +22,13 @@ from prepost.chaos.invariants import (
     MessageObs,
     PhaseObs,
     RuleObs,
+    ScriptRunObs,
     SnapshotObs,
     TaskObs,
     WindowObservation,
 )
 from prepost.chaos.timescale import ScaledClock
+from shared.models.events import parse_time
 
 PEEK_LIMIT = 32
 POISON_HIDE_SECONDS = 30
@@ -133,6 +135,7 @@ class StorageView:
                     status=record.status.value,
                     detail=record.detail,
                     recorded_at=self.clock.to_virtual(stamp) if stamp else None,
+                    safety_critical=record.is_safety_critical,
                 )
             )
         return sorted(tasks, key=lambda t: (t.phase, t.action, t.target.lower()))
@@ -353,6 +356,13 @@ def build_observation(
         for r in requests
         if r.operation == "snapshots.create" and 200 <= r.status < 300 and r.name.lower().startswith(snapshot_prefix)
     ]
+    # Pre scripts begun (run command PUTs named prepost-pre-<stamp>-...), by the machine's name.
+    pre_script_prefix = f"prepost-pre-{facts.schedule_stamp}-".lower()
+    script_puts = [
+        ArmRequest(r.time, "runcommands.put", r.path.split("?")[0].rstrip("/").split("/")[-3], r.status)
+        for r in requests
+        if r.operation == "runcommands.put" and 200 <= r.status < 300 and r.name.lower().startswith(pre_script_prefix)
+    ]
     power_after = {
         record.vm.id.lower(): record.power_state.value
         for record in server.state.vms()
@@ -386,6 +396,7 @@ def build_observation(
         power_after=power_after,
         vm_starts=vm_starts,
         snapshot_puts=snapshot_puts,
+        script_puts=script_puts,
         run_found=run is not None,
         cancel_requested_at=run.cancel_requested_at if run else None,
         cancel_reason=run.cancel_reason if run else None,
@@ -404,7 +415,20 @@ def build_observation(
         ],
         deliveries=facts.deliveries,
         recorded_deliveries={phase: count for (run_key, phase), count in recorded.items() if run_key == facts.run_key},
+        script_runs=_script_runs(server, facts.run_key),
     )
+
+
+def _script_runs(server, run_key: str) -> list[ScriptRunObs]:
+    """The run's script executions from the simulator's book (kept after their run commands are deleted)."""
+    runs = []
+    for execution in server.state.run_commands.executions_of():
+        parameters = execution.get("parameters") or {}
+        if parameters.get("PREPOST_RUN") != run_key:
+            continue
+        phase = str(parameters.get("PREPOST_PHASE"))
+        runs.append(ScriptRunObs(execution["machineId"], phase, parse_time(execution["startedAt"])))
+    return runs
 
 
 def _describe(body: str) -> str:

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from prepost.local.hook_scripts import SAMPLE_HOOK_TAGS
 from prepost.simulator import ArcServer, Estate, MaintenanceConfiguration, OsType, PowerState, VirtualMachine
 from prepost.simulator.estate import ArcStatus
 
@@ -74,6 +75,8 @@ CONFIGURATION_TAGS = {
     "prepost-suppress-alerts": "true",
     "prepost-cancel-on-failure": "true",
     "prepost-suppression-grace-minutes": str(int(GRACE.total_seconds() // 60)),
+    # Pre and post scripts on every machine (prepost.local.hook_scripts): I9 checks them.
+    **SAMPLE_HOOK_TAGS,
 }
 
 

@@ -14,11 +14,19 @@ def add_parser(commands) -> None:
     demo.add_argument("--deliver-twice", action="store_true", help="deliver every event and message twice")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for each phase")
+    demo.add_argument(
+        "--scenario", choices=["window", "hooks"], default="window", help="hooks: pre and post scripts, one failing"
+    )
     demo.set_defaults(handler=demo_command)
 
 
 def demo_command(args) -> int:
     from prepost.demo import DemoOptions, run_demo
+
+    if args.scenario == "hooks":
+        from prepost.demo_hooks import run_hooks_demo
+
+        return EXIT_OK if run_hooks_demo(json_output=args.json, timeout=args.timeout) else EXIT_FAILED
 
     options = DemoOptions(
         machines=args.machines,

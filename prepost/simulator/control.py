@@ -18,6 +18,7 @@ from .estate import ArcStatus, PowerState
 from .faults import FaultConfig
 from .http import empty_response, json_response
 from .records import arc_json, run_json
+from .run_command_records import ScriptOutcome
 from .throttling import ThrottleConfig
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class ControlApi:
             ("POST", "lro"): self._set_lro,
             ("GET", "clock"): self._clock,
             ("POST", "clock"): self._advance_clock,
+            ("GET", "run-commands"): self._run_commands,
+            ("POST", "run-commands"): self._program_run_command,
             ("POST", "reset"): self._reset,
         }
 
@@ -102,6 +105,31 @@ class ControlApi:
         body = _json(request)
         self.app.state.set_arc_status(str(body["id"]), ArcStatus(body["status"]))
         return self._arc_servers(request)
+
+    def _run_commands(self, _: Request) -> Response:
+        """Run commands now, every script execution so far, and the programmed outcomes."""
+        book = self.app.state.run_commands
+        now = self.app.clock.now()
+        with book.lock:
+            return json_response(
+                200,
+                {
+                    "value": [record.to_json(now) for record in book.records.values()],
+                    "executions": book.executions_of(),
+                    "outcomes": {key: outcome.to_json() for key, outcome in book.outcomes.items()},
+                },
+            )
+
+    def _program_run_command(self, request: Request) -> Response:
+        """Program what scripts do on one machine (``id``) or on all (``"*"``), optionally only in
+        run commands whose name contains ``nameContains`` (prepost's names hold ``-pre-``/``-post-``)."""
+        body = _json(request)
+        outcome = ScriptOutcome.from_json(body)
+        machine = str(body.get("id") or "*")
+        book = self.app.state.run_commands
+        with book.lock:
+            book.program(machine, outcome, name_contains=str(body.get("nameContains") or ""))
+        return self._run_commands(request)
 
     def _add_run(self, request: Request) -> Response:
         body = _json(request)

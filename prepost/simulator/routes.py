@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from werkzeug.wrappers import Response
 
 from .errors import ArmError
-from .handlers import alerts, compute, graph, hybrid, maintenance, operations, snapshots
+from .handlers import alerts, compute, graph, hybrid, maintenance, operations, run_commands, snapshots
 from .http import RequestContext
 from .ops import Operation
 
@@ -21,6 +21,13 @@ _NAME = r"(?P<name>[^/]+)"
 _VM = _RG + r"/providers/microsoft\.compute/virtualmachines/" + _NAME
 _SNAPSHOTS = _RG + r"/providers/microsoft\.compute/snapshots"
 _CONFIG = _RG + r"/providers/microsoft\.maintenance/maintenanceconfigurations/" + _NAME
+_JOB = _RG + r"/providers/microsoft\.automation/automationaccounts/(?P<account>[^/]+)/jobs/(?P<job>[^/]+)"
+_RUN_COMMAND = (
+    _RG
+    + r"/providers/(?:microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)/"
+    + _NAME
+    + r"/runcommands/(?P<command>[^/]+)"
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,13 @@ ROUTES: tuple[Route, ...] = (
         Operation.ARC_GET,
         hybrid.get_machine,
     ),
+    _route("PUT", _RUN_COMMAND, Operation.RUN_COMMAND_PUT, run_commands.put_run_command),
+    _route("GET", _RUN_COMMAND, Operation.RUN_COMMAND_GET, run_commands.get_run_command),
+    _route("DELETE", _RUN_COMMAND, Operation.RUN_COMMAND_DELETE, run_commands.delete_run_command),
+    _route("PUT", _JOB, Operation.AUTOMATION_JOB_PUT, run_commands.put_job),
+    _route("GET", _JOB, Operation.AUTOMATION_JOB_GET, run_commands.get_job),
+    _route("GET", _JOB + "/output", Operation.AUTOMATION_JOB_OUTPUT, run_commands.get_job_output),
+    _route("POST", _JOB + "/stop", Operation.AUTOMATION_JOB_STOP, run_commands.stop_job),
 )
 
 

@@ -27,6 +27,7 @@ from .records import (
     arc_json,
     run_json,
 )
+from .run_command_records import RunCommandBook
 
 __all__ = [
     "AlertRuleRecord",
@@ -70,6 +71,8 @@ class SimulatorState:
             self.alert_rule_records: dict[str, AlertRuleRecord] = {}
             self.cancellation_records: dict[str, CancellationRecord] = {}
             self.operation_book = OperationBook()
+            self.run_commands = RunCommandBook()
+            """Run commands on VMs and Arc servers, their scripts' executions and programmed outcomes."""
             self._counts: dict[str, dict[str, int]] = {}
             self._count_names: dict[str, str] = {}
             self._requests: deque[RequestRecord] = deque(maxlen=self._request_log_limit)

@@ -121,7 +121,9 @@ class RunPolicy:
             "cancel-on-failure",
         }
         for key in lowered:
-            if key.startswith(TAG_PREFIX) and key[len(TAG_PREFIX) :] not in known:
+            # prepost-hook-* tags declare scripts, read by shared.models.hooks.
+            hook = key.startswith("prepost-hook-")
+            if key.startswith(TAG_PREFIX) and key[len(TAG_PREFIX) :] not in known and not hook:
                 findings.append(f"tag {key} is not a prepost policy tag; ignored")
 
         return cls(

@@ -25,6 +25,10 @@ class Action(str, Enum):
     DEALLOCATE_VM = "deallocate-vm"
     PRUNE_SNAPSHOTS = "prune-snapshots"
     REMOVE_SUPPRESSION = "remove-suppression"
+    PRE_SCRIPT = "pre-script"
+    """The configuration's pre script inside the machine (docs/hooks.md)."""
+    POST_SCRIPT = "post-script"
+    """The configuration's post script inside the machine; runs also after a cancelled run."""
 
     @property
     def is_monitoring(self) -> bool:
@@ -32,8 +36,15 @@ class Action(str, Enum):
 
     @property
     def is_safety_critical(self) -> bool:
-        """Pre-work without which patching should not go ahead (the run is cancelled on failure)."""
-        return self in (Action.SNAPSHOT_DISKS, Action.START_VM)
+        """Pre-work without which patching should not go ahead (the run is cancelled on failure).
+
+        The default for the action; a task can say otherwise (:attr:`TaskRecord.is_safety_critical`).
+        """
+        return self in (Action.SNAPSHOT_DISKS, Action.START_VM, Action.PRE_SCRIPT)
+
+    @property
+    def is_script(self) -> bool:
+        return self in (Action.PRE_SCRIPT, Action.POST_SCRIPT)
 
 
 class TaskStatus(str, Enum):
@@ -142,6 +153,22 @@ class TaskRecord:
     @property
     def task_id(self) -> str:
         return task_id(self.phase, self.action, self.target)
+
+    @property
+    def is_safety_critical(self) -> bool:
+        """Whether its failure must cancel the run: the action's default, unless the task's
+        options say otherwise (``safety_critical``, set by the planner from the run's policy,
+        e.g. a pre script declared ``prepost-hook-pre-failure=warn``)."""
+        flag = self.options.get(SAFETY_CRITICAL_OPTION)
+        return self.action.is_safety_critical if flag is None else bool(flag)
+
+
+SAFETY_CRITICAL_OPTION = "safety_critical"
+AFTER_OPTION = "after"
+"""Task option: ids of tasks of the same run and phase that must be final before this one begins."""
+THEN_OPTION = "then"
+"""Task option: ids of the tasks waiting for this one (their ``after``); the outcome recorder sends
+them on as soon as this task is final, so they need not wait for their next look."""
 
 
 @dataclass(frozen=True)

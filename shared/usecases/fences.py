@@ -46,6 +46,9 @@ def pre_work_fence(run: RunRecord, records: RunRecords, now: datetime) -> Fence 
     """
     if now >= run.start:
         return Fence(f"the run started at {run.start.isoformat()}", missed=True)
+    # Read again: the caller's copy may be older than the ARM calls it made since (a slow or
+    # held request can take minutes), and a cancellation accepted meanwhile must stop the work.
+    run = records.get_run(run.run_key) if not run.cancel_accepted else run
     if run.cancel_accepted:
         return Fence("the run was cancelled", missed=False)
     post = records.get_phase(run.run_key, Phase.POST)

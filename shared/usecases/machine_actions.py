@@ -21,13 +21,14 @@ from datetime import datetime, timedelta
 from shared.errors import MessageRejected, PermanentError, TransientError
 from shared.models.ids import ResourceId, schedule_stamp_of
 from shared.models.messages import TaskMessage
-from shared.models.run import Action, RunRecord, TaskRecord, TaskStatus, task_id
+from shared.models.run import AFTER_OPTION, Action, RunRecord, TaskRecord, TaskStatus, task_id
 from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunNotFound, RunRecords
 from shared.settings import AllowList
 from shared.usecases.fences import pre_work_fence
 from shared.usecases.message_checks import check_task_message
+from shared.usecases.script_actions import ScriptPorts, perform_script_action
 from shared.usecases.task_runner import FollowUp, TaskResult
 
 TAG_RUN = "prepost-run"
@@ -36,6 +37,9 @@ TAG_MACHINE = "prepost-machine"
 TAG_DISK = "prepost-disk"
 TRANSITIONAL = {PowerState.STARTING, PowerState.DEALLOCATING, PowerState.STOPPING}
 TRANSITION_RECHECK = timedelta(seconds=30)
+PREREQUISITE_RECHECK = timedelta(minutes=1)
+"""How often a task waiting for another one looks by itself; the outcome recorder sends it on as
+soon as the other one is final (``then``), so this only bounds the cost of a lost nudge."""
 SNAPSHOT_NAME_LIMIT = 80
 START = "start VM"
 DEALLOCATE = "deallocate VM"
@@ -51,6 +55,8 @@ class MachinePorts:
     arc: ArcMachines
     allowed_subscriptions: AllowList
     """PREPOST_ALLOWED_SUBSCRIPTIONS: a message for a machine outside them is rejected."""
+    scripts: ScriptPorts | None = None
+    """Pre and post scripts (docs/hooks.md); None where no script action is ever sent."""
 
 
 def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: datetime) -> TaskResult | FollowUp:
@@ -63,6 +69,15 @@ def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: da
     """
     run, task = _run_and_task(ports.records, message)
     check_task_message(message, task, run, ports.allowed_subscriptions)
+    waiting = _unfinished_prerequisites(message, ports.records)
+    if waiting:
+        # Ordered work on one machine (start, pre script, snapshot; post script, deallocate):
+        # look again later, as for a long operation, bounded by the same wait.
+        return FollowUp(f"wait for {', '.join(waiting)}", "waiting", recheck=PREREQUISITE_RECHECK)
+    if message.action.is_script:
+        if ports.scripts is None:
+            raise PermanentError(f"{message.action.value}: scripts are not wired in this app")
+        return perform_script_action(message, run, ports.scripts, now)
     handlers = {
         Action.START_VM: _start_vm,
         Action.SNAPSHOT_DISKS: _snapshot_disks,
@@ -83,6 +98,17 @@ def _run_and_task(records: RunRecords, message: TaskMessage) -> tuple[RunRecord,
     except RunNotFound as error:
         raise MessageRejected(f"{message.kind} for run {message.run_key}: no such run is recorded") from error
     return run, records.get_task(message.run_key, message.task_id)
+
+
+def _unfinished_prerequisites(message: TaskMessage, records: RunRecords) -> list[str]:
+    """The actions this task waits for (option ``after``) that are not final yet."""
+    after = message.options.get(AFTER_OPTION) or []
+    waiting = []
+    for prerequisite in after:
+        task = records.get_task(message.run_key, str(prerequisite))
+        if task is not None and not task.status.is_final:
+            waiting.append(task.action.value)
+    return waiting
 
 
 def _require_vm(ports: MachinePorts, vm_id: str) -> VirtualMachine:
@@ -123,6 +149,12 @@ def _start_vm(
     if fence is not None:
         return TaskResult(fence.status, _join(fence.detail(START), warning), data)
     _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before})
+    # Looked at again right before asking Azure: a cancellation may have landed while the
+    # marker was written (pre_work_fence reads the run afresh).
+    fence = pre_work_fence(run, ports.records, now)
+    if fence is not None:
+        _mark_task(ports.records, message, {"start_requested": False})
+        return TaskResult(fence.status, _join(fence.detail(START), warning), data)
     ports.compute.begin_start_vm(message.target)
     return FollowUp(START, "start requested", {**data, "started_by_us": True})
 
@@ -194,6 +226,10 @@ def _snapshot_disks(
             return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
         # Recorded before asking, so a crash in between still counts them as this task's.
         _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create])
+        fence = pre_work_fence(run, ports.records, now)  # again, right before asking Azure
+        if fence is not None:
+            detail = f"{fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
+            return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
         for disk_id, snapshot_id in to_create:
             _begin_snapshot(ports, run, message, vm, disk_id, snapshot_id)
     if ready < len(disks):

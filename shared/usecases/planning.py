@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.errors import PermanentError, Throttled, TransientError
+from shared.models.hooks import HookDeclaration, InvalidHookDeclaration, hooks_from_tags
 from shared.models.ids import MachineKind, ResourceId
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
 from shared.models.policy import RunPolicy, SnapshotDisks
 from shared.models.retry import DEFAULT_RETRY
-from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord, TaskStatus
+from shared.models.run import (
+    AFTER_OPTION,
+    SAFETY_CRITICAL_OPTION,
+    THEN_OPTION,
+    Action,
+    Phase,
+    PhaseRecord,
+    PhaseStatus,
+    RunRecord,
+    TaskRecord,
+    TaskStatus,
+)
 from shared.observability import metrics
 from shared.ports.azure import MachineInventory, MaintenanceConfigurations, RunCancellation
 from shared.ports.idempotency import RecordChanged
@@ -20,6 +32,7 @@ from shared.ports.records import RunRecords
 from shared.ports.transport import WorkTransport
 from shared.settings import AllowList
 from shared.usecases.fences import pre_work_fence
+from shared.usecases.script_actions import HOOKS_POLICY_KEY
 from shared.usecases.supervision import CONFLICT_RETRIES, cancel_if_pre_failed, finish_phase_if_done
 
 log = logging.getLogger(__name__)
@@ -76,7 +89,7 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
             # after a cancellation acts on machines nobody is waiting for: plan nothing.
             return _planning_failed(run, phase, ports, f"too late to plan the pre phase: {fence.reason}", now)
         try:
-            tasks, outgoing, machines, policy, findings = _plan_pre(run, ports)
+            tasks, outgoing, machines, policy, findings, hooks = _plan_pre(run, ports)
         except Throttled as error:
             return _plan_again_later(message, phase, error, ports.transport)
         except PermanentError as error:
@@ -90,12 +103,13 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
             log.info("%s post waits for %d pre tasks", run.run_key, waiting)
             return phase
         tasks, outgoing, machines, policy, findings = _plan_post(run, ports)
+        hooks = None
         if waiting:
             findings.append(f"{waiting} pre tasks were still unfinished when the post phase was planned")
 
     records.add_tasks(tasks)
     ports.transport.send(outgoing)
-    phase = _mark_planned(phase, tasks, machines, [*policy.findings, *findings], policy, records, now)
+    phase = _mark_planned(phase, tasks, machines, [*policy.findings, *findings], policy, records, now, hooks)
     log.info("%s %s planned: %d tasks, %d machines", run.run_key, phase.phase.value, len(tasks), machines)
     finish_phase_if_done(
         run.run_key,
@@ -116,6 +130,7 @@ def _mark_planned(
     policy: RunPolicy,
     records: RunRecords,
     now: datetime,
+    hooks: dict | None = None,
 ) -> PhaseRecord:
     """Mark the phase planned, its counters counted from the stored task records.
 
@@ -132,7 +147,7 @@ def _mark_planned(
         phase.finished_tasks = sum(1 for task in stored if task.status.is_final)
         phase.failed_tasks = sum(1 for task in stored if task.status is TaskStatus.FAILED)
         phase.machines = machines
-        phase.policy = policy.to_dict()
+        phase.policy = {**policy.to_dict(), **({HOOKS_POLICY_KEY: hooks} if hooks else {})}
         phase.findings = [*phase.findings, *(finding for finding in findings if finding not in phase.findings)]
         try:
             return records.replace_phase(phase)
@@ -186,9 +201,13 @@ def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, r
 
 def _plan_pre(run: RunRecord, ports: PlanningPorts):
     findings: list[str] = []
+    hooks: dict | None = None
     try:
-        policy = RunPolicy.from_tags(ports.configurations.get_tags(run.configuration_id))
+        tags = ports.configurations.get_tags(run.configuration_id)
+        policy = RunPolicy.from_tags(tags)
+        hooks, declaration = _read_hooks(tags, findings)
     except PermanentError as error:
+        declaration = None
         # Not the defaults: they start VMs and silence alerts, which nobody asked for here.
         policy = RunPolicy.fail_safe()
         findings.append(
@@ -220,6 +239,7 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             outgoing.append(
                 cls(run_key=run.run_key, phase=Phase.PRE, action=action, target=target, options=options or {})
             )
+        return tasks[-1].task_id
 
     subscriptions_with_machines: dict[str, list[str]] = {}
     for machine in machine_ids:
@@ -236,8 +256,10 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
         if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
             subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
         if kind is MachineKind.AZURE_VM:
-            if policy.start_deallocated:
-                add(Action.START_VM, machine)
+            started = add(Action.START_VM, machine) if policy.start_deallocated else None
+            # Order on the machine: start it, run the pre script, then snapshot (so the snapshot
+            # can be application-consistent). docs/hooks.md
+            script = _add_pre_script(add, machine, hooks, declaration, after=started)
             if policy.snapshot_disks is SnapshotDisks.NONE:
                 add(
                     Action.SNAPSHOT_DISKS,
@@ -246,9 +268,11 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
                     detail="policy tag prepost-snapshot-disks=none",
                 )
             else:
-                add(Action.SNAPSHOT_DISKS, machine, options={"disks": policy.snapshot_disks.value})
+                options = {"disks": policy.snapshot_disks.value, **({AFTER_OPTION: [script]} if script else {})}
+                add(Action.SNAPSHOT_DISKS, machine, options=options)
         elif kind is MachineKind.ARC_SERVER:
             add(Action.CHECK_ARC_AGENT, machine)
+            _add_pre_script(add, machine, hooks, declaration, after=None)
             add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED, detail=ARC_SNAPSHOT_REASON)
         else:
             add(
@@ -261,7 +285,53 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
     if policy.suppress_alerts:
         for subscription in sorted(subscriptions_with_machines):
             add(Action.SUPPRESS_ALERTS, subscription)
-    return tasks, outgoing, len(machine_ids), policy, findings
+    tasks, outgoing = _link_dependents(tasks, outgoing)
+    return tasks, outgoing, len(machine_ids), policy, findings, hooks
+
+
+def _link_dependents(tasks: list[TaskRecord], outgoing: list) -> tuple[list[TaskRecord], list]:
+    """Give every task that others wait for (their ``after``) the list of those (``then``), on its
+    record and its message alike, so the outcome recorder can send them on when it is final."""
+    then: dict[str, list[str]] = {}
+    for task in tasks:
+        for prerequisite in task.options.get(AFTER_OPTION) or []:
+            then.setdefault(prerequisite, []).append(task.task_id)
+    if not then:
+        return tasks, outgoing
+    for task in tasks:
+        if task.task_id in then:
+            task.options = {**task.options, THEN_OPTION: then[task.task_id]}
+    linked = [
+        replace(message, options={**message.options, THEN_OPTION: then[message.task_id]})
+        if message.task_id in then
+        else message
+        for message in outgoing
+    ]
+    return tasks, linked
+
+
+def _read_hooks(tags, findings: list[str]) -> tuple[dict | None, HookDeclaration | None]:
+    """The hook declaration to store on the pre phase, and the parsed one (None when invalid)."""
+    try:
+        declaration = hooks_from_tags(tags)
+    except InvalidHookDeclaration as error:
+        findings.append(f"{error}; the pre scripts fail (and the post scripts are not run)")
+        return {"invalid": error.problems}, None
+    if not declaration.enabled:
+        return None, declaration
+    return declaration.to_dict(), declaration
+
+
+def _add_pre_script(add, machine: str, hooks: dict | None, declaration, *, after: str | None) -> str | None:
+    """A pre-script task when scripts are declared (or declared wrongly: it then fails)."""
+    if not hooks:
+        return None
+    # Unknown (invalid declaration): safety-critical, as patching blind is what prepost prevents.
+    critical = declaration.pre_is_safety_critical if declaration is not None else True
+    options: dict = {SAFETY_CRITICAL_OPTION: critical}
+    if after:
+        options[AFTER_OPTION] = [after]
+    return add(Action.PRE_SCRIPT, machine, options=options)
 
 
 def _plan_post(run: RunRecord, ports: PlanningPorts):
@@ -278,11 +348,25 @@ def _plan_post(run: RunRecord, ports: PlanningPorts):
 
     tasks: list[TaskRecord] = []
     outgoing: list[TaskMessage] = []
+    post_scripts = _plan_post_scripts(run, pre, pre_tasks, tasks, outgoing)
     for task in pre_tasks:
         if task.action is Action.START_VM and (task.data.get("started_by_us") or task.data.get("start_requested")):
-            tasks.append(TaskRecord(run.run_key, Phase.POST, Action.DEALLOCATE_VM, task.target, TaskStatus.QUEUED))
+            # The post script runs in the machine before it is deallocated again.
+            script = post_scripts.get(task.target.lower())
+            options = {AFTER_OPTION: [script]} if script else {}
+            tasks.append(
+                TaskRecord(
+                    run.run_key, Phase.POST, Action.DEALLOCATE_VM, task.target, TaskStatus.QUEUED, options=options
+                )
+            )
             outgoing.append(
-                TaskMessage(run_key=run.run_key, phase=Phase.POST, action=Action.DEALLOCATE_VM, target=task.target)
+                TaskMessage(
+                    run_key=run.run_key,
+                    phase=Phase.POST,
+                    action=Action.DEALLOCATE_VM,
+                    target=task.target,
+                    options=options,
+                )
             )
         elif task.action is Action.SUPPRESS_ALERTS and task.data.get("rule_id"):
             options = {"rule_id": task.data["rule_id"]}
@@ -331,7 +415,28 @@ def _plan_post(run: RunRecord, ports: PlanningPorts):
                         options=options,
                     )
                 )
+    tasks, outgoing = _link_dependents(tasks, outgoing)
     return tasks, outgoing, len(machines), policy, findings
+
+
+def _plan_post_scripts(run: RunRecord, pre, pre_tasks, tasks: list, outgoing: list) -> dict[str, str]:
+    """A post-script task for every machine that had a pre-script task, whatever became of the
+    pre script or the run (cancelled, patching failed): whatever it stopped is started again.
+    Returns the post-script task id per machine (lower-case id)."""
+    stored = (pre.policy or {}).get(HOOKS_POLICY_KEY) if pre else None
+    if not stored or "invalid" in stored:
+        return {}
+    planned: dict[str, str] = {}
+    for task in pre_tasks:
+        if task.action is not Action.PRE_SCRIPT or task.target.lower() in planned:
+            continue
+        record = TaskRecord(run.run_key, Phase.POST, Action.POST_SCRIPT, task.target, TaskStatus.QUEUED)
+        tasks.append(record)
+        outgoing.append(
+            TaskMessage(run_key=run.run_key, phase=Phase.POST, action=Action.POST_SCRIPT, target=task.target)
+        )
+        planned[task.target.lower()] = record.task_id
+    return planned
 
 
 def _pre_still_running(run: RunRecord, records: RunRecords) -> int:

@@ -14,7 +14,16 @@ from shared.errors import MessageRejected, PermanentError, TransientError
 from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, format_time, parse_time
 from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback, SafetyNet, TaskOutcome, task_message_for
 from shared.models.policy import RunPolicy
-from shared.models.run import Phase, PhaseRecord, PhaseSource, PhaseStatus, RunRecord, TaskStatus
+from shared.models.run import (
+    THEN_OPTION,
+    Phase,
+    PhaseRecord,
+    PhaseSource,
+    PhaseStatus,
+    RunRecord,
+    TaskRecord,
+    TaskStatus,
+)
 from shared.observability import metrics
 from shared.ports.azure import RunCancellation
 from shared.ports.idempotency import RecordChanged
@@ -30,6 +39,8 @@ SWEEP_INTERVAL = timedelta(minutes=15)
 """How long the post fallback waits before it looks again at a post phase that is not final."""
 MAX_SWEEPS = 8
 """Looks after the first: the fallback keeps an eye on the post phase for two hours."""
+NUDGE_RESEND = 1000
+"""The ``resend`` of a task sent on by :func:`send_on_dependents`: an id no other send of it uses."""
 RUN_CANCELLED = "run-cancelled"
 """The :attr:`PostFallback.cause` sent when Update Manager accepted a cancellation."""
 
@@ -86,6 +97,7 @@ def record_outcome(
         metrics.task_finished(
             outcome.run_key, outcome.phase.value, outcome.action.value, outcome.status.value, task.attempts
         )
+        send_on_dependents(task, records=records, transport=transport)
         break
     else:
         raise TransientError(f"task {outcome.task_id} kept changing while its outcome was recorded")
@@ -93,6 +105,18 @@ def record_outcome(
         outcome.run_key, outcome.phase, records=records, cancellation=cancellation, transport=transport, now=now
     )
     return changed
+
+
+def send_on_dependents(task: TaskRecord, *, records: RunRecords, transport: WorkTransport) -> None:
+    """Send on at once the tasks that wait for ``task`` (option ``then``), now that it is final.
+
+    Only a hint: a waiting task also looks again by itself, so a nudge lost to a crash costs
+    time, not the task. The fresh ``resend`` keeps Service Bus from taking it for a duplicate.
+    """
+    waiting = [records.get_task(task.run_key, str(task_id)) for task_id in task.options.get(THEN_OPTION) or []]
+    nudges = [task_message_for(t, resend=NUDGE_RESEND) for t in waiting if t is not None and not t.status.is_final]
+    if nudges:
+        transport.send(nudges)
 
 
 def complete_phase_if_done(
@@ -168,7 +192,7 @@ def cancel_if_pre_failed(
         failed = [
             task
             for task in records.list_tasks(run_key, Phase.PRE)
-            if task.status is TaskStatus.FAILED and task.action.is_safety_critical
+            if task.status is TaskStatus.FAILED and task.is_safety_critical
         ]
         if not failed:
             return

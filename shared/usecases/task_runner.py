@@ -64,6 +64,9 @@ class FollowUp:
     state: str
     """What this look saw: ``start requested``, ``starting``, ``1 of 3 snapshot(s) ready``."""
     data: dict[str, Any] = field(default_factory=dict)
+    recheck: timedelta | None = None
+    """Look again after this instead of the operation check interval (a task waiting for another
+    one, which is sent on when that one is final, looks again rarely)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ def _follow_up(
     # Released first, so the follow-up delivery can begin; a crash before the send below
     # raises, and the platform delivers this message again, which looks at the operation again.
     idempotency.release(lock)
+    check_interval = follow_up.recheck or check_interval
     transport.send([message.follow_up(waiting_since=format_time(waiting_since))], delay=check_interval)
     seconds = int(check_interval.total_seconds())
     detail = f"{follow_up.operation}: {follow_up.state}; looking again in {seconds} s"

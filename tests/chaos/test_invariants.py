@@ -16,6 +16,7 @@ from prepost.chaos.invariants import (
     MessageObs,
     PhaseObs,
     RuleObs,
+    ScriptRunObs,
     SnapshotObs,
     TaskObs,
     WindowObservation,
@@ -28,6 +29,7 @@ from prepost.chaos.invariants import (
     check_i6,
     check_i7,
     check_i8,
+    check_i9,
     pre_work_verdict,
 )
 from shared.usecases.intake import LATE_PRE_EVENT_FINDING
@@ -139,6 +141,7 @@ def test_a_clean_window_passes_every_invariant():
         "I6": OK,
         "I7": OK,
         "I8": OK,
+        "I9": NOT_APPLICABLE,
     }
     assert all(not result.violations for result in results.values())
 
@@ -440,3 +443,57 @@ def test_a_check_that_raises_is_a_failure_of_that_invariant_only(monkeypatch):
 def test_times_are_shown_relative_to_the_start(offset, expected):
     assert clean().when(T) == expected
     assert clean().when(minutes(offset)).endswith(f"(T{'+' if offset >= 0 else '-'}{abs(offset)}m00s)")
+
+
+# -- I9 ----------------------------------------------------------------------------------------------
+
+
+def with_scripts(obs: WindowObservation, runs: list[tuple[str, str, float]], *, critical: bool = True):
+    machines = sorted(obs.vms)
+    tasks = [*obs.tasks]
+    for machine in machines:
+        tasks.append(dataclasses.replace(task("pre", "pre-script", machine, at=-36.0), safety_critical=critical))
+        tasks.append(task("post", "post-script", machine, at=65.0))
+    script_runs = [ScriptRunObs(machine, phase, minutes(at)) for machine, phase, at in runs]
+    return dataclasses.replace(obs, tasks=tasks, script_runs=script_runs)
+
+
+def test_i9_holds_when_each_pre_script_is_followed_by_one_post_script():
+    obs = clean()
+    runs = [(m, phase, at) for m in obs.vms for phase, at in (("pre", -37.0), ("post", 64.0))]
+    result = check_i9(with_scripts(obs, runs))
+    assert result.status == OK, result.violations
+
+
+def test_i9_flags_a_script_that_ran_twice_and_a_pre_script_without_its_post_script():
+    obs = clean()
+    first, second, *_ = sorted(obs.vms)
+    runs = [(first, "pre", -37.0), (first, "pre", -36.5), (first, "post", 64.0), (second, "pre", -37.0)]
+    result = check_i9(with_scripts(obs, runs))
+    assert result.status == FAIL
+    assert any("pre script ran 2 times" in v for v in result.violations), result.violations
+    assert any("pre script ran at" in v and "no post script ran" in v for v in result.violations), result.violations
+
+
+def test_i9_is_not_applicable_without_scripts():
+    assert check_i9(clean()).status == NOT_APPLICABLE
+
+
+def test_a_failed_safety_critical_pre_script_makes_the_pre_work_failed():
+    obs = with_scripts(clean(), [])
+    target = sorted(obs.vms)[0]
+    failed = replace_task(obs, "pre-script", target, status="failed", detail="exited 2")
+    assert pre_work_verdict(failed).kind == "failed-or-late"
+    warned = replace_task(with_scripts(clean(), [], critical=False), "pre-script", target, status="failed")
+    assert pre_work_verdict(warned).kind == "in-time"
+
+
+def test_i4_flags_a_pre_script_begun_after_the_cancellation():
+    obs = cancelled(clean(), -20.0)
+    late = ArmRequest(minutes(-15.0), "runcommands.put", "vm-c01-1", 201)
+    result = check_i4(dataclasses.replace(obs, script_puts=[late]))
+    assert result.status == FAIL
+    assert result.violations == [
+        f"vm-c01-1: its pre script begun at {obs.when(minutes(-15.0))}, after the run was cancelled at "
+        f"{obs.when(minutes(-20.0))}"
+    ]
