@@ -3,6 +3,8 @@
 Every machine or monitoring action goes through :func:`run_task`, so the rules are the same
 for all of them:
 - a task already done is not done again (duplicate deliveries);
+- work the ARM rate control put off (:class:`~shared.errors.Deferred`) is sent again after the
+  wait with the same attempt: nothing was tried;
 - throttling and transient failures re-queue the task with a delay (``Retry-After`` when
   Azure gave one, else the backoff of :class:`~shared.models.retry.RetryPolicy`, the same
   policy the Service Bus settlement uses) instead of sleeping inside the function;
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import PermanentError, Throttled, TransientError
+from shared.errors import Deferred, PermanentError, Throttled, TransientError
 from shared.models.bounds import DETAIL_LIMIT, bounded_data, cut_text
 from shared.models.events import format_time, parse_time
 from shared.models.messages import TaskMessage, TaskOutcome
@@ -110,6 +112,14 @@ def run_task(
     started = now()
     try:
         result = action(message)
+    except Deferred as error:
+        # The ARM rate control sent nothing: the same attempt goes again after the wait, without
+        # an outcome (the task's record is unchanged) and without spending an attempt.
+        idempotency.release(lock)
+        wait = error.retry_after or IN_PROGRESS_RECHECK
+        transport.send([message.resent()], delay=wait)
+        log.info("%s put off %d s by ARM rate control", key, int(wait.total_seconds()))
+        return None
     except (Throttled, TransientError) as error:
         if retry.is_last(message.attempt):
             return _finish(
