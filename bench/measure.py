@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections import Counter
@@ -267,6 +268,50 @@ def count_http_requests() -> Iterator[Counter[int]]:
     logger.propagate = False
     try:
         yield handler.by_port
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+class _StorageCallLog(logging.Handler):
+    """Every HTTP request by port, method and first path segment after the account (the table
+    or queue): ``(10002, "GET", "PrepostTasks")``."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.calls: Counter[tuple[int, str, str]] = Counter()
+        self.threads: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if not (isinstance(args, tuple) and len(args) >= 5 and str(record.msg).startswith("%s://%s:%s")):
+            return
+        with contextlib.suppress(TypeError, ValueError):
+            method, url = str(args[3]), str(args[4])
+            # /devstoreaccount1/<table or queue>[(keys)][/messages[/id]]?query
+            parts = url.split("?", 1)[0].split("/")
+            resource = (parts[2] if len(parts) > 2 else "").split("(", 1)[0]
+            if method == "GET" and "peekonly=true" in url.lower():
+                method = "PEEK"
+            with self._lock:
+                self.calls[(int(args[2]), method, resource)] += 1
+                self.threads[record.threadName.rstrip("_0123456789")] += 1
+
+
+@contextlib.contextmanager
+def count_calls_by_resource() -> Iterator[Counter[tuple[int, str, str]]]:
+    """Count HTTP requests by (port, method, table or queue) while the block runs; the caller maps
+    ports to services once it knows them. Same mechanism as :func:`count_http_requests`."""
+    logger = logging.getLogger("urllib3.connectionpool")
+    handler = _StorageCallLog()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield handler.calls
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

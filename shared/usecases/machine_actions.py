@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.errors import PermanentError, TransientError
 from shared.models.ids import ResourceId, schedule_stamp_of
 from shared.models.messages import TaskMessage
-from shared.models.run import Action, RunRecord, TaskStatus, task_id
+from shared.models.run import Action, RunRecord, TaskRecord, TaskStatus, task_id
 from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
@@ -85,7 +85,8 @@ def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: da
     """
     vm = _require_vm(ports, message.target)
     warning = _patch_warning(vm)
-    marker = _task_data(ports.records, message)
+    task = _task_record(ports.records, message)
+    marker = task.data if task else {}
     requested = bool(marker.get("start_requested"))
     recorded = marker.get("power_state_before") if requested else None
     state = vm.power_state
@@ -104,7 +105,7 @@ def _start_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: da
     fence = pre_work_fence(run, ports.records, now)
     if fence is not None:
         return TaskResult(fence.status, _join(fence.detail(START), warning), data)
-    _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before})
+    _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before}, known=task)
     ports.compute.begin_start_vm(message.target)
     return FollowUp(START, "start requested", {**data, "started_by_us": True})
 
@@ -124,7 +125,8 @@ def _deallocate_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, no
     prepost's own and a VM found deallocated was deallocated by it, not before it.
     """
     vm = _require_vm(ports, message.target)
-    marker = _task_data(ports.records, message)
+    task = _task_record(ports.records, message)
+    marker = task.data if task else {}
     requested = bool(marker.get("deallocate_requested"))
     state = vm.power_state
     before = str(marker.get("power_state_before") or state.value) if requested else state.value
@@ -138,7 +140,7 @@ def _deallocate_vm(message: TaskMessage, run: RunRecord, ports: MachinePorts, no
         raise TransientError(f"VM is {state.value}", retry_after=TRANSITION_RECHECK)
     if message.is_follow_up and requested:
         raise TransientError(f"{DEALLOCATE} did not complete: the VM is {state.value} instead of deallocated")
-    _mark_task(ports.records, message, {"deallocate_requested": True, "power_state_before": before})
+    _mark_task(ports.records, message, {"deallocate_requested": True, "power_state_before": before}, known=task)
     ports.compute.begin_deallocate_vm(message.target)
     return FollowUp(DEALLOCATE, "deallocate requested", data)
 
@@ -152,7 +154,8 @@ def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, n
     """
     vm = _require_vm(ports, message.target)
     disks = _disks_to_snapshot(vm, message)
-    requested = {s.lower() for s in _task_data(ports.records, message).get("snapshots_requested", [])}
+    task = _task_record(ports.records, message)
+    requested = {s.lower() for s in (task.data if task else {}).get("snapshots_requested", [])}
     snapshots = [snapshot_id_for(run, disk_id) for disk_id in disks]
     ready, to_create = 0, []
     for disk_id, snapshot_id in zip(disks, snapshots, strict=True):
@@ -171,7 +174,7 @@ def _snapshot_disks(message: TaskMessage, run: RunRecord, ports: MachinePorts, n
             detail = f"{fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
             return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
         # Recorded before asking, so a crash in between still counts them as this task's.
-        _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create])
+        _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create], known=task)
         for disk_id, snapshot_id in to_create:
             _begin_snapshot(ports, run, message, vm, disk_id, snapshot_id)
     if ready < len(disks):
@@ -211,13 +214,15 @@ def _begin_snapshot(
     )
 
 
-def _remember_requested(records: RunRecords, message: TaskMessage, snapshot_ids: list[str]) -> None:
+def _remember_requested(
+    records: RunRecords, message: TaskMessage, snapshot_ids: list[str], *, known: TaskRecord | None = None
+) -> None:
     def add(data: dict) -> dict:
         known = list(data.get("snapshots_requested", []))
         seen = {s.lower() for s in known}
         return {**data, "snapshots_requested": known + [s for s in snapshot_ids if s.lower() not in seen]}
 
-    _update_task_data(records, message, add)
+    _update_task_data(records, message, add, known=known)
 
 
 def snapshot_id_for(run: RunRecord, disk_id: str) -> str:
@@ -291,22 +296,28 @@ def _patch_warning(vm: VirtualMachine) -> str:
     )
 
 
-def _task_data(records: RunRecords, message: TaskMessage) -> dict:
-    task = records.get_task(message.run_key, task_id(message.phase, message.action, message.target))
-    return task.data if task else {}
+def _task_record(records: RunRecords, message: TaskMessage) -> TaskRecord | None:
+    return records.get_task(message.run_key, task_id(message.phase, message.action, message.target))
 
 
-def _mark_task(records: RunRecords, message: TaskMessage, data: dict) -> None:
-    _update_task_data(records, message, lambda current: {**current, **data})
+def _mark_task(records: RunRecords, message: TaskMessage, data: dict, *, known: TaskRecord | None = None) -> None:
+    _update_task_data(records, message, lambda current: {**current, **data}, known=known)
 
 
-def _update_task_data(records: RunRecords, message: TaskMessage, change: Callable[[dict], dict]) -> None:
-    """Apply ``change`` to the task's data, again on a fresh read whenever another writer won."""
+def _update_task_data(
+    records: RunRecords, message: TaskMessage, change: Callable[[dict], dict], *, known: TaskRecord | None = None
+) -> None:
+    """Apply ``change`` to the task's data, again on a fresh read whenever another writer won.
+
+    ``known`` is the record this delivery read already: the first try writes against its etag
+    instead of reading it again (one storage round trip less when nobody else wrote meanwhile).
+    """
     for _ in range(10):
-        task = records.get_task(message.run_key, task_id(message.phase, message.action, message.target))
+        task = known or records.get_task(message.run_key, task_id(message.phase, message.action, message.target))
+        known = None
         if task is None:
             raise PermanentError(f"task {message.task_id} is not recorded")
-        task.data = change(task.data)
+        task = replace(task, data=change(task.data))
         try:
             records.replace_task(task)
             return

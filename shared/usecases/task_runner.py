@@ -14,7 +14,7 @@ for all of them:
 - a long Azure operation is begun and then looked at again by scheduled follow-ups
   (:class:`FollowUp`) instead of being waited for inside one delivery, whose message lock or
   visibility timeout would run out first. Follow-ups use no attempt; the wait is bounded by
-  :data:`MAX_OPERATION_WAIT`.
+  :data:`MAX_OPERATION_WAIT`. Only the first look reports ``in-progress``.
 """
 
 from __future__ import annotations
@@ -180,9 +180,14 @@ def _follow_up(
     transport.send([message.follow_up(waiting_since=format_time(waiting_since))], delay=check_interval)
     seconds = int(check_interval.total_seconds())
     detail = f"{follow_up.operation}: {follow_up.state}; looking again in {seconds} s"
+    log.info("%s in progress: %s", lock.key, detail)
+    if message.is_follow_up:
+        # The record says in-progress since the first look; saying it again on every look would
+        # cost an outcome message and a task write each time (a snapshot is looked at several
+        # times) for a detail nobody acts on. The final outcome carries the last state seen.
+        return None
     outcome = _outcome(message, TaskResult(TaskStatus.IN_PROGRESS, detail, follow_up.data), started, finished)
     transport.send([outcome])
-    log.info("%s in progress: %s", lock.key, detail)
     return outcome
 
 
