@@ -8,6 +8,7 @@ drill runs the whole pipeline on a compressed timeline; see ``prepost.chaos``).
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -55,3 +56,10 @@ def set_clock(clock: Clock | None) -> None:
     global _clock
     with _lock:
         _clock = clock or SystemClock()
+
+
+def sleep(seconds: float) -> None:
+    """Sleep ``seconds`` of the process clock's time: less real time on a clock that runs faster
+    (one with a ``scale``, like the chaos drill's), so waits keep their meaning on it."""
+    if seconds > 0:
+        time.sleep(seconds / float(getattr(_clock, "scale", 1.0) or 1.0))

@@ -12,7 +12,7 @@ What is Azure's and what is assumed:
 - operation durations (assumed; Azure publishes none): VM start and deallocation 15-60 s,
   incremental snapshot 5-60 s, snapshot deletion 5-30 s of virtual time, drawn log-uniformly
   per operation from the simulator's seed. An operation ends by time only, however often it is
-  polled.
+  polled; its status answers ask pollers to wait 10 s (assumed) between looks.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ VIRTUAL_DURATIONS: dict[str, tuple[float, float]] = {
 }
 """Seconds of virtual time a long-running operation takes: the range of the draw."""
 
+POLL_RETRY_AFTER = 10.0
+"""Seconds of virtual time an operation's status answer asks a poller to wait (assumed)."""
+
 
 def realistic(scale: float = 1.0, *, seed: int = 0, throttling: bool = True) -> SimulatorConfig:
     """The simulator configured as described in this module, for a clock ``scale`` times faster.
@@ -51,7 +54,12 @@ def realistic(scale: float = 1.0, *, seed: int = 0, throttling: bool = True) -> 
     lro = LroConfig(
         default=LroTiming(),
         per_operation={
-            name: LroTiming(polls=NEVER_BY_POLLS, seconds=low, seconds_max=high)
+            name: LroTiming(
+                polls=NEVER_BY_POLLS,
+                seconds=low,
+                seconds_max=high,
+                poll_retry_after_ms=max(1, int(POLL_RETRY_AFTER * 1000 / scale)),
+            )
             for name, (low, high) in VIRTUAL_DURATIONS.items()
         },
     )

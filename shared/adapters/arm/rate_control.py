@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -223,9 +222,11 @@ class RateControl:
         reserve: int = 2,
         resource_reserve: int = 5,
         resource_spacing: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
+        """``clock`` and ``sleep`` default to the app's clock (``shared.clock``), so the model
+        keeps ARM's time even when a harness runs the app on a faster clock."""
         self.buckets = dict(buckets)
         self.graph = graph
         self.max_wait = max_wait
@@ -233,8 +234,8 @@ class RateControl:
         self.reserve = reserve
         self.resource_reserve = resource_reserve
         self.resource_spacing = resource_spacing
-        self._clock = clock
-        self._sleep = sleep
+        self._clock = clock or _app_seconds
+        self._sleep = sleep or _app_sleep
         self._lock = threading.Lock()
         self._models: dict[tuple[str, OperationClass], _Model] = {}
         self._policies: dict[tuple[str, str], _Policy] = {}
@@ -374,6 +375,18 @@ class RateControl:
                 model.refill(now)
                 out[f"{key}/{kind.value}"] = round(model.tokens, 2)
             return out
+
+
+def _app_seconds() -> float:
+    from shared.clock import utcnow
+
+    return utcnow().timestamp()
+
+
+def _app_sleep(seconds: float) -> None:
+    from shared.clock import sleep
+
+    sleep(seconds)
 
 
 def buckets_from(configured: Mapping[str, tuple[int, float]]) -> dict[OperationClass, Bucket]:
