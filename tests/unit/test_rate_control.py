@@ -40,6 +40,7 @@ class FakeTime:
 def control(time: FakeTime, **options) -> RateControl:
     options.setdefault("buckets", {kind: Bucket(10, 2.0) for kind in OperationClass})
     options.setdefault("reserve", 0)
+    options.setdefault("spread", lambda: 0.0)
     return RateControl(clock=time.clock, sleep=time.sleep, **options)
 
 
@@ -142,15 +143,45 @@ def test_classes_and_subscriptions_have_separate_budgets() -> None:
     assert rate.reserve_token(Target("other", OperationClass.WRITES)) == 0.0
 
 
-def test_arms_remaining_count_lowers_the_model() -> None:
-    """Another instance (or client) spent most of the bucket: the answer says so, and this one slows."""
+def test_arms_remaining_count_lowers_the_model_and_its_share_of_the_refill() -> None:
+    """Another instance (or client) spent most of the bucket: the answer says so, and this one
+    both drops to that count and counts on less of the refill from then on."""
     time = FakeTime()
     rate = control(time)
     target = Target(SUB, OperationClass.WRITES)
     rate.reserve_token(target)
     rate.observe(target, 200, {"x-ms-ratelimit-remaining-subscription-writes": "1"})
     assert rate.reserve_token(target) == 0.0
-    assert rate.reserve_token(target) == pytest.approx(0.5)
+    assert rate.reserve_token(target) == pytest.approx(1 / (2.0 * 0.7))
+
+
+def test_the_share_comes_back_slowly_while_arms_count_agrees() -> None:
+    time = FakeTime()
+    rate = control(time, max_wait=100.0)
+    target = Target(SUB, OperationClass.WRITES)
+    rate.observe(target, 429, {"Retry-After": "1", "x-ms-ratelimit-remaining-subscription-writes": "0"})
+    levels = []
+    for _ in range(5):  # answers a second apart, each with more left than the model holds
+        time.now += 1
+        rate.observe(target, 200, {"x-ms-ratelimit-remaining-subscription-writes": "200"})
+        levels.append(rate.snapshot()[f"{SUB}/writes"])
+    refilled = [later - earlier for earlier, later in zip(levels, levels[1:], strict=False)]
+    # Cut to 0.7 x 0.5 of the 2 tokens/s by the 429, then 0.05 more of it every second.
+    assert refilled == pytest.approx([0.8, 0.9, 1.0, 1.1])
+
+
+def test_work_put_off_together_is_told_to_come_back_spread_out() -> None:
+    time = FakeTime()
+    rate = control(time, max_wait=1.0, spread=iter([0.0, 0.5, 1.0]).__next__)
+    target = Target(SUB, OperationClass.WRITES)
+    for _ in range(12):
+        rate.reserve_token(target)
+    waits = []
+    for _ in range(3):
+        with pytest.raises(Deferred) as raised:
+            rate.reserve_token(target)
+        waits.append(raised.value.retry_after.total_seconds())
+    assert waits == [2, 3, 3]  # 1.5 s stretched by 0, a half and all of it, rounded up
 
 
 def test_a_higher_remaining_count_never_raises_the_model() -> None:

@@ -25,13 +25,16 @@ Across instances nothing is shared, on purpose: ARM's own count, returned on eve
 the shared state. Each instance lowers its model to it, so what other instances spent is seen
 one answer later. A shared lease in Table storage would cost a storage round trip per ARM call
 (more than the call it guards) and could still not see other clients of the subscription.
-The cost is that N instances together may refill N times too fast between answers; a 429 then
-closes the bucket on that instance until ``Retry-After``. See docs/rate-control.md.
+Each instance also learns what share of the refill is its own: when ARM's count is lower than
+its model by more than the answer's travel explains, others are spending the same bucket, and it
+counts on less of the refill (multiplicative decrease); while the counts agree it takes back more
+(additive increase). See docs/rate-control.md.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -186,17 +189,49 @@ class Target:
         return cls(match[1].lower(), OperationClass.of(method), resource_kind)
 
 
+MIN_SHARE = 0.02
+"""The smallest part of a bucket's refill one instance counts on (1/50: fifty busy instances)."""
+ADJUST_EVERY = 1.0
+DECREASE = 0.7
+INCREASE = 0.05
+
+
 @dataclass
 class _Model:
     bucket: Bucket
     tokens: float
     updated: float
     closed_until: float = 0.0
+    share: float = 1.0
+    """The part of the refill this instance counts on: lowered when ARM's count shows others
+    spending the same bucket, raised slowly again while it does not (additive increase,
+    multiplicative decrease)."""
+
+    @property
+    def refill_per_second(self) -> float:
+        return self.bucket.refill_per_second * self.share
 
     def refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.updated)
-        self.tokens = min(float(self.bucket.capacity), self.tokens + elapsed * self.bucket.refill_per_second)
+        self.tokens = min(float(self.bucket.capacity), self.tokens + elapsed * self.refill_per_second)
         self.updated = now
+
+    adjusted: float = float("-inf")
+
+    def follow(self, remaining: int, now: float) -> None:
+        """Lower the model to ARM's count; learn from the gap whether others share the bucket.
+
+        The share changes at most once per :data:`ADJUST_EVERY` seconds, however many answers
+        come back meanwhile: they tell the same story.
+        """
+        # A gap wider than what refilled while the answer travelled is someone else's spending.
+        tolerance = 2.0 + self.bucket.refill_per_second * 0.5
+        if now - self.adjusted >= ADJUST_EVERY:
+            if remaining < self.tokens - tolerance:
+                self.share, self.adjusted = max(MIN_SHARE, self.share * DECREASE), now
+            elif remaining >= self.tokens and self.share < 1.0:
+                self.share, self.adjusted = min(1.0, self.share + INCREASE), now
+        self.tokens = min(self.tokens, float(remaining))
 
 
 @dataclass
@@ -224,6 +259,7 @@ class RateControl:
         resource_spacing: float = 1.0,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
+        spread: Callable[[], float] | None = None,
     ) -> None:
         """``clock`` and ``sleep`` default to the app's clock (``shared.clock``), so the model
         keeps ARM's time even when a harness runs the app on a faster clock."""
@@ -234,6 +270,7 @@ class RateControl:
         self.reserve = reserve
         self.resource_reserve = resource_reserve
         self.resource_spacing = resource_spacing
+        self._spread = spread or random.random
         self._clock = clock or _app_seconds
         self._sleep = sleep or _app_sleep
         self._lock = threading.Lock()
@@ -262,7 +299,8 @@ class RateControl:
         """Spend a token for ``target``; the seconds to wait before sending (0: send now).
 
         Raises :class:`~shared.errors.Deferred` (spending nothing) when the wait would exceed
-        ``max_wait``: the caller puts the work off instead of sleeping.
+        ``max_wait``: the caller puts the work off instead of sleeping, for that wait stretched
+        by a random part of it (``spread``, 0 to 1), so work put off together returns spread out.
         """
         now = self._clock()
         with self._lock:
@@ -271,12 +309,16 @@ class RateControl:
             wait = max(0.0, model.closed_until - now, closed - now)
             reserve = 0 if target.key == GRAPH_KEY else self.reserve
             after = model.tokens - 1.0
-            if after < reserve:
-                wait = max(wait, (reserve - after) / model.bucket.refill_per_second)
+            bucket_wait = (reserve - after) / model.refill_per_second if after < reserve else 0.0
+            wait = max(wait, bucket_wait)
             policy_wait, policy_names = self._policy_wait(target, now)
             wait = max(wait, policy_wait)
             if wait > self.max_wait:
                 self.deferred += 1
+                if bucket_wait >= wait:
+                    # Spread the returns over a while as long again, so that the work put off
+                    # together does not come back together to find the bucket empty again.
+                    wait *= 1.0 + self._spread()
                 raise Deferred(
                     f"ARM {target.kind.value} budget of {target.key} is spent; putting the work off {wait:.1f} s",
                     retry_after=timedelta(seconds=math.ceil(wait)),
@@ -310,7 +352,7 @@ class RateControl:
             model = self._model(target, now)
             remaining = seen.graph_remaining if target.key == GRAPH_KEY else seen.subscription.get(target.kind)
             if remaining is not None:
-                model.tokens = min(model.tokens, float(remaining))
+                model.follow(remaining, now)
             for name, left in seen.resource.items():
                 policy = self._policies.setdefault((target.key, name), _Policy(left))
                 policy.remaining = left
@@ -323,9 +365,11 @@ class RateControl:
                 wait = 1.0 if wait is None else wait
                 exhausted = [name for name, left in seen.resource.items() if left <= 0]
                 if remaining is not None and remaining <= 0:
-                    # The subscription's bucket itself is empty: every request of the class waits.
+                    # The subscription's bucket itself is empty: every request of the class waits,
+                    # and this instance counts on half as much of the refill from now on.
                     model.closed_until = max(model.closed_until, now + wait)
                     model.tokens = min(model.tokens, 0.0)
+                    model.share, model.adjusted = max(MIN_SHARE, model.share * 0.5), now
                 elif exhausted:
                     # A Compute policy ran out: hold only the requests that policy covers.
                     for name in exhausted:
