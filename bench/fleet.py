@@ -20,7 +20,7 @@ real and what is modelled:
   :mod:`prepost.simulator.profiles`; per task delivery the storage round trips measured by the
   e2e scenario, at 10 ms each (Azure Storage in the same region); messages sent at 2,000/s (a
   Storage queue's scalability target); a message is picked up 0-1 s after it becomes visible;
-  10 instances, 16 tasks at once each (host.json ``batchSize``).
+  10 instances, 12 tasks at once each (host.json ``batchSize`` 8 + ``newBatchThreshold`` 4).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ STORAGE_PER_DELIVERY = {"first": 12, "look": 7, "outcome": 6}
 SEND_RATE = 2000.0
 TABLE_BATCH_SECONDS = 0.02
 INSTANCES = 10
-SLOTS = 16
+SLOTS = 12
+"""host.json: batchSize 8, and a new batch fetched when 4 are left (newBatchThreshold)."""
 MAX_ATTEMPTS = 8
 DEALLOCATED_EVERY = 4
 DISKS = 2

@@ -278,15 +278,18 @@ class _StorageCallLog(logging.Handler):
     """Every HTTP request by port, method and first path segment after the account (the table
     or queue): ``(10002, "GET", "PrepostTasks")``."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude_threads: tuple[str, ...] = ()) -> None:
         super().__init__(level=logging.DEBUG)
         self.calls: Counter[tuple[int, str, str]] = Counter()
         self.threads: Counter[str] = Counter()
+        self.exclude_threads = exclude_threads
         self._lock = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args
         if not (isinstance(args, tuple) and len(args) >= 5 and str(record.msg).startswith("%s://%s:%s")):
+            return
+        if record.threadName in self.exclude_threads:
             return
         with contextlib.suppress(TypeError, ValueError):
             method, url = str(args[3]), str(args[4])
@@ -301,11 +304,12 @@ class _StorageCallLog(logging.Handler):
 
 
 @contextlib.contextmanager
-def count_calls_by_resource() -> Iterator[Counter[tuple[int, str, str]]]:
+def count_calls_by_resource(*, exclude_threads: tuple[str, ...] = ()) -> Iterator[Counter[tuple[int, str, str]]]:
     """Count HTTP requests by (port, method, table or queue) while the block runs; the caller maps
-    ports to services once it knows them. Same mechanism as :func:`count_http_requests`."""
+    ports to services once it knows them. Requests made by ``exclude_threads`` (a harness polling
+    the records from its main thread) are not counted. Same mechanism as :func:`count_http_requests`."""
     logger = logging.getLogger("urllib3.connectionpool")
-    handler = _StorageCallLog()
+    handler = _StorageCallLog(exclude_threads)
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)

@@ -27,6 +27,7 @@ import contextlib
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 
 from bench.measure import Result, Row
@@ -94,6 +95,7 @@ def _pipeline(machines: int, scale: float) -> dict:
     from prepost.chaos.timescale import ScaledClock, ScaledDelayTransport
     from prepost.local.delivery import deliver
     from prepost.local.events import build_event
+    from prepost.local.host_config import load_queues_config
     from prepost.local.runner import FunctionAppRunner
     from prepost.local.stack import app_settings
     from prepost.simulator import SimulatorServer
@@ -113,8 +115,14 @@ def _pipeline(machines: int, scale: float) -> dict:
         stack.callback(set_clock, None)
         env = app_settings(connection, server.url, [estate.configuration.id], list(estate.subscription_ids))
         env[SettingName.OPERATION_CHECK_SECONDS.value] = "20"  # the production default, in virtual seconds
+        # The host's idle polling (host.json maxPollingInterval) is real time: scaled like the rest.
+        host = load_queues_config()
+        queues = replace(host, max_polling_interval=host.max_polling_interval / scale)
         runner = FunctionAppRunner(
-            build_app(Transport.STORAGE), env=env, wrap_transport=lambda inner: ScaledDelayTransport(inner, scale)
+            build_app(Transport.STORAGE),
+            env=env,
+            queues=queues,
+            wrap_transport=lambda inner: ScaledDelayTransport(inner, scale),
         )
         runner.start(webhook_port=0)
         stack.callback(runner.stop)
