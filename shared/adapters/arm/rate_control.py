@@ -273,6 +273,7 @@ class RateControl:
         self._spread = spread or random.random
         self._clock = clock or _app_seconds
         self._sleep = sleep or _app_sleep
+        self._time_scale = _app_time_scale if clock is None else (lambda: 1.0)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, OperationClass], _Model] = {}
         self._policies: dict[tuple[str, str], _Policy] = {}
@@ -391,7 +392,8 @@ class RateControl:
             semaphore = self._slots.get(target.key)
             if semaphore is None:
                 semaphore = self._slots[target.key] = threading.BoundedSemaphore(self.max_in_flight)
-        if not semaphore.acquire(timeout=max(0.0, timeout)):
+        # ``timeout`` is in the app's seconds; the semaphore waits in real ones.
+        if not semaphore.acquire(timeout=max(0.0, timeout) / self._time_scale()):
             with self._lock:
                 self.deferred += 1
             raise Deferred(
@@ -425,6 +427,12 @@ def _app_seconds() -> float:
     from shared.clock import utcnow
 
     return utcnow().timestamp()
+
+
+def _app_time_scale() -> float:
+    from shared.clock import time_scale
+
+    return time_scale()
 
 
 def _app_sleep(seconds: float) -> None:
