@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench import arm, cold_start, end_to_end, fanout, intake
+from bench import arm, cold_start, end_to_end, fanout, fleet, intake, prephase
 
-BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in (cold_start, intake, fanout, end_to_end, arm)}
+BENCHMARKS: dict[str, ModuleType] = {
+    module.NAME: module for module in (cold_start, intake, fanout, end_to_end, arm, prephase, fleet)
+}
 """Every benchmark by name, in the order they run."""

@@ -3,7 +3,7 @@
     python -m bench                  # everything, a few minutes
     python -m bench --quick          # fewer rounds and a smaller fan-out, about a minute or two
     python -m bench --only intake --only fanout
-    python -m bench --json out.json  # default: bench-results/latest.json
+    python -m bench --json out.json  # default: bench/results.json
 
 Exits 0 when every benchmark ran (whatever the numbers), 1 when one could not run.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from bench import BENCHMARKS
 from bench.measure import Result
 
-DEFAULT_JSON = Path("bench-results") / "latest.json"
+DEFAULT_JSON = Path("bench") / "results.json"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections import Counter
@@ -271,3 +272,79 @@ def count_http_requests() -> Iterator[Counter[int]]:
         logger.removeHandler(handler)
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+class _StorageCallLog(logging.Handler):
+    """Every HTTP request by port, method and first path segment after the account (the table
+    or queue): ``(10002, "GET", "PrepostTasks")``."""
+
+    def __init__(self, exclude_threads: tuple[str, ...] = ()) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.calls: Counter[tuple[int, str, str]] = Counter()
+        self.threads: Counter[str] = Counter()
+        self.exclude_threads = exclude_threads
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if not (isinstance(args, tuple) and len(args) >= 5 and str(record.msg).startswith("%s://%s:%s")):
+            return
+        if record.threadName in self.exclude_threads:
+            return
+        with contextlib.suppress(TypeError, ValueError):
+            method, url = str(args[3]), str(args[4])
+            # /devstoreaccount1/<table or queue>[(keys)][/messages[/id]]?query
+            parts = url.split("?", 1)[0].split("/")
+            resource = (parts[2] if len(parts) > 2 else "").split("(", 1)[0]
+            if method == "GET" and "peekonly=true" in url.lower():
+                method = "PEEK"
+            with self._lock:
+                self.calls[(int(args[2]), method, resource)] += 1
+                self.threads[record.threadName.rstrip("_0123456789")] += 1
+
+
+@contextlib.contextmanager
+def count_calls_by_resource(*, exclude_threads: tuple[str, ...] = ()) -> Iterator[Counter[tuple[int, str, str]]]:
+    """Count HTTP requests by (port, method, table or queue) while the block runs; the caller maps
+    ports to services once it knows them. Requests made by ``exclude_threads`` (a harness polling
+    the records from its main thread) are not counted. Same mechanism as :func:`count_http_requests`."""
+    logger = logging.getLogger("urllib3.connectionpool")
+    handler = _StorageCallLog(exclude_threads)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield handler.calls
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def sampled_rss_peak(function: Callable[[], T], *, interval: float = 0.02) -> tuple[T, int, int]:
+    """Call ``function`` while a thread samples this process's resident memory; its result, the
+    highest RSS seen (bytes) and the RSS when it started. Unlike :func:`traced_peak` it barely
+    slows the call, so a timed run can be measured this way (Linux: ``/proc/self/statm``)."""
+    start = _rss_bytes()
+    peak = start
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(interval):
+            peak = max(peak, _rss_bytes())
+
+    sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
+    sampler.start()
+    try:
+        result = function()
+    finally:
+        done.set()
+        sampler.join()
+    return result, max(peak, _rss_bytes()), start

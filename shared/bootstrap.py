@@ -98,8 +98,17 @@ class Container:
     @property
     def arm(self):
         from shared.adapters.arm.clients import ArmClients
+        from shared.adapters.arm.rate_control import RateControl, buckets_from
 
-        return self._get("arm", lambda: ArmClients(self.settings.arm_endpoint, self.settings.arm_auth))
+        settings = self.settings
+        return self._get(
+            "arm",
+            lambda: ArmClients(
+                settings.arm_endpoint,
+                settings.arm_auth,
+                rate=RateControl(buckets=buckets_from(settings.arm_buckets)),
+            ),
+        )
 
     @property
     def inventory(self) -> MachineInventory:

@@ -8,6 +8,7 @@ drill runs the whole pipeline on a compressed timeline; see ``prepost.chaos``).
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -55,3 +56,16 @@ def set_clock(clock: Clock | None) -> None:
     global _clock
     with _lock:
         _clock = clock or SystemClock()
+
+
+def time_scale() -> float:
+    """How many of the process clock's seconds pass per real second (1 unless a harness installed
+    a faster clock, like the chaos drill's)."""
+    return float(getattr(_clock, "scale", 1.0) or 1.0)
+
+
+def sleep(seconds: float) -> None:
+    """Sleep ``seconds`` of the process clock's time: less real time on a clock that runs faster
+    (one with a ``scale``, like the chaos drill's), so waits keep their meaning on it."""
+    if seconds > 0:
+        time.sleep(seconds / time_scale())

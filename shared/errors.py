@@ -49,6 +49,13 @@ class Throttled(TransientError):
     """Azure answered 429; ``retry_after`` is what it asked for."""
 
 
+class Deferred(TransientError):
+    """The app's own ARM rate control put the work off before sending anything (``retry_after``).
+
+    Not a failed attempt: nothing was tried, so the task is sent again with the same attempt.
+    """
+
+
 class PermanentError(PrepostError):
     """A failure that retrying cannot fix (not found, forbidden, invalid request)."""
 

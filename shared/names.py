@@ -68,6 +68,7 @@ class SettingName(str, Enum):
     OPERATION_CHECK_SECONDS = "PREPOST_OPERATION_CHECK_SECONDS"
     TELEMETRY = "PREPOST_TELEMETRY"
     """``on``: export logs and metrics with OpenTelemetry (needs APPLICATIONINSIGHTS_CONNECTION_STRING)."""
+    ARM_BUCKETS = "PREPOST_ARM_BUCKETS"
 
 
 # Environment variables of the ``prepost`` command (not app settings).

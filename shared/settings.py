@@ -114,6 +114,9 @@ class Settings:
     """How long after starting a long Azure operation (VM start, snapshot) its task looks again."""
     telemetry: bool = False
     """PREPOST_TELEMETRY=on with an Application Insights connection string: OpenTelemetry export."""
+    arm_buckets: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    """ARM token buckets the rate control models, by class (``reads``...): (capacity, refill per
+    second). Empty: Azure's published sizes. Free and trial subscriptions may have smaller ones."""
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -230,6 +233,7 @@ class Settings:
         except SettingsError as error:
             problems.append(str(error))
             telemetry = False
+        arm_buckets = _arm_buckets(text(SettingName.ARM_BUCKETS.value), problems)
 
         settings = cls(
             storage=storage,
@@ -246,10 +250,36 @@ class Settings:
             servicebus_settlement=settlement,
             operation_check_interval=timedelta(seconds=check_seconds),
             telemetry=telemetry,
+            arm_buckets=arm_buckets,
         )
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
         return settings
+
+
+ARM_BUCKET_CLASSES = ("reads", "writes", "deletes")
+
+
+def _arm_buckets(raw: str | None, problems: list[str]) -> dict[str, tuple[int, float]]:
+    """``reads=250/25,writes=200/10``: capacity/refill-per-second for any of the three classes."""
+    buckets: dict[str, tuple[int, float]] = {}
+    for item in (raw or "").replace(";", ",").split(","):
+        if not item.strip():
+            continue
+        name, _, value = item.partition("=")
+        capacity, _, refill = value.partition("/")
+        try:
+            parsed = (int(capacity), float(refill))
+            if name.strip().lower() not in ARM_BUCKET_CLASSES or parsed[0] < 1 or not 0 < parsed[1] <= 10_000:
+                raise ValueError
+        except ValueError:
+            problems.append(
+                f"{SettingName.ARM_BUCKETS.value}: {item.strip()!r} is not CLASS=CAPACITY/REFILL_PER_SECOND "
+                f"with CLASS one of {', '.join(ARM_BUCKET_CLASSES)}"
+            )
+            continue
+        buckets[name.strip().lower()] = parsed
+    return buckets
 
 
 def selected_transport(env: Mapping[str, str] | None = None) -> Transport:

@@ -108,7 +108,7 @@ class SimulatorApp:
                     failure = fault
                 else:
                     raise _injected(fault)
-            self._delay(operation)
+            self._delay(operation, request.method)
             ctx = RequestContext(request, params, operation, self.state, self.config, self.clock, failure=failure)
             with self.state.lock:
                 response = route.handler(ctx)
@@ -123,8 +123,8 @@ class SimulatorApp:
         self.state.log_request(request.method, path, operation, response.status_code, fault_label)
         return response
 
-    def _delay(self, operation: str) -> None:
-        seconds = self.config.latency.delay(operation, self._latency_random)
+    def _delay(self, operation: str, method: str) -> None:
+        seconds = self.config.latency.delay(operation, self._latency_random, method)
         if seconds > 0:
             self.stopping.wait(seconds)
 

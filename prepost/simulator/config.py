@@ -3,6 +3,7 @@ throttling and fault settings gathered in one :class:`SimulatorConfig`."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,7 +11,9 @@ from typing import Any
 
 from .faults import FaultConfig
 from .ops import WILDCARD, known
-from .throttling import ThrottleConfig
+from .throttling import RequestKind, ThrottleConfig
+
+REQUEST_CLASSES = frozenset(kind.value for kind in RequestKind)
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,9 @@ class LroTiming:
 
     polls: int = 1
     seconds: float | None = 0.0
+    seconds_max: float | None = None
+    """When set (and above ``seconds``), each operation's duration is drawn between ``seconds`` and
+    this, log-uniformly (short durations common, long ones rare), from the simulator's seed."""
     retry_after: int = 0
     """``Retry-After`` on the 202 that accepts the operation. azure-core does not wait before its
     first poll, so this only matters to clients that honour it themselves."""
@@ -32,10 +38,20 @@ class LroTiming:
     ``Retry-After`` as absent and falls back to the client's ``polling_interval`` (30 s by
     default), so a small non-zero value keeps multi-poll operations fast."""
 
+    def duration(self, rng: random.Random) -> float | None:
+        """The seconds one operation takes: ``seconds``, or a draw up to ``seconds_max``."""
+        low, high = self.seconds, self.seconds_max
+        if low is None or high is None or high <= low:
+            return low
+        if low <= 0:
+            return rng.uniform(0.0, high)
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "polls": self.polls,
             "seconds": self.seconds,
+            "secondsMax": self.seconds_max,
             "retryAfter": self.retry_after,
             "pollRetryAfterMs": self.poll_retry_after_ms,
         }
@@ -45,6 +61,7 @@ class LroTiming:
         return cls(
             polls=int(data.get("polls", 1)),
             seconds=None if data.get("seconds", 0.0) is None else float(data.get("seconds", 0.0)),
+            seconds_max=None if data.get("secondsMax") is None else float(data["secondsMax"]),
             retry_after=int(data.get("retryAfter", 0)),
             poll_retry_after_ms=int(data.get("pollRetryAfterMs", 10)),
         )
@@ -77,18 +94,22 @@ class LroConfig:
 @dataclass(frozen=True)
 class LatencyConfig:
     """Added response time in seconds, fixed (``(x, x)``) or uniform in a range, per operation
-    name or ``"*"``. Real time, not the simulator clock: it exists to exercise client timeouts
-    and concurrency."""
+    name, per ARM request class (``reads``, ``writes``, ``deletes``: by HTTP method) or ``"*"``,
+    the most precise one winning. Real time, not the simulator clock: it exists to exercise
+    client timeouts and concurrency (a time-scaled profile divides it by the scale itself)."""
 
     per_operation: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, (low, high) in self.per_operation.items():
-            if not known(name) or low < 0 or high < low:
+            if not (known(name) or name in REQUEST_CLASSES) or low < 0 or high < low:
                 raise ValueError(f"bad latency setting {name!r}: {(low, high)}")
 
-    def delay(self, operation: str, rng: random.Random) -> float:
-        low, high = self.per_operation.get(operation) or self.per_operation.get(WILDCARD) or (0.0, 0.0)
+    def delay(self, operation: str, rng: random.Random, method: str | None = None) -> float:
+        by_class = self.per_operation.get(RequestKind.of(method).value) if method else None
+        low, high = (
+            self.per_operation.get(operation) or by_class or self.per_operation.get(WILDCARD) or (0.0, 0.0)
+        )
         return low if high <= low else rng.uniform(low, high)
 
     def to_json(self) -> dict[str, Any]:

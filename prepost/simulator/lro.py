@@ -8,6 +8,7 @@ ends ``Failed`` with an ARM error and runs its failure callback instead.
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class AsyncOperation:
     ended: datetime | None = None
     disk_operation: bool = False
     """Disk-RP operations (snapshots) live under ``DiskOperations`` instead of ``operations``."""
+    duration: float | None = None
+    """Seconds this operation takes (drawn from its timing when it began); None: polls only."""
 
     @property
     def done(self) -> bool:
@@ -57,7 +60,7 @@ class AsyncOperation:
             return False
         if self.polls >= self.timing.polls:
             return True
-        seconds = self.timing.seconds
+        seconds = self.duration
         return seconds is not None and (now - self.created).total_seconds() >= seconds
 
     def finish(self, now: datetime) -> None:
@@ -105,8 +108,9 @@ class AsyncOperation:
 class OperationBook:
     """All operations by id. Not thread-safe on its own: the state's lock guards it."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         self._operations: dict[str, AsyncOperation] = {}
+        self._durations = random.Random(seed)
 
     def add(
         self,
@@ -136,6 +140,7 @@ class OperationBook:
             failure=failure,
             failure_status=failure_status,
             disk_operation=disk_operation,
+            duration=timing.duration(self._durations),
         )
         self._operations[record.id] = record
         return record

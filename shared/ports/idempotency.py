@@ -95,6 +95,12 @@ class IdempotencyStore(ABC):
         """
         now = now or _utcnow()
         fresh = IdempotencyRecord(key, IdempotencyStatus.IN_PROGRESS, now + self.lock_timeout)
+        # Most keys are new (a first delivery, or the next look after a release): try to create
+        # first and read only when the record exists, one round trip instead of two.
+        try:
+            return Begun(key, self._create(fresh))
+        except RecordChanged:
+            pass
         for _ in range(3):
             existing = self._get(key)
             if existing is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.errors import MessageRejected, PermanentError, TransientError
@@ -148,7 +148,7 @@ def _start_vm(
     fence = pre_work_fence(run, ports.records, now)
     if fence is not None:
         return TaskResult(fence.status, _join(fence.detail(START), warning), data)
-    _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before})
+    _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before}, known=task)
     # Looked at again right before asking Azure: a cancellation may have landed while the
     # marker was written (pre_work_fence reads the run afresh).
     fence = pre_work_fence(run, ports.records, now)
@@ -190,7 +190,7 @@ def _deallocate_vm(
         raise TransientError(f"VM is {state.value}", retry_after=TRANSITION_RECHECK)
     if message.is_follow_up and requested:
         raise TransientError(f"{DEALLOCATE} did not complete: the VM is {state.value} instead of deallocated")
-    _mark_task(ports.records, message, {"deallocate_requested": True, "power_state_before": before})
+    _mark_task(ports.records, message, {"deallocate_requested": True, "power_state_before": before}, known=task)
     ports.compute.begin_deallocate_vm(message.target)
     return FollowUp(DEALLOCATE, "deallocate requested", data)
 
@@ -225,7 +225,7 @@ def _snapshot_disks(
             detail = f"{fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
             return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
         # Recorded before asking, so a crash in between still counts them as this task's.
-        _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create])
+        _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create], known=task)
         fence = pre_work_fence(run, ports.records, now)  # again, right before asking Azure
         if fence is not None:
             detail = f"{fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
@@ -269,13 +269,15 @@ def _begin_snapshot(
     )
 
 
-def _remember_requested(records: RunRecords, message: TaskMessage, snapshot_ids: list[str]) -> None:
+def _remember_requested(
+    records: RunRecords, message: TaskMessage, snapshot_ids: list[str], *, known: TaskRecord | None = None
+) -> None:
     def add(data: dict) -> dict:
         known = list(data.get("snapshots_requested", []))
         seen = {s.lower() for s in known}
         return {**data, "snapshots_requested": known + [s for s in snapshot_ids if s.lower() not in seen]}
 
-    _update_task_data(records, message, add)
+    _update_task_data(records, message, add, known=known)
 
 
 def snapshot_id_for(run: RunRecord, disk_id: str) -> str:
@@ -354,17 +356,24 @@ def _patch_warning(vm: VirtualMachine) -> str:
     )
 
 
-def _mark_task(records: RunRecords, message: TaskMessage, data: dict) -> None:
-    _update_task_data(records, message, lambda current: {**current, **data})
+def _mark_task(records: RunRecords, message: TaskMessage, data: dict, *, known: TaskRecord | None = None) -> None:
+    _update_task_data(records, message, lambda current: {**current, **data}, known=known)
 
 
-def _update_task_data(records: RunRecords, message: TaskMessage, change: Callable[[dict], dict]) -> None:
-    """Apply ``change`` to the task's data, again on a fresh read whenever another writer won."""
+def _update_task_data(
+    records: RunRecords, message: TaskMessage, change: Callable[[dict], dict], *, known: TaskRecord | None = None
+) -> None:
+    """Apply ``change`` to the task's data, again on a fresh read whenever another writer won.
+
+    ``known`` is the record this delivery read already: the first try writes against its etag
+    instead of reading it again (one storage round trip less when nobody else wrote meanwhile).
+    """
     for _ in range(10):
-        task = records.get_task(message.run_key, task_id(message.phase, message.action, message.target))
+        task = known or records.get_task(message.run_key, task_id(message.phase, message.action, message.target))
+        known = None
         if task is None:
             raise PermanentError(f"task {message.task_id} is not recorded")
-        task.data = change(task.data)
+        task = replace(task, data=change(task.data))
         try:
             records.replace_task(task)
             return

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from shared.errors import PermanentError, Throttled, TransientError
+from shared.errors import Deferred, PermanentError, Throttled, TransientError
 from shared.models.hooks import HookDeclaration, InvalidHookDeclaration, hooks_from_tags
 from shared.models.ids import MachineKind, ResourceId
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
@@ -90,7 +90,7 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
             return _planning_failed(run, phase, ports, f"too late to plan the pre phase: {fence.reason}", now)
         try:
             tasks, outgoing, machines, policy, findings, hooks = _plan_pre(run, ports)
-        except Throttled as error:
+        except (Throttled, Deferred) as error:
             return _plan_again_later(message, phase, error, ports.transport)
         except PermanentError as error:
             # Retrying cannot help (e.g. the identity lacks its role): record why, and do not let
@@ -160,7 +160,7 @@ def _mark_planned(
 
 
 def _plan_again_later(
-    message: PlanPhase, phase: PhaseRecord, error: Throttled, transport: WorkTransport
+    message: PlanPhase, phase: PhaseRecord, error: TransientError, transport: WorkTransport
 ) -> PhaseRecord:
     """Send the plan again after the wait Azure asked for, and say so in one log line.
 

@@ -8,6 +8,7 @@ delivered twice, late, or never, and several instances handle them at once.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared.errors import MessageRejected, PermanentError, TransientError
@@ -65,20 +66,27 @@ def record_outcome(
     Returns True if the task record changed.
     """
     changed = False
+    stored: TaskRecord | None = None
+    written: PhaseRecord | None = None
     for _ in range(CONFLICT_RETRIES):
-        task = records.get_task(outcome.run_key, outcome.task_id)
-        if task is None:
-            # Tasks are recorded before their messages are sent: this outcome is not prepost's.
-            raise MessageRejected(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
-        if task.status.is_final:
-            log.info("outcome for %s ignored: already %s", task.task_id, task.status.value)
-            break
-        task.status = outcome.status
-        task.detail = outcome.detail
-        task.attempts = max(task.attempts, outcome.attempts)
-        task.started_at = task.started_at or (parse_time(outcome.started_at) if outcome.started_at else None)
-        task.finished_at = parse_time(outcome.finished_at) if outcome.finished_at else now
-        task.data = {**task.data, **outcome.data}
+        if stored is None:
+            stored = records.get_task(outcome.run_key, outcome.task_id)
+            if stored is None:
+                # Tasks are recorded before their messages are sent: this outcome is not prepost's.
+                raise MessageRejected(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
+            if stored.status.is_final:
+                log.info("outcome for %s ignored: already %s", stored.task_id, stored.status.value)
+                break
+            task_read_again = True
+        task = replace(
+            stored,
+            status=outcome.status,
+            detail=outcome.detail,
+            attempts=max(stored.attempts, outcome.attempts),
+            started_at=stored.started_at or (parse_time(outcome.started_at) if outcome.started_at else None),
+            finished_at=parse_time(outcome.finished_at) if outcome.finished_at else now,
+            data={**stored.data, **outcome.data},
+        )
         try:
             if outcome.status.is_final:
                 phase = records.get_phase(outcome.run_key, outcome.phase)
@@ -86,10 +94,16 @@ def record_outcome(
                     raise PermanentError(f"{outcome.phase.value} phase of {outcome.run_key} is not recorded")
                 phase.finished_tasks += 1
                 phase.failed_tasks += outcome.status is TaskStatus.FAILED
-                records.replace_task_and_phase(task, phase)
+                _, written = records.replace_task_and_phase(task, phase)
             else:
                 records.replace_task(task)
         except RecordChanged:
+            # Nearly always the phase row, which every final outcome of the phase writes: the
+            # next try reads the phase again (above) but keeps the task; if that is not enough
+            # either, the task changed too and is read again as well.
+            if not outcome.status.is_final or not task_read_again:
+                stored = None
+            task_read_again = False
             continue
         changed = True
         if not outcome.status.is_final:
@@ -102,7 +116,13 @@ def record_outcome(
     else:
         raise TransientError(f"task {outcome.task_id} kept changing while its outcome was recorded")
     finish_phase_if_done(
-        outcome.run_key, outcome.phase, records=records, cancellation=cancellation, transport=transport, now=now
+        outcome.run_key,
+        outcome.phase,
+        records=records,
+        cancellation=cancellation,
+        transport=transport,
+        now=now,
+        known=written,
     )
     return changed
 
@@ -120,16 +140,24 @@ def send_on_dependents(task: TaskRecord, *, records: RunRecords, transport: Work
 
 
 def complete_phase_if_done(
-    run_key: str, phase: Phase, *, records: RunRecords, now: datetime, recount: bool = False
+    run_key: str,
+    phase: Phase,
+    *,
+    records: RunRecords,
+    now: datetime,
+    recount: bool = False,
+    known: PhaseRecord | None = None,
 ) -> PhaseRecord | None:
     """Close the phase when every task is final, as the task records say.
 
     The phase's counters are kept exact (see :func:`record_outcome`) and decide cheaply when
     to look; ``recount`` looks at the task records whatever the counters say (the deadline
-    check does, so that no drift can ever make it cancel a run whose work is done).
+    check does, so that no drift can ever make it cancel a run whose work is done). ``known``
+    is the phase as the caller just wrote it: the first look uses it instead of reading again.
     """
     for _ in range(CONFLICT_RETRIES):
-        record = records.get_phase(run_key, phase)
+        record = known or records.get_phase(run_key, phase)
+        known = None
         if record is None or record.status is not PhaseStatus.PLANNED:
             return None
         if not recount and record.finished_tasks < record.expected_tasks:
@@ -160,9 +188,17 @@ def finish_phase_if_done(
     transport: WorkTransport,
     now: datetime,
     recount: bool = False,
+    known: PhaseRecord | None = None,
 ) -> PhaseRecord | None:
-    """Close the phase if done; after the pre phase, cancel the run if safety work failed."""
-    closed = complete_phase_if_done(run_key, phase, records=records, now=now, recount=recount)
+    """Close the phase if done; after the pre phase, cancel the run if safety work failed.
+
+    With ``known`` (the phase as the caller just wrote it) still open and not closed here, the
+    cancellation check is skipped: the phase was not final when written, and whoever closes it
+    makes that check (and the deadline check and redeliveries resume it after a crash).
+    """
+    closed = complete_phase_if_done(run_key, phase, records=records, now=now, recount=recount, known=known)
+    if closed is None and known is not None and known.status is PhaseStatus.PLANNED:
+        return None
     if phase is Phase.PRE:
         cancel_if_pre_failed(run_key, records=records, cancellation=cancellation, transport=transport, now=now)
     return closed

@@ -3,6 +3,8 @@
 Every machine or monitoring action goes through :func:`run_task`, so the rules are the same
 for all of them:
 - a task already done is not done again (duplicate deliveries);
+- work the ARM rate control put off (:class:`~shared.errors.Deferred`) is sent again after the
+  wait with the same attempt: nothing was tried;
 - throttling and transient failures re-queue the task with a delay (``Retry-After`` when
   Azure gave one, else the backoff of :class:`~shared.models.retry.RetryPolicy`, the same
   policy the Service Bus settlement uses) instead of sleeping inside the function;
@@ -12,7 +14,7 @@ for all of them:
 - a long Azure operation is begun and then looked at again by scheduled follow-ups
   (:class:`FollowUp`) instead of being waited for inside one delivery, whose message lock or
   visibility timeout would run out first. Follow-ups use no attempt; the wait is bounded by
-  :data:`MAX_OPERATION_WAIT`.
+  :data:`MAX_OPERATION_WAIT`. Only the first look reports ``in-progress``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import MessageRejected, PermanentError, Throttled, TransientError
+from shared.errors import Deferred, MessageRejected, PermanentError, Throttled, TransientError
 from shared.models.bounds import DETAIL_LIMIT, bounded_data, cut_text
 from shared.models.events import format_time, parse_time
 from shared.models.messages import TaskMessage, TaskOutcome
@@ -113,6 +115,14 @@ def run_task(
     started = now()
     try:
         result = action(message)
+    except Deferred as error:
+        # The ARM rate control sent nothing: the same attempt goes again after the wait, without
+        # an outcome (the task's record is unchanged) and without spending an attempt.
+        idempotency.release(lock)
+        wait = error.retry_after or IN_PROGRESS_RECHECK
+        transport.send([message.resent()], delay=wait)
+        log.info("%s put off %d s by ARM rate control", key, int(wait.total_seconds()))
+        return None
     except (Throttled, TransientError) as error:
         if retry.is_last(message.attempt):
             return _finish(
@@ -178,9 +188,14 @@ def _follow_up(
     transport.send([message.follow_up(waiting_since=format_time(waiting_since))], delay=check_interval)
     seconds = int(check_interval.total_seconds())
     detail = f"{follow_up.operation}: {follow_up.state}; looking again in {seconds} s"
+    log.info("%s in progress: %s", lock.key, detail)
+    if message.is_follow_up:
+        # The record says in-progress since the first look; saying it again on every look would
+        # cost an outcome message and a task write each time (a snapshot is looked at several
+        # times) for a detail nobody acts on. The final outcome carries the last state seen.
+        return None
     outcome = _outcome(message, TaskResult(TaskStatus.IN_PROGRESS, detail, follow_up.data), started, finished)
     transport.send([outcome])
-    log.info("%s in progress: %s", lock.key, detail)
     return outcome
 
 

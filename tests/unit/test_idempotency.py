@@ -148,6 +148,8 @@ class _RacingStore(FakeIdempotencyStore):
 
     def _create(self, record):
         self.creates += 1
+        if record.key in self.records:  # refused whatever the rival does: no race to lose here
+            raise RecordChanged("exists")
         self._interfere()
         super()._create(record)
 
@@ -200,3 +202,24 @@ def test_endless_contention_gives_up_as_in_progress():
         store.begin(KEY, now=T0)
 
     assert raised.value.expires_at == T0 + LOCK
+
+
+def test_a_new_key_is_locked_without_reading_first():
+    """One round trip for the common case: create, and read only when the record exists."""
+
+    class Counting(FakeIdempotencyStore):
+        reads = 0
+
+        def _get(self, key):
+            Counting.reads += 1
+            return super()._get(key)
+
+    store = Counting(lock_timeout=LOCK)
+    lock = store.begin(KEY, now=T0)
+    assert Counting.reads == 0
+    store.release(lock)
+    store.begin(KEY, now=T0)  # the next look after a release: a new record again
+    assert Counting.reads == 0
+    with pytest.raises(AlreadyInProgress):
+        store.begin(KEY, now=T0)
+    assert Counting.reads == 1

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shared.errors import PermanentError, Throttled, TransientError
+from shared.errors import Deferred, PermanentError, Throttled, TransientError
 from shared.models.events import format_time
 from shared.models.messages import TaskMessage, TaskOutcome
 from shared.models.retry import RetryPolicy
@@ -157,6 +157,20 @@ def test_throttling_requeues_with_retry_after_and_reports_retrying(idempotency, 
     assert outcome.status is TaskStatus.RETRYING
     assert "429" in outcome.detail and "90 s" in outcome.detail
     assert KEY not in idempotency.records  # released: the next attempt may run it
+
+
+def test_work_the_rate_control_put_off_goes_again_with_the_same_attempt_and_no_outcome(idempotency, transport):
+    """Nothing was sent to Azure: no attempt is spent and the task's record is left as it was."""
+    wait = timedelta(seconds=7)
+    on_last_attempt = replace(MESSAGE, attempt=MAX_ATTEMPTS)
+
+    put_off = ScriptedAction(Deferred("writes spent", retry_after=wait))
+
+    assert run(on_last_attempt, put_off, idempotency, transport) is None
+
+    assert [(s.message, s.delay) for s in transport.sent] == [(on_last_attempt.resent(), wait)]
+    assert transport.sent[0].message.attempt == MAX_ATTEMPTS
+    assert KEY not in idempotency.records  # released: the resent message may run it
 
 
 def test_the_requeued_attempt_runs_and_succeeds(idempotency, transport):
@@ -347,8 +361,9 @@ def test_an_operation_within_the_wait_limit_is_followed_up_again(idempotency, tr
 
     outcome = run(message, ScriptedAction(BEGUN), idempotency, transport)
 
-    assert outcome.status is TaskStatus.IN_PROGRESS
-    assert transport.sent[0].message.checks == 2
+    # Reported in-progress on the first look already: a later look sends only the next one.
+    assert outcome is None
+    assert [s.message.checks for s in transport.sent] == [2]
 
 
 def test_an_operation_past_the_wait_limit_fails_the_task(idempotency, transport):

@@ -14,6 +14,7 @@ from typing import Any
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 
+from shared.adapters.arm.rate_control import ArmRatePolicy, RateControl
 from shared.settings import ArmAuth
 
 # Functions must not sleep through long Retry-After values: a 429 goes straight back to the
@@ -61,11 +62,16 @@ class LoopbackBearerPolicy(SansIOHTTPPolicy):
 
 
 class ArmClients:
-    """Lazily created, reused management clients, one per (kind, subscription)."""
+    """Lazily created, reused management clients, one per (kind, subscription).
 
-    def __init__(self, endpoint: str, auth: ArmAuth):
+    Every client carries an :class:`ArmRatePolicy` around the same :class:`RateControl`, so all
+    tasks of the instance share the subscription budgets (``shared.adapters.arm.rate_control``).
+    """
+
+    def __init__(self, endpoint: str, auth: ArmAuth, *, rate: RateControl | None = None):
         self.endpoint = endpoint.rstrip("/")
         self.auth = auth
+        self.rate = rate or RateControl()
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._credential = None
@@ -88,6 +94,9 @@ class ArmClients:
             "connection_timeout": CONNECTION_TIMEOUT,
             "read_timeout": READ_TIMEOUT,
             "polling_interval": POLLING_INTERVAL,
+            # After the retry policy: a retried request is paced like a first one. One policy per
+            # client (a pipeline links its policies to each other), all around the same state.
+            "per_retry_policies": [ArmRatePolicy(self.rate)],
         }
         if self.auth is ArmAuth.SIMULATOR:
             options["authentication_policy"] = LoopbackBearerPolicy()
