@@ -10,13 +10,22 @@
 // - the Event Grid system topic, the event subscription and the cancel permission into the
 //   maintenance configuration's resource group (which may be in another subscription);
 // - the app's roles on every target subscription (target-subscription-roles.bicep, a
-//   subscription-scope module), unless assignTargetRoles is false.
+//   subscription-scope module), unless assignTargetRoles is false;
+// - with enableHooks, the prepost-hooks container and the script runner role (Run Command);
+//   with hookAutomationAccountId, the job runner role on that Automation account
+//   (automation-access.bicep). docs/hooks.md, "Least privilege".
 // Role assignments need Owner or User Access Administrator where they are made: see
 // docs/deploy.md.
 //
 // Two passes: Event Grid refuses a subscription to a function that does not exist yet, so
 // the first deployment leaves deployEventSubscription false; publish the code, then deploy
 // again with deployEventSubscription=true.
+
+@description('Pre/post scripts inside the machines with managed Run Command (docs/hooks.md): creates the prepost-hooks blob container, lets the app read it, and assigns the script runner role on every target subscription. That role runs code as root / SYSTEM on every machine there: off unless you use hooks.')
+param enableHooks bool = false
+
+@description('Resource id of the Automation account whose runbooks run as pre/post scripts on hybrid workers (prepost-hook-backend=automation); the app gets a job runner role on it. Empty: none.')
+param hookAutomationAccountId string = ''
 
 @description('Region for the app, its storage and monitoring. Must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
 param location string = resourceGroup().location
@@ -48,7 +57,7 @@ param maintenanceConfigurationLocation string
 @description('Name of the configuration\'s existing Event Grid system topic, if it has one (only one is allowed per configuration). Empty: a new topic is created.')
 param systemTopicName string = ''
 
-@description('Subscriptions whose machines the configuration patches. The app gets two custom roles on each: machine operator and alert suppressor (docs/deploy.md lists their actions).')
+@description('Subscriptions whose machines the configuration patches. The app gets two custom roles on each: machine operator and alert suppressor, and the script runner with enableHooks (docs/deploy.md lists their actions).')
 @minLength(1)
 param targetSubscriptionIds array
 
@@ -144,6 +153,10 @@ var configSubscriptionId = configIdParts[2]
 var configResourceGroupName = configIdParts[4]
 var configName = last(configIdParts)
 
+// Without an Automation account the module is skipped, but ARM still evaluates its scope: point
+// it at this deployment's own resource group then.
+var automationIdParts = split(empty(hookAutomationAccountId) ? '${resourceGroup().id}/providers/Microsoft.Automation/automationAccounts/unused' : hookAutomationAccountId, '/')
+
 var token = uniqueString(resourceGroup().id, namePrefix)
 var compactPrefix = toLower(replace(namePrefix, '-', ''))
 var names = {
@@ -155,6 +168,8 @@ var names = {
   serviceBus: '${namePrefix}-sb-${token}'
   deploymentContainer: 'app-package-${token}'
   deadLetterContainer: 'eventgrid-deadletter'
+  // shared/names.py HOOKS_CONTAINER: the app reads scripts from this container.
+  hooksContainer: 'prepost-hooks'
   systemTopic: empty(systemTopicName) ? '${namePrefix}-${uniqueString(maintenanceConfigurationId)}' : systemTopicName
 }
 
@@ -178,6 +193,7 @@ module storage 'modules/storage.bicep' = {
     skuName: storageSku
     deploymentContainerName: names.deploymentContainer
     deadLetterContainerName: names.deadLetterContainer
+    hooksContainerName: enableHooks ? names.hooksContainer : ''
   }
 }
 
@@ -235,6 +251,7 @@ module targetRoles 'modules/target-subscription-roles.bicep' = [
       suppressionResourceGroupName: suppressionResourceGroupName
       location: location
       tags: tags
+      enableHooks: enableHooks
     }
   }
 ]
@@ -246,6 +263,24 @@ module maintenanceAccess 'modules/maintenance-access.bicep' = if (assignTargetRo
     maintenanceConfigurationName: configName
     principalId: functionApp.outputs.principalId
     cancelRole: cancelRole
+  }
+}
+
+module hooksAccess 'modules/hooks-access.bicep' = if (enableHooks) {
+  name: 'prepost-hooks-access'
+  params: {
+    storageAccountName: storage.outputs.name
+    containerName: storage.outputs.hooksContainerName
+    principalId: functionApp.outputs.principalId
+  }
+}
+
+module automationAccess 'modules/automation-access.bicep' = if (assignTargetRoles && !empty(hookAutomationAccountId)) {
+  name: 'prepost-automation-access'
+  scope: resourceGroup(automationIdParts[2], automationIdParts[4])
+  params: {
+    automationAccountName: last(automationIdParts)
+    principalId: functionApp.outputs.principalId
   }
 }
 

@@ -35,6 +35,8 @@ COMPUTE = f"{PERMISSIONS_DOCS}/compute"
 HYBRID = f"{PERMISSIONS_DOCS}/hybrid-multicloud"
 GOVERNANCE = f"{PERMISSIONS_DOCS}/management-and-governance"
 MONITOR = f"{PERMISSIONS_DOCS}/monitor"
+AUTOMATION_ROLE_DOCS = "https://learn.microsoft.com/azure/automation/automation-role-based-access-control"
+ARC_RUN_COMMAND_DOCS = "https://learn.microsoft.com/azure/azure-arc/servers/run-command"
 RESOURCE_GRAPH_PERMISSIONS = (
     "https://learn.microsoft.com/azure/governance/resource-graph/overview#permissions-in-azure-resource-graph"
 )
@@ -49,6 +51,13 @@ class Grant(str, Enum):
     """Alert suppressor role, on the suppression resource group if set, else the target subscription."""
     CONFIGURATION = "configuration"
     """Run canceller role, on the maintenance configuration (maintenance-access.bicep)."""
+    SCRIPTS = "scripts"
+    """Script runner role, on every target subscription, only when hooks are enabled
+    (``enableHooks``): Run Command runs code as root / SYSTEM, so the always-assigned machine
+    operator role never holds it."""
+    AUTOMATION = "automation"
+    """Automation job runner role, on the Automation account named by ``hookAutomationAccountId``
+    (automation-access.bicep), only when that account is given."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,11 @@ DOCUMENTED_ACTIONS: dict[str, DocumentedAction] = {
         HYBRID,
         ("Microsoft.HybridCompute/machines/read", "Read any Azure Arc machines"),
         ("Microsoft.HybridCompute/machines/extensions/read", "Reads any Azure Arc extensions"),
+        # Spelled "runcommands" in the operations list; ARM compares actions without regard to
+        # case, and ARC_RUN_COMMAND_DOCS spells the same actions "runCommands".
+        ("Microsoft.HybridCompute/machines/runcommands/read", "Reads any Azure Arc runcommands"),
+        ("Microsoft.HybridCompute/machines/runcommands/write", "Installs or Updates an Azure Arc runcommands"),
+        ("Microsoft.HybridCompute/machines/runcommands/delete", "Deletes an Azure Arc runcommands"),
     ),
     **_documented(
         GOVERNANCE,
@@ -106,6 +120,12 @@ DOCUMENTED_ACTIONS: dict[str, DocumentedAction] = {
             "Microsoft.ResourceGraph/resources/read",
             "Submits a query on resources within specified subscriptions, management groups or tenant scope",
         ),
+        # Runbook jobs on hybrid worker groups: the actions of the built-in Automation Job
+        # Operator role that prepost's calls need (AUTOMATION_ROLE_DOCS).
+        ("Microsoft.Automation/automationAccounts/jobs/write", "Creates an Azure Automation job"),
+        ("Microsoft.Automation/automationAccounts/jobs/read", "Gets an Azure Automation job"),
+        ("Microsoft.Automation/automationAccounts/jobs/output/read", "Gets the output of a job"),
+        ("Microsoft.Automation/automationAccounts/jobs/stop/action", "Stops an Azure Automation job"),
     ),
     **_documented(
         MONITOR,
@@ -119,6 +139,15 @@ DOCUMENTED_ACTIONS: dict[str, DocumentedAction] = {
 GRANT_BY_RESOURCE_TYPE = {
     "microsoft.maintenance/maintenanceconfigurations": Grant.CONFIGURATION,
     "microsoft.alertsmanagement/actionrules": Grant.SUPPRESSION,
+    "microsoft.automation/automationaccounts": Grant.AUTOMATION,
+}
+
+# Actions that run code inside a machine, whatever resource they are on: granted by the script
+# runner role alone (a prefix of the lower-cased action). The machine itself stays TARGET.
+GRANT_BY_ACTION_PREFIX = {
+    "microsoft.compute/virtualmachines/runcommand/": Grant.SCRIPTS,
+    "microsoft.compute/virtualmachines/runcommands/": Grant.SCRIPTS,
+    "microsoft.hybridcompute/machines/runcommands/": Grant.SCRIPTS,
 }
 
 
@@ -192,7 +221,10 @@ def required_permissions(method: str, url: str) -> tuple[Permission, ...]:
             return special.permissions
     action = _derived_action(method, path)
     known = DOCUMENTED_ACTIONS.get(action.lower())
-    return (Permission(known.action if known else action, _grant(path)), *LINKED_PERMISSIONS.get(action.lower(), ()))
+    return (
+        Permission(known.action if known else action, _grant(path, action)),
+        *LINKED_PERMISSIONS.get(action.lower(), ()),
+    )
 
 
 def documented(action: str) -> DocumentedAction:
@@ -241,7 +273,10 @@ def _derived_action(method: str, path: str) -> str:
     return "/".join([namespace, *types, verb])
 
 
-def _grant(path: str) -> Grant:
+def _grant(path: str, action: str) -> Grant:
+    for prefix, grant in GRANT_BY_ACTION_PREFIX.items():
+        if action.lower().startswith(prefix):
+            return grant
     segments = path.strip("/").split("/")
     for index, segment in enumerate(segments[:-2]):
         if segment.lower() == "providers":

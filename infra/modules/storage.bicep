@@ -1,6 +1,7 @@
 // The function app's storage account: host storage (AzureWebJobsStorage), the work queues and
 // their poison queues, the record tables, the Flex Consumption deployment package container and
-// the container Event Grid dead-letters undeliverable maintenance events into.
+// the container Event Grid dead-letters undeliverable maintenance events into, and, with hooks
+// enabled, the container of pre/post scripts (shared/names.py HOOKS_CONTAINER, docs/hooks.md).
 //
 // Every queue and table name is spelled out literally, exactly as in shared/names.py:
 // tests/infra/test_bicep.py compares the two sets.
@@ -27,6 +28,9 @@ param deploymentContainerName string
 
 @description('Blob container Event Grid writes dead-lettered events into.')
 param deadLetterContainerName string
+
+@description('Blob container of the pre/post scripts (prepost-hooks); empty: hooks are not enabled and no container is created.')
+param hooksContainerName string = ''
 
 // Storage queues. The Functions host moves a message to <queue>-poison after maxDequeueCount
 // failures and creates that queue on demand; creating it here lets the operator alert on it
@@ -137,6 +141,15 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+resource hooksContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2025-08-01' = if (!empty(hooksContainerName)) {
+  parent: blobService
+  // ARM still validates the name of a skipped resource, so it must never be empty.
+  name: empty(hooksContainerName) ? 'unused' : hooksContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2025-08-01' = {
   parent: account
   name: 'default'
@@ -166,3 +179,4 @@ output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output deploymentContainerName string = deploymentContainer.name
 output deadLetterContainerName string = deadLetterContainer.name
+output hooksContainerName string = hooksContainerName

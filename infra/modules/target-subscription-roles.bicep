@@ -1,5 +1,5 @@
 // What the function app's identity may do on ONE target subscription (a subscription whose
-// machines the maintenance configuration patches): two custom roles holding exactly the actions
+// machines the maintenance configuration patches): custom roles holding exactly the actions
 // prepost's calls need, instead of Reader, Virtual Machine Contributor (which includes Run
 // Command), Disk Snapshot Contributor (storage listkeys, disk SAS) and Monitoring Contributor.
 // docs/deploy.md maps each action to the call that needs it; tests/infra/test_roles.py derives
@@ -11,7 +11,7 @@
 //
 //   az deployment sub create --subscription <target-subscription-id> --location <region> \
 //     --template-file infra/modules/target-subscription-roles.bicep \
-//     --parameters principalId=<app principal id> [suppressionResourceGroupName=<rg>]
+//     --parameters principalId=<app principal id> [suppressionResourceGroupName=<rg>] [enableHooks=true]
 //
 // Whoever deploys it needs Owner or User Access Administrator on the subscription
 // (Microsoft.Authorization/roleDefinitions/write and roleAssignments/write).
@@ -28,6 +28,9 @@ param suppressionResourceGroupName string = ''
 param location string = deployment().location
 
 param tags object = {}
+
+@description('Pre/post scripts inside the machines (docs/hooks.md): also create and assign the script runner role, which can run code as root / SYSTEM on every machine of the subscription.')
+param enableHooks bool = false
 
 // Role names are unique per tenant and each definition is assignable in its own subscription
 // only, so the subscription id is part of the name.
@@ -95,6 +98,50 @@ resource alertSuppressorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
   }
 }
 
+// Run Command runs a script as root / SYSTEM: whoever holds these actions can take over every
+// machine of the subscription. So they are in a role of their own, created and assigned only
+// when hooks are enabled, never in the machine operator role that every deployment assigns.
+// Arc run command actions: https://learn.microsoft.com/azure/azure-arc/servers/run-command
+// (listed as "runcommands" in the operations list, which is how they are spelled here).
+resource scriptRunnerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (enableHooks) {
+  name: guid(subscription().id, 'prepost-script-runner')
+  properties: {
+    roleName: 'prepost script runner (${subscription().subscriptionId})'
+    description: 'Run the declared pre and post scripts inside the machines of a maintenance run with managed Run Command, follow them and remove them (prepost). Runs code as root / SYSTEM.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          // Create the run command (runs the script), read its instance view, delete it.
+          'Microsoft.Compute/virtualMachines/runCommands/read'
+          'Microsoft.Compute/virtualMachines/runCommands/write'
+          'Microsoft.Compute/virtualMachines/runCommands/delete'
+          // The same on Arc-enabled servers.
+          'Microsoft.HybridCompute/machines/runcommands/read'
+          'Microsoft.HybridCompute/machines/runcommands/write'
+          'Microsoft.HybridCompute/machines/runcommands/delete'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      subscription().id
+    ]
+  }
+}
+
+resource scriptRunnerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (enableHooks) {
+  name: guid(subscription().id, principalId, 'prepost-script-runner')
+  properties: {
+    roleDefinitionId: scriptRunnerRole.id
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'prepost: run the declared pre and post scripts inside the machines of this subscription'
+  }
+}
+
 resource machineOperatorAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(subscription().id, principalId, machineOperatorRole.id)
   properties: {
@@ -138,4 +185,5 @@ module suppressionGroupAccess 'suppression-access.bicep' = if (!empty(suppressio
 
 output machineOperatorRoleId string = machineOperatorRole.id
 output alertSuppressorRoleId string = alertSuppressorRole.id
+output scriptRunnerRoleId string = enableHooks ? scriptRunnerRole.id : ''
 output alertSuppressorScope string = empty(suppressionResourceGroupName) ? subscription().id : '${subscription().id}/resourceGroups/${suppressionResourceGroupName}'

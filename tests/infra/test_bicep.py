@@ -375,7 +375,7 @@ def test_target_subscription_roles_are_a_subscription_scope_module_with_custom_r
         symbol
         for symbol, declaration in roles["resources"].items()
         if declaration["type"] == "Microsoft.Authorization/roleDefinitions"
-    } == {"machineOperatorRole", "alertSuppressorRole"}
+    } == {"machineOperatorRole", "alertSuppressorRole", "scriptRunnerRole"}
     deployment = main()["modules"]["targetRoles"]
     assert deployment["detail"]["path"] == "modules/target-subscription-roles.bicep"
     assert body(deployment)["scope"]["function"]["type"] == "subscription"

@@ -6,6 +6,13 @@ request the simulator logged (method and path) is turned into the RBAC action AR
 (:mod:`prepost.permissions`), and that action must be in the Bicep role that covers where the
 request goes; in the other direction, a role may hold no action that no request needs.
 
+Some roles exist only when a deployment turns them on (the script runner role with
+``enableHooks``, the Automation job runner role with ``hookAutomationAccountId``). The drivers
+call every adapter, so the requests are those of a deployment with everything enabled: the union
+of all roles must grant them, and each role, conditional or not, must hold only actions its
+requests need. A conditional role must be off by default, and the actions that run code inside
+a machine must be in no role that every deployment assigns.
+
 A new adapter method fails ``test_every_adapter_method_is_driven`` until a driver below calls
 it; its requests then fail ``test_every_request_is_granted_by_its_role`` until the role (and the
 table in docs/deploy.md) grants their action. docs/deploy.md, "Adding a call", walks through it.
@@ -22,15 +29,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pycep
 import pytest
+import requests as http
 
 import shared.adapters.arm
 import shared.ports
 from prepost.permissions import (
     DOCUMENTED_ACTIONS,
+    GRANT_BY_ACTION_PREFIX,
     Grant,
     Permission,
     UndocumentedAction,
@@ -39,17 +48,38 @@ from prepost.permissions import (
     required_permissions,
 )
 from prepost.simulator import Estate, ManualClock, PowerState, SimulatorServer
+from prepost.simulator.estate import ArcStatus
 from shared.adapters.arm.clients import ArmClients
+from shared.models.hooks import ScriptOs
+from shared.ports.scripts import ScriptTarget
 from shared.settings import ArmAuth
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = ROOT / "infra" / "modules"
+INFRA = ROOT / "infra"
+MODULES = INFRA / "modules"
 
-# Which Bicep role definition grants each Grant: (template, resource symbol).
+
+class Role(NamedTuple):
+    """The Bicep role definition that grants a Grant."""
+
+    template: str
+    """File in infra/modules, without ``.bicep``."""
+    symbol: str
+    """The role definition resource in it."""
+    module: str
+    """The module of main.bicep that deploys the template."""
+    switch: str | None = None
+    """The parameter of main.bicep that turns the role on (off by default); None: always there."""
+
+
 ROLES = {
-    Grant.TARGET: ("target-subscription-roles", "machineOperatorRole"),
-    Grant.SUPPRESSION: ("target-subscription-roles", "alertSuppressorRole"),
-    Grant.CONFIGURATION: ("maintenance-access", "cancelRunRole"),
+    Grant.TARGET: Role("target-subscription-roles", "machineOperatorRole", "targetRoles"),
+    Grant.SUPPRESSION: Role("target-subscription-roles", "alertSuppressorRole", "targetRoles"),
+    Grant.CONFIGURATION: Role("maintenance-access", "cancelRunRole", "maintenanceAccess"),
+    Grant.SCRIPTS: Role("target-subscription-roles", "scriptRunnerRole", "targetRoles", switch="enableHooks"),
+    Grant.AUTOMATION: Role(
+        "automation-access", "automationJobRunnerRole", "automationAccess", switch="hookAutomationAccountId"
+    ),
 }
 
 RUN_START = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
@@ -93,8 +123,26 @@ class Facts:
     def estate(self) -> Estate:
         return self.server.estate
 
-    def adapter(self, name: str) -> Any:
-        return adapter_classes()[name](self.clients)
+    def adapter(self, name: str, *args: Any) -> Any:
+        return adapter_classes()[name](self.clients, *args)
+
+    @property
+    def automation_account_id(self) -> str:
+        configuration = self.estate.configuration
+        return (
+            f"/subscriptions/{configuration.subscription_id}/resourceGroups/{configuration.resource_group}"
+            "/providers/Microsoft.Automation/automationAccounts/prepost-roles-test"
+        )
+
+    def script_targets(self) -> list[ScriptTarget]:
+        """A running VM and a connected Arc server, as ArmScriptTargets would describe them."""
+        # Not the VM the deallocate driver stops (the first running one): the last running one.
+        vm = [vm for vm in self.estate.vms if vm.power_state is PowerState.RUNNING][-1]
+        arc = self.estate.arc_servers[0]  # connected by the requests fixture
+        return [
+            ScriptTarget(vm.id, vm.location, ScriptOs.LINUX, running=True, state="running"),
+            ScriptTarget(arc.id, arc.location, ScriptOs.LINUX, running=True, state="agent Connected", is_arc=True),
+        ]
 
     def vm(self, state: PowerState):
         return next(vm for vm in self.estate.vms if vm.power_state is state)
@@ -138,6 +186,50 @@ def _put_rule(e: Facts) -> None:
     )
 
 
+SCRIPT = "prepost-roles-test"
+# Runbook jobs: one that completes (the simulator's default outcome) and one that runs until it is
+# stopped (programmed on its worker group in the requests fixture).
+JOB_DONE, JOB_FOREVER = ("prepost-roles-done", "prepost-roles-hwg"), ("prepost-roles-forever", "prepost-roles-slow-hwg")
+
+
+def _begin_run_commands(e: Facts) -> None:
+    for target in e.script_targets():
+        e.adapter("ArmRunCommands").begin_script(
+            target, SCRIPT, script="echo roles", parameters={"PREPOST_PHASE": "pre"}, timeout_seconds=60, tags={}
+        )
+
+
+def _follow_run_commands(e: Facts) -> None:
+    for target in e.script_targets():
+        assert e.adapter("ArmRunCommands").get_execution(target, SCRIPT) is not None
+
+
+def _delete_run_commands(e: Facts) -> None:
+    for target in e.script_targets():
+        e.adapter("ArmRunCommands").delete_execution(target, SCRIPT)
+
+
+def _begin_jobs(e: Facts) -> None:
+    jobs = e.adapter("AutomationJobs", e.automation_account_id)
+    target = e.script_targets()[0]
+    for name, group in (JOB_DONE, JOB_FOREVER):
+        jobs.begin_script(target, name, script="Stop-App", parameters={}, timeout_seconds=60, tags={}, run_on=group)
+
+
+def _follow_finished_job(e: Facts) -> None:
+    e.server.clock.advance(5)
+    execution = e.adapter("AutomationJobs", e.automation_account_id).get_execution(e.script_targets()[0], JOB_DONE[0])
+    # A finished job: its output is read too.
+    assert execution is not None and execution.is_finished
+
+
+def _stop_running_job(e: Facts) -> None:
+    jobs = e.adapter("AutomationJobs", e.automation_account_id)
+    target = e.script_targets()[0]
+    jobs.delete_execution(target, JOB_FOREVER[0])  # still running: stopped
+    assert jobs.get_execution(target, JOB_FOREVER[0]).execution_state == "Canceled"
+
+
 # One driver per adapter method, in the order they run (a snapshot is created before it is
 # read and deleted, a rule put before it is read and deleted). Add one for every new method.
 DRIVERS: dict[str, Callable[[Facts], object]] = {
@@ -164,6 +256,15 @@ DRIVERS: dict[str, Callable[[Facts], object]] = {
     "ArmAlertSuppression.get_rule": lambda e: e.adapter("ArmAlertSuppression").get_rule(e.rule_id),
     "ArmAlertSuppression.delete_rule": lambda e: e.adapter("ArmAlertSuppression").delete_rule(e.rule_id),
     "ArmRunCancellation.cancel": lambda e: e.adapter("ArmRunCancellation").cancel(e.estate.run.correlation_id),
+    "ArmScriptTargets.get_target": lambda e: [
+        e.adapter("ArmScriptTargets").get_target(target.resource_id) for target in e.script_targets()
+    ],
+    "ArmRunCommands.begin_script": _begin_run_commands,
+    "ArmRunCommands.get_execution": _follow_run_commands,
+    "ArmRunCommands.delete_execution": _delete_run_commands,
+    "AutomationJobs.begin_script": _begin_jobs,
+    "AutomationJobs.get_execution": _follow_finished_job,
+    "AutomationJobs.delete_execution": _stop_running_job,
 }
 
 
@@ -183,6 +284,11 @@ def requests() -> Iterator[list[Request]]:
     clock = ManualClock(RUN_START - timedelta(minutes=40))
     with SimulatorServer(estate, clock=clock) as server:
         facts = Facts(server, ArmClients(server.url, ArmAuth.SIMULATOR))
+        server.state.set_arc_status(estate.arc_servers[0].id, ArcStatus.CONNECTED)
+        programmed = http.post(
+            f"{server.url}/_sim/run-commands", json={"id": JOB_FOREVER[1], "timeout": True}, timeout=5
+        )
+        assert programmed.ok, programmed.text
         made: list[Request] = []
         for driver, drive in DRIVERS.items():
             since = len(server.state.requests())
@@ -198,14 +304,42 @@ def requests() -> Iterator[list[Request]]:
 
 
 @cache
+def bicep(path: Path) -> dict[str, Any]:
+    return pycep.BicepParser().parse(file_path=path)
+
+
+def mentions(tree: Any, name: str) -> bool:
+    """Whether a parsed Bicep expression refers to the symbol ``name`` anywhere."""
+    if isinstance(tree, str):
+        return tree == name
+    if isinstance(tree, dict):
+        return any(mentions(value, name) for value in tree.values())
+    if isinstance(tree, list | tuple):
+        return any(mentions(value, name) for value in tree)
+    return False
+
+
+def body(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource's or module's properties, inside any ``if`` or ``for``."""
+    config = resource["config"]
+    while "config" in config:
+        config = config["config"]
+    return config
+
+
+def condition(resource: dict[str, Any]) -> Any:
+    """The ``if (...)`` of a resource or module, or None."""
+    return resource["config"].get("condition")
+
+
+@cache
 def role_actions(grant: Grant) -> tuple[str, ...]:
-    template, symbol = ROLES[grant]
-    parsed = pycep.BicepParser().parse(file_path=MODULES / f"{template}.bicep")
-    config = parsed["resources"][symbol]["config"]
+    role = ROLES[grant]
+    config = bicep(MODULES / f"{role.template}.bicep")["resources"][role.symbol]["config"]
     while "condition" in config:
         config = config["config"]
     permissions = config["properties"]["permissions"]
-    assert len(permissions) == 1, f"{symbol}: one permission block expected"
+    assert len(permissions) == 1, f"{role.symbol}: one permission block expected"
     assert permissions[0]["notActions"] == [] and permissions[0]["dataActions"] == []
     return tuple(permissions[0]["actions"])
 
@@ -252,7 +386,7 @@ def test_every_request_is_granted_by_its_role(requests: list[Request]):
         granted = {action.lower() for action in role_actions(grant)}
         for action, by in actions.items():
             if action.lower() not in granted:
-                template, symbol = ROLES[grant]
+                template, symbol = ROLES[grant][:2]
                 example = by[0]
                 missing.append(
                     f"{action} ({example.driver}: {example.method} {example.path}) "
@@ -265,6 +399,69 @@ def test_roles_hold_no_action_that_no_request_needs(requests: list[Request]):
     for grant, actions in needed(requests).items():
         extra = {action.lower() for action in role_actions(grant)} - {action.lower() for action in actions}
         assert not extra, f"{ROLES[grant][1]} grants {sorted(extra)}, which no adapter request needs"
+
+
+def test_conditional_roles_are_off_by_default_and_on_only_with_their_switch():
+    main = bicep(INFRA / "main.bicep")
+    for role in ROLES.values():
+        if role.switch is None:
+            continue
+        parameter = main["parameters"][role.switch]
+        assert not parameter["default"], f"{role.switch} must be off by default (it turns on {role.symbol})"
+        module = main["modules"][role.module]
+        template = bicep(MODULES / f"{role.template}.bicep")["resources"]
+        if mentions(condition(module), role.switch):
+            continue  # the whole module, role and assignment, is deployed only with the switch on
+        # Otherwise the module passes the switch on, and the role and every assignment of it are
+        # conditional on that parameter of the template.
+        passed = [name for name, value in body(module)["params"].items() if mentions(value, role.switch)]
+        assert passed, f"{role.module} neither depends on nor passes {role.switch}: {role.symbol} is always there"
+        assert any(mentions(condition(template[role.symbol]), name) for name in passed), role.symbol
+        assignments = [
+            symbol
+            for symbol, resource in template.items()
+            if symbol != role.symbol and mentions(resource["config"], role.symbol)
+        ]
+        assert assignments, f"nothing assigns {role.symbol}"
+        for symbol in assignments:
+            assert any(mentions(condition(template[symbol]), name) for name in passed), (
+                f"{symbol} assigns {role.symbol} even when {role.switch} is off"
+            )
+
+
+def test_code_execution_is_granted_only_by_a_role_a_deployment_turns_on():
+    for grant, role in ROLES.items():
+        runs_code = [
+            action
+            for action in role_actions(grant)
+            if any(action.lower().startswith(prefix) for prefix in GRANT_BY_ACTION_PREFIX)
+        ]
+        if role.switch is None:
+            assert not runs_code, f"{role.symbol} is always assigned, yet grants {runs_code}"
+
+
+def test_the_hooks_container_is_the_one_the_app_reads_and_only_with_hooks():
+    from shared.names import HOOKS_CONTAINER
+
+    main = bicep(INFRA / "main.bicep")
+    assert main["variables"]["names"]["value"]["hooksContainer"] == HOOKS_CONTAINER
+    storage_params = body(main["modules"]["storage"])["params"]
+    assert mentions(storage_params["hooksContainerName"], "enableHooks")
+    assert mentions(condition(main["modules"]["hooksAccess"]), "enableHooks")
+    storage = bicep(MODULES / "storage.bicep")["resources"]["hooksContainer"]
+    assert mentions(condition(storage), "hooksContainerName")
+    reader = body(bicep(MODULES / "hooks-access.bicep")["resources"]["reader"])
+    # Storage Blob Data Reader, on the container alone.
+    assert reader["scope"] == "container"
+    assert bicep(MODULES / "hooks-access.bicep")["variables"]["storageBlobDataReader"]["value"] == (
+        "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+    )
+
+
+def test_the_automation_role_is_assigned_on_the_account_alone():
+    resources = bicep(MODULES / "automation-access.bicep")["resources"]
+    assert body(resources["automationJobRunnerAssignment"])["scope"] == "account"
+    assert mentions(body(resources["automationJobRunnerAssignment"])["properties"], "automationJobRunnerRole")
 
 
 def test_role_actions_are_spelled_as_microsoft_documents_them():
@@ -336,13 +533,31 @@ CONFIG = RG + "/providers/microsoft.maintenance/maintenanceconfigurations/mc"
             "POST",
             RG + "/providers/Microsoft.Compute/virtualMachines/vm1/runCommand",
             "Microsoft.Compute/virtualMachines/runCommand/action",
-            Grant.TARGET,
+            Grant.SCRIPTS,
         ),
         (
             "PUT",
             RG + "/providers/Microsoft.Compute/virtualMachines/vm1/runCommands/pre",
             "Microsoft.Compute/virtualMachines/runCommands/write",
-            Grant.TARGET,
+            Grant.SCRIPTS,
+        ),
+        (
+            "DELETE",
+            RG + "/providers/Microsoft.HybridCompute/machines/arc1/runCommands/pre",
+            "Microsoft.HybridCompute/machines/runcommands/delete",
+            Grant.SCRIPTS,
+        ),
+        (
+            "GET",
+            RG + "/providers/Microsoft.Automation/automationAccounts/aa/jobs/0f1e/output",
+            "Microsoft.Automation/automationAccounts/jobs/output/read",
+            Grant.AUTOMATION,
+        ),
+        (
+            "POST",
+            RG + "/providers/Microsoft.Automation/automationAccounts/aa/jobs/0f1e/stop",
+            "Microsoft.Automation/automationAccounts/jobs/stop/action",
+            Grant.AUTOMATION,
         ),
         (
             "GET",
