@@ -174,6 +174,7 @@ class Container:
                 configurations=self.configurations,
                 allowed_subscriptions=self.settings.allowed_subscriptions,
                 cancellation=self.cancellation,
+                policy_defaults=self.settings.policy_defaults,
             ),
         )
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
 from functools import cache
 
 from shared.errors import SettingsError
+from shared.models.gate import ErrorBudget
+from shared.models.policy import RunPolicy, parse_safety_critical
 from shared.names import SERVICEBUS_CONNECTION, STORAGE_CONNECTION, SettingName
 
 AZURE_RESOURCE_MANAGER = "https://management.azure.com"
@@ -106,6 +108,9 @@ class Settings:
     servicebus_settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT
     operation_check_interval: timedelta = timedelta(seconds=20)
     """How long after starting a long Azure operation (VM start, snapshot) its task looks again."""
+    policy_defaults: RunPolicy = field(default_factory=RunPolicy)
+    """The gate's defaults where a configuration has no tag: error budget, safety-critical work,
+    whether to cancel at all (docs/policy.md)."""
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -215,6 +220,8 @@ class Settings:
             problems.append(f"{SettingName.OPERATION_CHECK_SECONDS.value} must be a whole number from 1 to 600")
             check_seconds = 20
 
+        policy_defaults = _policy_defaults(text, problems)
+
         settings = cls(
             storage=storage,
             allowed_configurations=allow_lists[SettingName.ALLOWED_CONFIGURATIONS],
@@ -229,10 +236,32 @@ class Settings:
             suppression_resource_group=text(SettingName.SUPPRESSION_RESOURCE_GROUP.value),
             servicebus_settlement=settlement,
             operation_check_interval=timedelta(seconds=check_seconds),
+            policy_defaults=policy_defaults,
         )
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
         return settings
+
+
+def _policy_defaults(text, problems: list[str]) -> RunPolicy:
+    defaults = RunPolicy()
+    max_errors = text(SettingName.MAX_ERRORS.value, defaults.max_errors)
+    try:
+        max_errors = str(ErrorBudget.parse(max_errors))
+    except ValueError as error:
+        problems.append(f"{SettingName.MAX_ERRORS.value}: {error}")
+        max_errors = defaults.max_errors
+    critical = defaults.safety_critical
+    raw_critical = text(SettingName.SAFETY_CRITICAL.value)
+    if raw_critical is not None:
+        try:
+            critical = parse_safety_critical(raw_critical)
+        except ValueError as error:
+            problems.append(f"{SettingName.SAFETY_CRITICAL.value}: {error}")
+    cancel_raw = (text(SettingName.CANCEL_ON_FAILURE.value, "true") or "true").lower()
+    if cancel_raw not in {"true", "false"}:
+        problems.append(f"{SettingName.CANCEL_ON_FAILURE.value} must be true or false, got {cancel_raw!r}")
+    return replace(defaults, max_errors=max_errors, safety_critical=critical, cancel_on_failure=cancel_raw != "false")
 
 
 def selected_transport(env: Mapping[str, str] | None = None) -> Transport:

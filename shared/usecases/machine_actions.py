@@ -21,11 +21,13 @@ from datetime import datetime, timedelta
 from shared.errors import PermanentError, TransientError
 from shared.models.ids import ResourceId, schedule_stamp_of
 from shared.models.messages import TaskMessage
+from shared.models.policy import RunPolicy, SnapshotDisks
 from shared.models.run import Action, RunRecord, TaskStatus, task_id
 from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
 from shared.usecases.fences import pre_work_fence
+from shared.usecases.preflight import BLOCKING_FINDINGS, preflight_machine
 from shared.usecases.task_runner import FollowUp, TaskResult
 
 TAG_RUN = "prepost-run"
@@ -60,6 +62,7 @@ def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: da
         Action.START_VM: _start_vm,
         Action.SNAPSHOT_DISKS: _snapshot_disks,
         Action.CHECK_ARC_AGENT: _check_arc_agent,
+        Action.PREFLIGHT: _preflight,
         Action.DEALLOCATE_VM: _deallocate_vm,
         Action.PRUNE_SNAPSHOTS: _prune_snapshots,
     }
@@ -248,6 +251,36 @@ def _check_arc_agent(message: TaskMessage, run: RunRecord, ports: MachinePorts, 
         data["warning"] = f"agent {machine.status}{since}: Update Manager cannot patch this machine"
         return TaskResult(TaskStatus.SUCCEEDED, data["warning"], data)
     return TaskResult(TaskStatus.SUCCEEDED, f"agent connected (version {machine.agent_version})", data)
+
+
+def _preflight(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult:
+    """Check the machine (read-only) and record the findings; fail when one of them is blocking.
+
+    The severities are the phase policy's. A failed preflight task counts against the error
+    budget only through its blocking findings (``blocking_findings`` in its data) and only when
+    the policy lists ``preflight`` as safety-critical: a check that could not run (Azure kept
+    failing) blocks nothing by itself.
+    """
+    phase = ports.records.get_phase(message.run_key, message.phase)
+    policy = RunPolicy.from_dict(phase.policy) if phase and phase.policy else RunPolicy()
+    disks = SnapshotDisks(message.options.get("disks", policy.snapshot_disks.value))
+    result = preflight_machine(
+        message.target,
+        compute=ports.compute,
+        arc=ports.arc,
+        now=now,
+        disks=disks,
+        severity=policy.severity_overrides,
+    )
+    blocking = result.blocking
+    data = {
+        "findings": [f.to_dict() for f in result.findings],
+        "worst": result.worst.value if result.worst else None,
+        BLOCKING_FINDINGS: len(blocking),
+    }
+    if blocking:
+        return TaskResult(TaskStatus.FAILED, f"{len(blocking)} blocking finding(s): {result.summary}", data)
+    return TaskResult(TaskStatus.SUCCEEDED, result.summary, data)
 
 
 def _prune_snapshots(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: datetime) -> TaskResult:

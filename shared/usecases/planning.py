@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared.errors import PermanentError, Throttled, TransientError
 from shared.models.ids import MachineKind, ResourceId
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
-from shared.models.policy import RunPolicy, SnapshotDisks
+from shared.models.policy import RunPolicy, SafetyCategory, SnapshotDisks
 from shared.models.retry import DEFAULT_RETRY
 from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord, TaskStatus
 from shared.ports.azure import MachineInventory, MaintenanceConfigurations, RunCancellation
@@ -30,6 +30,14 @@ POST_WAIT_FOR_PRE = timedelta(minutes=2)
 POST_WAIT_ATTEMPTS = 15
 
 
+SAFETY_CATEGORIES = {
+    Action.SNAPSHOT_DISKS: SafetyCategory.SNAPSHOT,
+    Action.START_VM: SafetyCategory.START,
+}
+"""Pre actions whose failure counts against the error budget when the policy lists their category.
+A preflight task is not among them: only its blocking findings count (``shared.usecases.gate``)."""
+
+
 @dataclass(frozen=True)
 class PlanningPorts:
     records: RunRecords
@@ -39,6 +47,8 @@ class PlanningPorts:
     allowed_subscriptions: AllowList
     cancellation: RunCancellation
     """Used when the pre phase cannot be planned at all: patching must not go ahead blind."""
+    policy_defaults: RunPolicy = field(default_factory=RunPolicy)
+    """What the app settings say where a configuration has no gate tag (budget, safety-critical work)."""
 
 
 def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> PhaseRecord:
@@ -185,10 +195,10 @@ def _planning_failed(run: RunRecord, phase: PhaseRecord, ports: PlanningPorts, r
 def _plan_pre(run: RunRecord, ports: PlanningPorts):
     findings: list[str] = []
     try:
-        policy = RunPolicy.from_tags(ports.configurations.get_tags(run.configuration_id))
+        policy = RunPolicy.from_tags(ports.configurations.get_tags(run.configuration_id), ports.policy_defaults)
     except PermanentError as error:
         # Not the defaults: they start VMs and silence alerts, which nobody asked for here.
-        policy = RunPolicy.fail_safe()
+        policy = replace(ports.policy_defaults, start_deallocated=False, suppress_alerts=False)
         findings.append(
             f"could not read the configuration's policy tags ({error}); the fail-safe policy is used: "
             "snapshots of the OS disks, no VM started, no alert silenced, cancel on failure"
@@ -211,7 +221,20 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
     outgoing: list[TaskMessage] = []
 
     def add(action: Action, target: str, *, status=TaskStatus.QUEUED, detail: str = "", options=None):
-        tasks.append(TaskRecord(run.run_key, Phase.PRE, action, target, status, detail, options=options or {}))
+        category = SAFETY_CATEGORIES.get(action)
+        tasks.append(
+            TaskRecord(
+                run.run_key,
+                Phase.PRE,
+                action,
+                target,
+                status,
+                detail,
+                options=options or {},
+                # The gate counts failures of the tasks marked here; the policy says which kinds.
+                safety_critical=policy.is_safety_critical(category) if category else False,
+            )
+        )
         if status is TaskStatus.QUEUED:
             cls = MonitoringMessage if action.is_monitoring else TaskMessage
             outgoing.append(
@@ -232,6 +255,9 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             continue
         if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
             subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
+        if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
+            # Read-only checks of every machine, whatever else is done to it.
+            add(Action.PREFLIGHT, machine, options={"disks": policy.snapshot_disks.value})
         if kind is MachineKind.AZURE_VM:
             if policy.start_deallocated:
                 add(Action.START_VM, machine)
@@ -245,7 +271,6 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             else:
                 add(Action.SNAPSHOT_DISKS, machine, options={"disks": policy.snapshot_disks.value})
         elif kind is MachineKind.ARC_SERVER:
-            add(Action.CHECK_ARC_AGENT, machine)
             add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED, detail=ARC_SNAPSHOT_REASON)
         else:
             add(

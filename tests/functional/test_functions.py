@@ -168,7 +168,8 @@ def test_the_pipeline_runs_end_to_end_through_the_functions(estate):
     assert len(estate.alerts.rules) == 1
     assert estate.records.get_phase(estate.key, Phase.PRE).status is PhaseStatus.COMPLETED
     statuses = {(t.action, t.target): t.status for t in estate.tasks(Phase.PRE)}
-    assert statuses[(Action.CHECK_ARC_AGENT, arc)] is TaskStatus.SUCCEEDED
+    assert statuses[(Action.PREFLIGHT, arc)] is TaskStatus.SUCCEEDED
+    assert statuses[(Action.PREFLIGHT, vm)] is TaskStatus.SUCCEEDED
     assert statuses[(Action.SNAPSHOT_DISKS, arc)] is TaskStatus.SKIPPED
     assert {type(s.message) for s in delayed} == {CheckPreDeadline, PostFallback}
 

@@ -27,6 +27,7 @@ def planned(tags=None, records=None) -> tuple[FakeEstate, str]:
 
 
 def finish_all_but_snapshot(estate: FakeEstate, vm: str) -> None:
+    estate.pass_preflight()
     estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED, data={"started_by_us": True})
     estate.report(Action.SUPPRESS_ALERTS, estate.subscriptions[0], TaskStatus.SUCCEEDED, data={"rule_id": "/r"})
 
@@ -157,6 +158,7 @@ def test_the_phase_completes_when_every_task_is_final():
 
 def test_a_failure_that_is_not_safety_critical_completes_with_failures_without_cancelling():
     estate, vm = planned()
+    estate.pass_preflight()
     estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
     estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.SUCCEEDED)
 
@@ -219,12 +221,25 @@ def test_a_failed_start_cancels_the_run_too():
     assert len(estate.cancellation.calls_to("cancel")) == 1
 
 
-def test_the_run_is_cancelled_only_when_the_phase_is_done():
+def test_a_failure_over_the_budget_cancels_at_once_without_waiting_for_the_phase():
     estate, vm = planned()
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED, detail="quota")
+
+    assert not estate.phase().status.is_final  # other tasks still running
+    assert estate.cancellation.calls_to("cancel") == [(estate.event.correlation_id,)]
+    gate = estate.records.get_run(estate.key).gate
+    assert gate["verdict"] == "cancel" and gate["moment"] == "budget-exceeded"
+    assert [m["machine"] for m in gate["failing"]] == [vm]
+
+
+def test_a_failure_within_the_budget_does_not_cancel_while_the_phase_runs():
+    estate, vm = planned(tags={"prepost-max-errors": "1"})
 
     estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED)
 
     assert estate.cancellation.calls == []
+    assert estate.records.get_run(estate.key).gate is None
 
 
 def test_cancel_on_failure_false_does_not_cancel():
@@ -292,6 +307,7 @@ def test_a_cancellation_after_the_cutoff_is_tried_and_flagged():
 
 def test_the_deadline_check_cancels_when_pre_tasks_are_pending():
     estate, vm = planned()
+    estate.pass_preflight()
     estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
 
     result = deadline_check(estate)
@@ -323,7 +339,7 @@ def test_the_deadline_check_leaves_a_completed_pre_phase_alone():
 
 def test_the_deadline_check_closes_a_phase_whose_last_count_was_lost():
     estate, vm = planned()
-    for action in (Action.START_VM, Action.SNAPSHOT_DISKS):
+    for action in (Action.PREFLIGHT, Action.START_VM, Action.SNAPSHOT_DISKS):
         task = estate.task(Phase.PRE, action, vm)
         task.status = TaskStatus.SUCCEEDED
         estate.records.replace_task(task)

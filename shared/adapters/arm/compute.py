@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.errors import call, or_none
 from shared.models.ids import ResourceId
-from shared.ports.azure import Compute, PatchSettings, PowerState, Snapshot, VirtualMachine
+from shared.ports.azure import Compute, ExtensionStatus, PatchSettings, PowerState, Snapshot, VirtualMachine
 
 
 class ArmCompute(Compute):
@@ -121,7 +121,40 @@ def _to_vm(vm) -> VirtualMachine:
         os_disk_id=os_disk_id,
         data_disk_ids=data_disks,
         patch=_patch_settings(vm),
+        **_agent_and_extensions(vm.instance_view),
     )
+
+
+def _agent_and_extensions(view) -> dict:
+    """The VM agent's status and the extensions' statuses from the instance view.
+
+    The agent reports ``Ready`` / ``Not Ready`` as the display status of its status entry;
+    an extension reports ``ProvisioningState/failed/...`` with a message when it failed
+    (https://learn.microsoft.com/azure/virtual-machines/extensions/troubleshoot).
+    """
+    if view is None:
+        return {}
+    agent = view.vm_agent
+    agent_status, agent_message = None, ""
+    if agent is not None and agent.statuses:
+        first = agent.statuses[0]
+        agent_status = first.display_status or first.code
+        agent_message = first.message or ""
+    extensions = []
+    for extension in view.extensions or []:
+        statuses = extension.statuses or []
+        # The provisioning status says whether it failed; take the first one that is one.
+        status = next((s for s in statuses if (s.code or "").lower().startswith("provisioningstate/")), None)
+        status = status or (statuses[0] if statuses else None)
+        extensions.append(
+            ExtensionStatus(
+                name=extension.name or "",
+                type=extension.type or "",
+                code=(status.code if status else "") or "",
+                message=(status.message if status else "") or "",
+            )
+        )
+    return {"agent_status": agent_status, "agent_message": agent_message, "extensions": tuple(extensions)}
 
 
 def _patch_settings(vm) -> PatchSettings | None:
@@ -148,4 +181,5 @@ def _to_snapshot(snapshot) -> Snapshot:
         created_at=snapshot.time_created,
         tags=dict(snapshot.tags or {}),
         provisioning_state=snapshot.provisioning_state or "Succeeded",
+        incremental=bool(snapshot.incremental),
     )
