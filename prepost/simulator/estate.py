@@ -79,6 +79,9 @@ class Disk:
     os_type: OsType | None = None
     sku: str = "Premium_LRS"
     unique_id: str = ""
+    existing_snapshots: int = 0
+    """Incremental snapshots of this disk taken before the simulation (beside it, untagged):
+    seeds a disk near or at Azure's limit of 500."""
 
     @property
     def id(self) -> str:
@@ -102,6 +105,11 @@ class VirtualMachine:
     vm_size: str = "Standard_D2s_v5"
     tags: dict[str, str] = field(default_factory=dict)
     vm_id: str = ""
+    agent_ready: bool = True
+    """Whether the VM agent reports Ready while the VM runs (instance view ``vmAgent``)."""
+    failed_extensions: list[str] = field(default_factory=list)
+    """Extensions whose instance view reports ``ProvisioningState/failed``: a patch extension
+    name (``LinuxPatchExtension``, ``WindowsPatchExtension``) fails the patch extension."""
 
     @property
     def id(self) -> str:
@@ -170,6 +178,10 @@ class ArcServer:
     os_name: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     vm_id: str = ""
+    automatic_upgrade: bool = False
+    """``properties.agentUpgrade.enableAutomaticUpgrade``."""
+    failed_extensions: list[str] = field(default_factory=list)
+    """Extensions (``machines/{name}/extensions``) in the ``Failed`` provisioning state."""
 
     @property
     def id(self) -> str:

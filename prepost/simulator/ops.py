@@ -28,6 +28,7 @@ class Operation(str, Enum):
     ALERT_RULE_GET = "alertrules.get"
     ALERT_RULE_DELETE = "alertrules.delete"
     ARC_GET = "arc.get"
+    ARC_EXTENSIONS_LIST = "arc.extensions.list"
     OPERATION_STATUS = "operations.get"
     """A poll of a long-running operation's status (``Azure-AsyncOperation`` or ``Location`` URL)."""
 

@@ -105,6 +105,12 @@ ROUTES: tuple[Route, ...] = (
         Operation.ARC_GET,
         hybrid.get_machine,
     ),
+    _route(
+        "GET",
+        _RG + r"/providers/microsoft\.hybridcompute/machines/" + _NAME + "/extensions",
+        Operation.ARC_EXTENSIONS_LIST,
+        hybrid.list_extensions,
+    ),
 )
 
 

@@ -461,13 +461,16 @@ def _cancel(
         run.cancellation_cutoff or run.start - DEFAULT_CUTOFF_BEFORE_START,
         run.start - DEFAULT_CUTOFF_BEFORE_START,
     )
+    if now > cutoff:
+        # Update Manager takes a cancellation only before the cut-off (REFERENCE section 2,
+        # https://learn.microsoft.com/azure/update-manager/manage-pre-post-events): no call is
+        # made after it, and the record says so.
+        return f"not cancelled: the cut-off {cutoff.isoformat()} had passed; Update Manager takes none after it", False
     try:
         status = cancellation.cancel(run.correlation_id)
     except PermanentError as error:
         return f"cancel refused: {error}", False
     result = f"cancel requested; Update Manager reports {status}"
-    if now > cutoff:
-        result += f" (after the cut-off {cutoff.isoformat()}: it may not take effect)"
     return result, True
 
 

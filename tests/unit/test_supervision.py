@@ -292,14 +292,16 @@ def test_a_cancellation_after_the_run_started_is_recorded_as_too_late():
     assert run.cancel_reason == "pre-work failed"
 
 
-def test_a_cancellation_after_the_cutoff_is_tried_and_flagged():
+def test_a_cancellation_after_the_cutoff_is_not_attempted_but_recorded():
     estate, _ = planned()
     after_cutoff = estate.event.start - DEFAULT_CUTOFF_BEFORE_START + timedelta(minutes=1)
 
     cancel(estate, "late", now=after_cutoff)
 
-    assert len(estate.cancellation.calls_to("cancel")) == 1
-    assert "after the cut-off" in estate.records.get_run(estate.key).cancel_result
+    assert estate.cancellation.calls_to("cancel") == []
+    run = estate.records.get_run(estate.key)
+    assert run.cancel_requested_at == after_cutoff and not run.cancel_accepted
+    assert "the cut-off" in run.cancel_result and "had passed" in run.cancel_result
 
 
 # -- the deadline check ------------------------------------------------------------------
