@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     _chaos_parser(commands)
+    from prepost import preflight_command
+
+    preflight_command.add_parser(commands)
     return parser
 
 

@@ -243,6 +243,21 @@ class Settings:
         return settings
 
 
+def read_policy_defaults(env: Mapping[str, str] | None = None) -> RunPolicy:
+    """The gate's defaults alone (for tools that need no other setting); raises SettingsError."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def text(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else default
+
+    defaults = _policy_defaults(text, problems)
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return defaults
+
+
 def _policy_defaults(text, problems: list[str]) -> RunPolicy:
     defaults = RunPolicy()
     max_errors = text(SettingName.MAX_ERRORS.value, defaults.max_errors)

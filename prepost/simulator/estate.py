@@ -237,6 +237,22 @@ class MaintenanceConfiguration:
 
 
 @dataclass
+class ConfigurationAssignment:
+    """A ``Microsoft.Maintenance/configurationAssignments``: one machine (``resource_id`` a machine
+    id), or a dynamic scope (``resource_id`` ``/subscriptions/S`` and a ``filter`` as ARM shapes it:
+    ``resourceTypes``, ``resourceGroups``, ``osTypes``, ``locations``, ``tagSettings``)."""
+
+    configuration_id: str
+    name: str
+    resource_id: str
+    filter: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.resource_id.rstrip('/')}/providers/Microsoft.Maintenance/configurationAssignments/{self.name}"
+
+
+@dataclass
 class Run:
     """A scheduled run (``applyupdates``) and the machines it covers, as ``maintenanceresources``
     lists them."""
@@ -294,6 +310,9 @@ class Estate:
     """(subscription, resource group) pairs that exist without seeded resources, e.g. for alert rules."""
     extra_subscriptions: list[str] = field(default_factory=list)
     """Subscriptions that exist but hold nothing."""
+    assignments: list[ConfigurationAssignment] = field(default_factory=list)
+    """Configuration assignments. A configuration with none is taken as assigned, one by one,
+    to the machines of its runs."""
 
     # ----------------------------------------------------------------- derived views
     @property

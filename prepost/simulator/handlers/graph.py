@@ -1,4 +1,5 @@
-"""Resource Graph: ``POST /providers/Microsoft.ResourceGraph/resources`` over ``maintenanceresources``.
+"""Resource Graph: ``POST /providers/Microsoft.ResourceGraph/resources`` over ``maintenanceresources``
+(runs and configuration assignments) and ``resources`` (VMs and Arc servers).
 
 Each registered run contributes one ``microsoft.maintenance/applyupdates`` row per machine, the
 way Update Manager lists a schedule's machines. Resource Graph returns ids in lower case, so the
@@ -22,9 +23,11 @@ from ..clock import iso
 from ..errors import ArmError
 from ..estate import TENANT_ID, Run
 from ..http import RequestContext, json_response
+from .assignments import assignment_rows, machine_rows
 
 PAGE_LIMIT = 1000
 TABLE = "maintenanceresources"
+RESOURCES = "resources"
 
 
 def query(ctx: RequestContext) -> Response:
@@ -36,12 +39,17 @@ def query(ctx: RequestContext) -> Response:
         parsed = kql.parse(text)
     except kql.QueryError as error:
         raise _invalid_query(str(error)) from error
-    if parsed.table.lower() != TABLE:
-        raise _invalid_query(f"The simulator only knows the table '{TABLE}', not '{parsed.table}'.")
+    if parsed.table.lower() not in (TABLE, RESOURCES):
+        raise _invalid_query(f"The simulator only knows the tables '{TABLE}' and '{RESOURCES}', not '{parsed.table}'.")
     subscriptions = body.get("subscriptions")
     scope = {str(s).lower() for s in subscriptions} if isinstance(subscriptions, list) and subscriptions else None
+    table = (
+        machine_rows(ctx, scope)
+        if parsed.table.lower() == RESOURCES
+        else _rows(ctx, scope) + assignment_rows(ctx, scope)
+    )
     try:
-        rows = parsed.run(_rows(ctx, scope))
+        rows = parsed.run(table)
     except kql.QueryError as error:
         raise _invalid_query(str(error)) from error
     options = body.get("options") or {}

@@ -169,7 +169,9 @@ def _patch_settings(vm) -> PatchSettings | None:
             return PatchSettings(os_type, None, False)
         by_platform = patch.automatic_by_platform_settings
         bypass = bool(by_platform and by_platform.bypass_platform_safety_checks_on_user_schedule)
-        return PatchSettings(os_type, patch.patch_mode, bypass)
+        # The SDK gives an enum (LinuxVMGuestPatchMode...); keep the wire value.
+        mode = patch.patch_mode
+        return PatchSettings(os_type, None if mode is None else str(getattr(mode, "value", mode)), bypass)
     return None
 
 
