@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--deliver-twice", action="store_true", help="deliver every event and message twice")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for each phase")
+    demo.add_argument(
+        "--scenario",
+        choices=("normal", "cancel", "budget"),
+        default="normal",
+        help="cancel: failures over the error budget cancel the run; budget: failures within it proceed, recorded",
+    )
     demo.set_defaults(handler=_demo)
 
     _chaos_parser(commands)
@@ -831,6 +837,7 @@ def _demo(args) -> int:
         deliver_twice=args.deliver_twice,
         json_output=args.json,
         timeout=args.timeout,
+        scenario=args.scenario,
     )
     return EXIT_OK if run_demo(options) else EXIT_FAILED
 
