@@ -102,3 +102,20 @@ def test_a_machine_the_simulator_does_not_know_is_missing(estate: Estate, ports)
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(NOW)
+
+
+def test_assignments_and_machines_through_resource_graph(estate: Estate, server: SimulatorServer) -> None:
+    from shared.adapters.arm.assignments import ResourceGraphAssignments
+
+    graph = ResourceGraphAssignments(ArmClients(server.url, ArmAuth.SIMULATOR))
+    subscription = estate.vms[0].subscription_id
+
+    # No explicit assignment: one per machine of the configuration's runs.
+    found = graph.list_assignments(estate.configuration.id.upper(), [subscription])
+    machines = graph.list_machines([])
+
+    assert {m.lower() for m in found.static} == {m.lower() for m in estate.machine_ids}
+    assert found.scopes == ()
+    assert {m.resource_id for m in machines} == set(estate.machine_ids)
+    assert {m.os_type.lower() for m in machines} == {"linux", "windows"}
+    assert graph.list_assignments(estate.configuration.id + "-other", []).static == ()

@@ -122,7 +122,7 @@ def test_unknown_correlation_id_returns_no_rows(graph, estate: Estate) -> None:
 @pytest.mark.parametrize(
     "query",
     [
-        "resources | where type =~ 'microsoft.compute/virtualmachines'",
+        "securityresources | where type =~ 'microsoft.security/assessments'",
         "maintenanceresources | where properties.correlationId =~ 'x' or type == 'y'",
         "maintenanceresources | summarize count() by type",
         "maintenanceresources | where Type =~ 'x'",
