@@ -292,11 +292,21 @@ def check_pre_deadline(
         if closed is not None:
             return f"pre phase {closed.status.value}"
         run = records.get_run(run_key)
-        if _cancel_claim(run) is not None:
-            cancel_if_pre_failed(
-                run_key, records=records, cancellation=cancellation, transport=transport, now=now, resume=True
+        claim = _cancel_claim(run)
+        if claim is not None:
+            # A decision to cancel whose call a crash left unmade (possibly this check's own,
+            # delivered again): make it now, whatever the counters say.
+            cancel_run(
+                run_key,
+                claim.reason,
+                records=records,
+                cancellation=cancellation,
+                transport=transport,
+                now=now,
+                policy_allows=RunPolicy.from_dict(phase.policy).cancel_on_failure,
+                resume=True,
             )
-            return "the gate's cancellation, finished by the deadline check"
+            return f"the gate's cancellation, finished by the deadline check: {claim.reason}"
         if run.cancel_requested_at is None and run.gate is not None:
             return f"the gate decided already: {run.gate.get('verdict')}"
         tasks = records.list_tasks(run_key, Phase.PRE)

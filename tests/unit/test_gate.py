@@ -341,3 +341,19 @@ def test_cancel_on_failure_false_decides_but_does_not_call():
     assert estate.cancellation.calls == []
     assert "prepost-cancel-on-failure=false" in run.cancel_result
     assert gate(estate).verdict is GateVerdict.CANCEL
+
+
+def test_a_deadline_check_that_died_after_claiming_makes_the_call_when_delivered_again():
+    estate, [vm] = planned(1)
+    succeed(estate, vm, Action.START_VM)  # the snapshot is still pending at the deadline
+    estate.cancellation.fail("cancel", RuntimeError("the instance died"))
+    with pytest.raises(RuntimeError):
+        deadline_check(estate)
+    assert gate(estate).verdict is GateVerdict.CANCEL and estate.records.get_run(estate.key).cancel_requested_at is None
+
+    result = deadline_check(estate)
+
+    run = estate.records.get_run(estate.key)
+    assert run.cancel_accepted and "not finished by the cancellation deadline" in run.cancel_reason
+    assert "finished by the deadline check" in result
+    assert len(estate.cancellation.calls_to("cancel")) == 2  # the one that died, and the one that counted
