@@ -357,3 +357,21 @@ def test_a_deadline_check_that_died_after_claiming_makes_the_call_when_delivered
     assert run.cancel_accepted and "not finished by the cancellation deadline" in run.cancel_reason
     assert "finished by the deadline check" in result
     assert len(estate.cancellation.calls_to("cancel")) == 2  # the one that died, and the one that counted
+
+
+def test_runs_show_prints_the_decision_and_the_machines_that_went_ahead_without_their_safety_work():
+    from prepost.render import render_run
+    from shared.usecases.run_report import run_report
+
+    estate, [a, b] = planned(2, {"prepost-max-errors": "1"})
+    succeed(estate, a)
+    succeed(estate, b, Action.START_VM)
+    estate.report(Action.SNAPSHOT_DISKS, b, TaskStatus.FAILED, detail="HTTP 409 disk busy")
+    silence(estate)
+
+    report = run_report(estate.key, estate.records)
+    text = render_run(report)
+
+    assert report["gate"]["verdict"] == "proceed" and report["gate"]["failing"][0]["machine"] == b
+    assert "Gate       proceed at" in text and "(phase-completed): 1 of 2 machines failing, budget 1 allows 1" in text
+    assert "  x vm-01: snapshot-disks failed: HTTP 409 disk busy" in text
