@@ -187,6 +187,27 @@ class Container:
         )
 
     @property
+    def readiness_ports(self):
+        from shared.adapters.arm.assignments import ResourceGraphAssignments
+        from shared.usecases.readiness import ReadinessPorts
+
+        return self._get(
+            "readiness_ports",
+            lambda: ReadinessPorts(
+                configurations=self.configurations,
+                assignments=ResourceGraphAssignments(self.arm),
+                compute=self.compute,
+                arc=self.arc,
+            ),
+        )
+
+    @property
+    def readiness_records(self):
+        from shared.adapters.table_readiness import TableReadinessRecords
+
+        return self._get("readiness_records", lambda: TableReadinessRecords(self.storage))
+
+    @property
     def monitoring_ports(self) -> MonitoringPorts:
         from shared.usecases.monitoring_actions import MonitoringPorts
 

@@ -66,10 +66,14 @@ class SettingName(str, Enum):
     MAX_ERRORS = "PREPOST_MAX_ERRORS"
     SAFETY_CRITICAL = "PREPOST_SAFETY_CRITICAL"
     CANCEL_ON_FAILURE = "PREPOST_CANCEL_ON_FAILURE"
+    READINESS_CONFIGURATIONS = "PREPOST_READINESS_CONFIGURATIONS"
 
 
 # Function names, used by the Event Grid webhook path (?functionName=...) and the docs.
 INTAKE_FUNCTION = "maintenance_event_intake"
+READINESS_FUNCTION = "readiness_check"
+READINESS_SCHEDULE = "0 0 5 * * *"
+"""When the readiness timer runs (NCRONTAB, UTC): daily at 05:00, days before most windows."""
 
 # host.json extensions.queues.maxDequeueCount; the binding-contract test keeps them equal.
 STORAGE_MAX_DEQUEUE_COUNT = 5

@@ -108,6 +108,8 @@ class Settings:
     servicebus_settlement: ServiceBusSettlement = ServiceBusSettlement.EXPLICIT
     operation_check_interval: timedelta = timedelta(seconds=20)
     """How long after starting a long Azure operation (VM start, snapshot) its task looks again."""
+    readiness_configurations: tuple[str, ...] = ()
+    """Configurations the readiness timer checks every day (docs/preflight.md); none by default."""
     policy_defaults: RunPolicy = field(default_factory=RunPolicy)
     """The gate's defaults where a configuration has no tag: error budget, safety-critical work,
     whether to cancel at all (docs/policy.md)."""
@@ -221,6 +223,16 @@ class Settings:
             check_seconds = 20
 
         policy_defaults = _policy_defaults(text, problems)
+        readiness = tuple(
+            part.strip()
+            for part in (text(SettingName.READINESS_CONFIGURATIONS.value, "") or "").replace(";", ",").split(",")
+            if part.strip()
+        )
+        for configuration_id in readiness:
+            if not configuration_id.lower().startswith("/subscriptions/"):
+                problems.append(
+                    f"{SettingName.READINESS_CONFIGURATIONS.value}: {configuration_id!r} is not a configuration id"
+                )
 
         settings = cls(
             storage=storage,
@@ -237,6 +249,7 @@ class Settings:
             servicebus_settlement=settlement,
             operation_check_interval=timedelta(seconds=check_seconds),
             policy_defaults=policy_defaults,
+            readiness_configurations=readiness,
         )
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))

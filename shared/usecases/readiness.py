@@ -10,20 +10,26 @@ snapshot or start is attempted.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared.errors import PermanentError, TransientError
 from shared.models.events import format_time
-from shared.models.gate import ErrorBudget, FailingMachine, GateVerdict
+from shared.models.gate import ErrorBudget, FailingMachine, GateVerdict, listed
 from shared.models.policy import RunPolicy, SafetyCategory
 from shared.models.scopes import resolve
 from shared.ports.assignments import AssignmentInventory
 from shared.ports.azure import ArcMachines, Compute, MaintenanceConfigurations
+from shared.ports.readiness import ReadinessRecords, ReadinessResult
 from shared.usecases.gate import GateAssessment
 from shared.usecases.preflight import MachinePreflight, preflight_machine
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -146,4 +152,49 @@ def preflight_configuration(
         dynamic_scopes=len(found.scopes),
         machines=tuple(results),
         assessment=GateAssessment(budget, len(results), failing),
+    )
+
+
+def check_on_schedule(
+    configuration_ids: Sequence[str],
+    ports: ReadinessPorts,
+    records: ReadinessRecords,
+    *,
+    now: datetime,
+    policy_defaults: RunPolicy | None = None,
+) -> list[ReadinessResult]:
+    """The timer's work: check each configuration, and keep each result, a failed check included.
+
+    One configuration that cannot be checked (gone, no access, Azure failing) is recorded with
+    its error and does not stop the others; nothing is retried until the next schedule.
+    """
+    results = []
+    for configuration_id in configuration_ids:
+        try:
+            report = preflight_configuration(configuration_id, ports, now=now, policy_defaults=policy_defaults)
+        except (PermanentError, TransientError) as error:
+            result = ReadinessResult(
+                configuration_id, now, None, error=str(error), summary="the check could not be made"
+            )
+            log.error("readiness of %s could not be checked: %s", configuration_id, error)
+        else:
+            result = result_of(report)
+            level = logging.WARNING if report.would_cancel else logging.INFO
+            log.log(level, "readiness of %s: %s", configuration_id, report.summary)
+        records.add(result)
+        results.append(result)
+    return results
+
+
+def result_of(report: ReadinessReport) -> ReadinessResult:
+    severities = Counter(machine.worst.value if machine.worst else "ok" for machine in report.machines)
+    return ReadinessResult(
+        configuration_id=report.configuration_id,
+        checked_at=report.checked_at,
+        verdict=report.verdict.value,
+        would_cancel=report.would_cancel,
+        machines=len(report.machines),
+        severities=dict(sorted(severities.items())),
+        failing=[machine.to_dict() for machine in listed(report.assessment.failing)],
+        summary=report.summary,
     )

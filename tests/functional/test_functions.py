@@ -28,7 +28,7 @@ from shared.models.messages import (
     TaskOutcome,
 )
 from shared.models.run import Action, Phase, PhaseStatus, TaskStatus
-from shared.names import INTAKE_FUNCTION, STORAGE_MAX_DEQUEUE_COUNT, QueueName
+from shared.names import INTAKE_FUNCTION, READINESS_FUNCTION, STORAGE_MAX_DEQUEUE_COUNT, QueueName
 from shared.ports.azure import PowerState
 from shared.ports.records import DeliveryOutcome
 from shared.settings import Settings, Transport
@@ -107,7 +107,7 @@ def pump(estate: FakeEstate) -> list:
 
 
 def test_every_function_is_registered_for_storage_transport():
-    assert set(FUNCTIONS) == {INTAKE_FUNCTION, *QUEUE_FUNCTIONS.values()}
+    assert set(FUNCTIONS) == {INTAKE_FUNCTION, READINESS_FUNCTION, *QUEUE_FUNCTIONS.values()}
 
 
 # -- intake ------------------------------------------------------------------------------
