@@ -70,12 +70,18 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
         raise PermanentError(f"{message.phase.value} phase of run {run.run_key} is not recorded")
     if phase.status is not PhaseStatus.RECEIVED:
         log.info("%s %s already planned (%s)", run.run_key, phase.phase.value, phase.status.value)
-        if phase.phase is Phase.PRE:
-            # A pre phase that failed to plan, or closed with failures, whose cancellation a
-            # crash or a failed cancel call left unmade: this redelivery makes it.
-            cancel_if_pre_failed(
-                run.run_key, records=records, cancellation=ports.cancellation, transport=ports.transport, now=now
-            )
+        # A delivery that died after marking the phase planned left it to this one: close the
+        # phase if every task is final (a phase of no tasks has no outcome that would), and for
+        # the pre phase make the gate's decision a crash or a failed cancel call left unmade.
+        finish_phase_if_done(
+            run.run_key,
+            phase.phase,
+            records=records,
+            cancellation=ports.cancellation,
+            transport=ports.transport,
+            now=now,
+            recount=phase.status is PhaseStatus.PLANNED,
+        )
         return phase
 
     if message.phase is Phase.PRE:

@@ -527,6 +527,13 @@ def post_fallback(message: PostFallback, *, records: RunRecords, transport: Work
         transport.send([PlanPhase(run_key=run_key, phase=Phase.POST, resend=0 if created else fresh)])
         result += "; plan sent"
     unfinished = [task for task in records.list_tasks(run_key) if not task.status.is_final]
+    if existing.status is PhaseStatus.PLANNED and not any(t.phase is Phase.POST for t in unfinished):
+        # Every post task is final but nobody closed the phase (the delivery that would have
+        # died; a phase of no tasks has no outcome to close it): close it from the records.
+        closed = complete_phase_if_done(run_key, Phase.POST, records=records, now=now, recount=True)
+        if closed is not None:
+            existing = closed
+            result += f"; closed ({closed.status.value})"
     # On the first look a planned post phase may simply be at work; from the second look on
     # (or once the post phase is final) an unfinished task has lost its message.
     if unfinished and (message.sweep > 0 or existing.status.is_final):

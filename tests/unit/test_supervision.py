@@ -433,3 +433,51 @@ def test_a_safety_net_delivered_early_is_sent_on_until_it_is_due():
     assert estate.phase(Phase.POST) is None
     [sent] = estate.transport.sent
     assert sent.message == early.resent() and sent.delay == MAX_HOP
+
+
+class DiesAfterMarkingPlanned(FakeRunRecords):
+    """The instance dies right after a phase is marked planned, before anyone closes it."""
+
+    armed = False
+
+    def replace_phase(self, phase):
+        stored = super().replace_phase(phase)
+        if self.armed and phase.status is PhaseStatus.PLANNED:
+            self.armed = False
+            raise SystemExit("the instance died")
+        return stored
+
+
+def post_phase_of_no_tasks_left_planned() -> FakeEstate:
+    """A run whose pre-event came after the start (nothing planned, nothing to undo); the delivery
+    that planned its post phase died before closing it."""
+    records = DiesAfterMarkingPlanned()
+    estate = FakeEstate()
+    estate.records = records
+    estate.deliver()
+    estate.plan(now=estate.event.start + timedelta(minutes=2))  # fenced: the pre phase fails to plan
+    estate.deliver("post-eventgrid.json")
+    records.armed = True
+    with pytest.raises(SystemExit):
+        estate.plan(Phase.POST)
+    assert estate.phase(Phase.POST).status is PhaseStatus.PLANNED and estate.tasks(Phase.POST) == []
+    return estate
+
+
+def test_a_redelivered_plan_closes_a_post_phase_whose_closing_died_with_its_instance():
+    estate = post_phase_of_no_tasks_left_planned()
+
+    estate.plan(Phase.POST)  # the queue delivers the plan message again
+
+    assert estate.phase(Phase.POST).status is PhaseStatus.COMPLETED
+
+
+def test_the_fallback_closes_a_post_phase_left_planned_with_every_task_final():
+    estate = post_phase_of_no_tasks_left_planned()
+    estate.transport.take()
+
+    result = fallback(estate, now=estate.event.end + timedelta(hours=1))
+
+    assert estate.phase(Phase.POST).status is PhaseStatus.COMPLETED
+    assert "closed (completed)" in result
+    assert estate.transport.sent == []  # settled: no further look
