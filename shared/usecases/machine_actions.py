@@ -264,6 +264,14 @@ def _preflight(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: d
     phase = ports.records.get_phase(message.run_key, message.phase)
     policy = RunPolicy.from_dict(phase.policy) if phase and phase.policy else RunPolicy()
     disks = SnapshotDisks(message.options.get("disks", policy.snapshot_disks.value))
+
+    def power_before(machine_id: str) -> str | None:
+        # The start task marks its intent before asking Azure, and only for a VM not running.
+        start = ports.records.get_task(message.run_key, task_id(message.phase, Action.START_VM, machine_id))
+        if start is None or not start.data.get("start_requested"):
+            return None
+        return str(start.data.get("power_state_before") or PowerState.DEALLOCATED.value)
+
     result = preflight_machine(
         message.target,
         compute=ports.compute,
@@ -271,6 +279,7 @@ def _preflight(message: TaskMessage, run: RunRecord, ports: MachinePorts, now: d
         now=now,
         disks=disks,
         severity=policy.severity_overrides,
+        power_before=power_before,
     )
     blocking = result.blocking
     data = {

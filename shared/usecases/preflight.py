@@ -16,7 +16,7 @@ What is checked (REFERENCE section 6):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,8 +78,14 @@ def preflight_machine(
     now: datetime,
     disks: SnapshotDisks = SnapshotDisks.OS,
     severity: Mapping[FindingKind, Severity] | None = None,
+    power_before: Callable[[str], str | None] | None = None,
 ) -> MachinePreflight:
     """Read one machine and check it.
+
+    ``power_before`` tells, for a VM prepost started for the run, the power state it had before
+    (asked after the VM is read). The agent of a VM that was not running is not judged, whether
+    the check sees it before, during or after its start: a freshly started VM's agent may not
+    be ready yet, and the finding must not depend on which task ran first.
 
     Reads that Azure refuses (no access: :class:`PermanentError`) become a
     ``machine-unreadable`` finding; a machine that is gone, ``machine-missing``.
@@ -93,8 +99,9 @@ def preflight_machine(
             vm = compute.get_vm(machine_id)
             if vm is None:
                 return _missing(machine_id, "vm", "virtual machine", severity)
+            before = power_before(machine_id) if power_before else None
             counts = snapshot_counts(compute, _disks(vm, disks))
-            return MachinePreflight(machine_id, "vm", tuple(check_vm(vm, counts, severity)))
+            return MachinePreflight(machine_id, "vm", tuple(check_vm(vm, counts, severity, power_before=before)))
         if kind is MachineKind.ARC_SERVER:
             machine = arc.get_machine(machine_id)
             if machine is None:
@@ -153,9 +160,16 @@ def snapshot_counts(compute: Compute, disk_ids: Sequence[str]) -> dict[str, int]
 
 
 def check_vm(
-    vm: VirtualMachine, snapshots: Mapping[str, int], severity: Mapping[FindingKind, Severity] | None = None
+    vm: VirtualMachine,
+    snapshots: Mapping[str, int],
+    severity: Mapping[FindingKind, Severity] | None = None,
+    *,
+    power_before: str | None = None,
 ) -> list[Finding]:
-    """Findings about an Azure VM from its model, instance view and snapshot counts per disk."""
+    """Findings about an Azure VM from its model, instance view and snapshot counts per disk.
+
+    ``power_before``: the power state before prepost started the VM for the run, if it did.
+    """
     found: list[Finding] = []
     patch = vm.patch
     if patch is not None and not patch.safe_for_scheduled_patching:
@@ -168,7 +182,8 @@ def check_vm(
                 severity,
             )
         )
-    if vm.power_state is PowerState.RUNNING:
+    state = power_before or vm.power_state.value
+    if state == PowerState.RUNNING.value:
         if (vm.agent_status or "").strip().lower() != "ready":
             detail = f": {vm.agent_message}" if vm.agent_message else ""
             found.append(
@@ -182,7 +197,7 @@ def check_vm(
         found.append(
             finding(
                 FindingKind.VM_AGENT_UNKNOWN,
-                f"the VM is {vm.power_state.value}: its agent reports a status only while it runs",
+                f"the VM was {state} before the run: its agent reports a status only once it runs",
                 severity,
             )
         )

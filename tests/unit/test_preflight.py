@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -238,3 +239,52 @@ def test_findings_survive_a_round_trip_through_a_dict():
 
     assert data["worst"] == "warning"
     assert {f["kind"] for f in data["findings"]} == {"patch-mode-unsafe", "vm-agent-not-ready"}
+
+
+# -- the preflight task of a run -------------------------------------------------------------
+
+
+def preflight_task(estate, vm):
+    from shared.models.messages import TaskMessage
+    from shared.models.run import Action, Phase
+    from shared.usecases.machine_actions import MachinePorts, perform_machine_action
+
+    message = TaskMessage(run_key=estate.key, phase=Phase.PRE, action=Action.PREFLIGHT, target=vm)
+    return perform_machine_action(message, MachinePorts(estate.records, estate.compute, estate.arc), now=estate.now)
+
+
+@pytest.mark.parametrize("start_seen", ["before", "after"])
+def test_the_agent_of_a_vm_prepost_starts_is_not_judged_whichever_task_runs_first(start_seen):
+    from shared.models.run import Action, Phase
+    from tests.fakes_azure import FakeEstate
+
+    estate = FakeEstate()
+    vm = estate.add_vm("vm-web-01", power_state=PowerState.DEALLOCATED, agent_status=None)
+    estate.planned_pre()
+    if start_seen == "after":
+        # The start task marked its intent and the VM runs now, its agent not ready yet.
+        task = estate.task(Phase.PRE, Action.START_VM, vm)
+        task.data = {"start_requested": True, "power_state_before": "deallocated"}
+        estate.records.replace_task(task)
+        estate.compute.vms[vm.lower()] = replace(
+            estate.compute.get_vm(vm), power_state=PowerState.RUNNING, agent_status="Not Ready"
+        )
+
+    result = preflight_task(estate, vm)
+
+    assert result.status.value == "succeeded"
+    assert [f["kind"] for f in result.data["findings"]] == ["vm-agent-unknown"]
+    assert result.detail == "info: the VM was deallocated before the run: its agent reports a status only once it runs"
+
+
+def test_the_agent_of_a_vm_that_was_running_is_judged():
+    from tests.fakes_azure import FakeEstate
+
+    estate = FakeEstate()
+    vm = estate.add_vm("vm-web-01", power_state=PowerState.RUNNING, agent_status="Not Ready")
+    estate.planned_pre()
+
+    result = preflight_task(estate, vm)
+
+    assert [f["kind"] for f in result.data["findings"]] == ["vm-agent-not-ready"]
+    assert result.data["blocking_findings"] == 0
