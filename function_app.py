@@ -9,7 +9,7 @@ because the worker needs its types to index the functions.
 
 import azure.functions as func
 
-from functions import intake, storage_queues
+from functions import intake, readiness_timer, storage_queues
 from shared.settings import (
     DEFAULT_SETTLEMENT,
     ServiceBusSettlement,
@@ -23,6 +23,7 @@ def build_app(transport: Transport, settlement: ServiceBusSettlement = DEFAULT_S
     """A new app object with every function registered for ``transport`` (and ``settlement``)."""
     app = func.FunctionApp()
     app.register_functions(intake.blueprint())
+    app.register_functions(readiness_timer.blueprint())
     app.register_functions(storage_queues.always_storage())
     if transport is Transport.SERVICEBUS:
         from functions import servicebus_queues

@@ -32,6 +32,8 @@ class DemoOptions:
     deliver_twice: bool = False
     json_output: bool = False
     timeout: float = 240.0
+    scenario: str = "normal"
+    """``normal``, or a readiness-gate scenario of :mod:`prepost.demo_scenarios` (``cancel``, ``budget``)."""
 
 
 def parse_faults(text: str) -> dict[str, float]:
@@ -51,6 +53,7 @@ def parse_faults(text: str) -> dict[str, float]:
 
 def run_demo(options: DemoOptions, *, out=sys.stdout, err=sys.stderr) -> bool:
     """Run the demo; print the report; True if everything ended as expected."""
+    from prepost import demo_scenarios as scenarios
     from shared.adapters.duplicating_transport import DuplicatingTransport
 
     faults = parse_faults(options.faults)
@@ -63,12 +66,15 @@ def run_demo(options: DemoOptions, *, out=sys.stdout, err=sys.stderr) -> bool:
         machines=options.machines,
         subscriptions=options.subscriptions,
         arc_servers=options.arc_servers,
-        configuration_tags=DEMO_TAGS,
+        configuration_tags={**DEMO_TAGS, **scenarios.tags_for(options.scenario)},
         wrap_transport=DuplicatingTransport if options.deliver_twice else None,
         write_state=False,
     )
     with stack:
         sim = stack.simulator
+        victims = scenarios.arrange(options.scenario, stack)
+        if victims:
+            progress.say(f"scenario {options.scenario}: snapshots refused for {len(victims)} VMs")
         before = _power_states(sim.url)
         if faults:
             _configure_faults(sim.url, faults)
@@ -90,6 +96,9 @@ def run_demo(options: DemoOptions, *, out=sys.stdout, err=sys.stderr) -> bool:
         if faults:
             _configure_faults(sim.url, {})
         report = build_report(records, correlation, sim.url, before, stack)
+        report["scenario"] = options.scenario
+        report["checks"] = scenarios.checks(options.scenario, report, victims)
+        report["ok"] = all(check["ok"] for check in report["checks"])
     if options.json_output:
         print(json.dumps(report, indent=2), file=out)
     else:
@@ -265,6 +274,17 @@ def render_demo(report: dict[str, Any]) -> str:
             lines.append(
                 f"    FAILED {failure['action']} {failure['resourceId'].rsplit('/', 1)[-1]}: {failure['detail']}"
             )
+    run = report.get("run") or {}
+    if run.get("cancellation"):
+        cancellation = run["cancellation"]
+        lines.append("")
+        lines.append(f"Cancellation: {cancellation['result']}")
+        lines.append(f"  because {cancellation['reason']}")
+    if run.get("gate"):
+        from prepost.render import render_gate
+
+        lines.append("")
+        lines.extend(render_gate(run["gate"]))
     sim = report["simulator"]
     lines.append("")
     lines.append(

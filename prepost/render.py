@@ -16,6 +16,7 @@ def render_run(report: dict[str, Any], *, max_tasks: int = 400) -> str:
     if cancellation:
         # The result says whether a cancel call was made and taken, or why not.
         lines.append(f"Cancel     {cancellation['result']} — {cancellation['reason']}")
+    lines.extend(render_gate(report.get("gate")))
     for phase in report["phases"]:
         counts = ", ".join(f"{count} {status}" for status, count in phase.get("taskCounts", {}).items()) or "no tasks"
         lines.append("")
@@ -51,4 +52,22 @@ def _script_lines(task: dict[str, Any]) -> list[str]:
     for label, key in (("out", "output_tail"), ("err", "error_tail"), ("why", "execution_message")):
         tail = [line for line in str(data.get(key) or "").splitlines() if line.strip()][-3:]
         lines.extend(f"      {label}| {line[:160]}" for line in tail)
+    return lines
+
+
+def render_gate(gate: dict[str, Any] | None, *, max_machines: int = 20) -> list[str]:
+    """The gate's decision and the machines that went ahead without their safety work (or cancelled it)."""
+    if not gate:
+        return []
+    lines = [
+        f"Gate       {gate['verdict']} at {gate['decidedAt']} ({gate.get('moment') or '-'}): "
+        f"{gate.get('failingCount', len(gate.get('failing', [])))} of {gate['machines']} machines failing, "
+        f"budget {gate['budget']} allows {gate['allowed']}"
+    ]
+    for machine in gate.get("failing", [])[:max_machines]:
+        name = machine["machine"].rstrip("/").rsplit("/", 1)[-1]
+        lines.append(f"  x {name}: {'; '.join(machine['reasons'])}")
+    hidden = gate.get("failingCount", 0) - min(len(gate.get("failing", [])), max_machines)
+    if hidden > 0:
+        lines.append(f"  ... {hidden} more (use --json)")
     return lines

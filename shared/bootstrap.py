@@ -183,6 +183,7 @@ class Container:
                 configurations=self.configurations,
                 allowed_subscriptions=self.settings.allowed_subscriptions,
                 cancellation=self.cancellation,
+                policy_defaults=self.settings.policy_defaults,
             ),
         )
 
@@ -219,6 +220,27 @@ class Container:
                 scripts=self.script_ports,
             ),
         )
+
+    @property
+    def readiness_ports(self):
+        from shared.adapters.arm.assignments import ResourceGraphAssignments
+        from shared.usecases.readiness import ReadinessPorts
+
+        return self._get(
+            "readiness_ports",
+            lambda: ReadinessPorts(
+                configurations=self.configurations,
+                assignments=ResourceGraphAssignments(self.arm),
+                compute=self.compute,
+                arc=self.arc,
+            ),
+        )
+
+    @property
+    def readiness_records(self):
+        from shared.adapters.table_readiness import TableReadinessRecords
+
+        return self._get("readiness_records", lambda: TableReadinessRecords(self.storage))
 
     @property
     def monitoring_ports(self) -> MonitoringPorts:

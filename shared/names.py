@@ -69,6 +69,10 @@ class SettingName(str, Enum):
     TELEMETRY = "PREPOST_TELEMETRY"
     """``on``: export logs and metrics with OpenTelemetry (needs APPLICATIONINSIGHTS_CONNECTION_STRING)."""
     ARM_BUCKETS = "PREPOST_ARM_BUCKETS"
+    MAX_ERRORS = "PREPOST_MAX_ERRORS"
+    SAFETY_CRITICAL = "PREPOST_SAFETY_CRITICAL"
+    CANCEL_ON_FAILURE = "PREPOST_CANCEL_ON_FAILURE"
+    READINESS_CONFIGURATIONS = "PREPOST_READINESS_CONFIGURATIONS"
 
 
 # Environment variables of the ``prepost`` command (not app settings).
@@ -78,6 +82,9 @@ events`` to a deployed app: read from the environment (or a prompt), never from 
 
 # Function names, used by the Event Grid webhook path (?functionName=...) and the docs.
 INTAKE_FUNCTION = "maintenance_event_intake"
+READINESS_FUNCTION = "readiness_check"
+READINESS_SCHEDULE = "0 0 5 * * *"
+"""When the readiness timer runs (NCRONTAB, UTC): daily at 05:00, days before most windows."""
 
 # host.json extensions.queues.maxDequeueCount; the binding-contract test keeps them equal.
 STORAGE_MAX_DEQUEUE_COUNT = 5

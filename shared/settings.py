@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
 from functools import cache
 
 from shared.errors import SettingsError
+from shared.models.gate import ErrorBudget
+from shared.models.policy import RunPolicy, parse_safety_critical
 from shared.names import SERVICEBUS_CONNECTION, STORAGE_CONNECTION, SettingName
 
 AZURE_RESOURCE_MANAGER = "https://management.azure.com"
@@ -117,6 +119,11 @@ class Settings:
     arm_buckets: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     """ARM token buckets the rate control models, by class (``reads``...): (capacity, refill per
     second). Empty: Azure's published sizes. Free and trial subscriptions may have smaller ones."""
+    readiness_configurations: tuple[str, ...] = ()
+    """Configurations the readiness timer checks every day (docs/preflight.md); none by default."""
+    policy_defaults: RunPolicy = field(default_factory=RunPolicy)
+    """The gate's defaults where a configuration has no tag: error budget, safety-critical work,
+    whether to cancel at all (docs/policy.md)."""
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -234,6 +241,17 @@ class Settings:
             problems.append(str(error))
             telemetry = False
         arm_buckets = _arm_buckets(text(SettingName.ARM_BUCKETS.value), problems)
+        policy_defaults = _policy_defaults(text, problems)
+        readiness = tuple(
+            part.strip()
+            for part in (text(SettingName.READINESS_CONFIGURATIONS.value, "") or "").replace(";", ",").split(",")
+            if part.strip()
+        )
+        for configuration_id in readiness:
+            if not configuration_id.lower().startswith("/subscriptions/"):
+                problems.append(
+                    f"{SettingName.READINESS_CONFIGURATIONS.value}: {configuration_id!r} is not a configuration id"
+                )
 
         settings = cls(
             storage=storage,
@@ -251,6 +269,8 @@ class Settings:
             operation_check_interval=timedelta(seconds=check_seconds),
             telemetry=telemetry,
             arm_buckets=arm_buckets,
+            policy_defaults=policy_defaults,
+            readiness_configurations=readiness,
         )
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
@@ -280,6 +300,40 @@ def _arm_buckets(raw: str | None, problems: list[str]) -> dict[str, tuple[int, f
             continue
         buckets[name.strip().lower()] = parsed
     return buckets
+def read_policy_defaults(env: Mapping[str, str] | None = None) -> RunPolicy:
+    """The gate's defaults alone (for tools that need no other setting); raises SettingsError."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def text(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else default
+
+    defaults = _policy_defaults(text, problems)
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return defaults
+
+
+def _policy_defaults(text, problems: list[str]) -> RunPolicy:
+    defaults = RunPolicy()
+    max_errors = text(SettingName.MAX_ERRORS.value, defaults.max_errors)
+    try:
+        max_errors = str(ErrorBudget.parse(max_errors))
+    except ValueError as error:
+        problems.append(f"{SettingName.MAX_ERRORS.value}: {error}")
+        max_errors = defaults.max_errors
+    critical = defaults.safety_critical
+    raw_critical = text(SettingName.SAFETY_CRITICAL.value)
+    if raw_critical is not None:
+        try:
+            critical = parse_safety_critical(raw_critical)
+        except ValueError as error:
+            problems.append(f"{SettingName.SAFETY_CRITICAL.value}: {error}")
+    cancel_raw = (text(SettingName.CANCEL_ON_FAILURE.value, "true") or "true").lower()
+    if cancel_raw not in {"true", "false"}:
+        problems.append(f"{SettingName.CANCEL_ON_FAILURE.value} must be true or false, got {cancel_raw!r}")
+    return replace(defaults, max_errors=max_errors, safety_critical=critical, cancel_on_failure=cancel_raw != "false")
 
 
 def selected_transport(env: Mapping[str, str] | None = None) -> Transport:

@@ -20,12 +20,14 @@ from shared.errors import PermanentError, TransientError
 from shared.models.events import parse_event
 from shared.models.ids import ResourceId, run_key
 from shared.models.messages import PlanPhase, TaskMessage, TaskOutcome
+from shared.models.policy import RunPolicy
 from shared.models.run import Action, Phase, PhaseRecord, TaskRecord, TaskStatus, task_id
 from shared.ports.azure import (
     AlertSuppression,
     ArcMachine,
     ArcMachines,
     Compute,
+    ExtensionStatus,
     MachineInventory,
     MaintenanceConfigurations,
     PatchSettings,
@@ -135,6 +137,8 @@ class FakeCompute(Compute, FaultInjection):
         data_disks: int = 0,
         os_disk: bool = True,
         patch: PatchSettings | None = SAFE_PATCH,
+        agent_status: str | None = "Ready",
+        extensions: tuple[ExtensionStatus, ...] = (),
     ) -> VirtualMachine:
         vm = ResourceId(resource_id)
         os_disk_id = (
@@ -150,7 +154,16 @@ class FakeCompute(Compute, FaultInjection):
             )
             for index in range(data_disks)
         )
-        machine = VirtualMachine(resource_id, location, power_state, os_disk_id, data_disk_ids, patch)
+        machine = VirtualMachine(
+            resource_id,
+            location,
+            power_state,
+            os_disk_id,
+            data_disk_ids,
+            patch,
+            agent_status=agent_status,
+            extensions=extensions,
+        )
         self.vms[_key(resource_id)] = machine
         for disk in (os_disk_id, *data_disk_ids):
             if disk:
@@ -327,6 +340,7 @@ class FakeArc(ArcMachines, FaultInjection):
     def __init__(self) -> None:
         FaultInjection.__init__(self)
         self.machines: dict[str, ArcMachine] = {}
+        self.extensions: dict[str, list[ExtensionStatus]] = {}
 
     def add_machine(
         self,
@@ -335,14 +349,21 @@ class FakeArc(ArcMachines, FaultInjection):
         status: str = "Connected",
         agent_version: str | None = "1.48",
         last_status_change: datetime | None = None,
+        automatic_upgrade: bool | None = True,
+        extensions: tuple[ExtensionStatus, ...] = (),
     ) -> ArcMachine:
-        machine = ArcMachine(resource_id, status, agent_version, last_status_change)
+        machine = ArcMachine(resource_id, status, agent_version, last_status_change, automatic_upgrade)
         self.machines[_key(resource_id)] = machine
+        self.extensions[_key(resource_id)] = list(extensions)
         return machine
 
     def get_machine(self, machine_id: str) -> ArcMachine | None:
         self._call("get_machine", machine_id)
         return self.machines.get(_key(machine_id))
+
+    def list_extensions(self, machine_id: str) -> list[ExtensionStatus]:
+        self._call("list_extensions", machine_id)
+        return list(self.extensions.get(_key(machine_id), []))
 
 
 class FakeCancellation(RunCancellation, FaultInjection):
@@ -391,6 +412,7 @@ class FakeEstate:
         self.arc = FakeArc()
         self.cancellation = FakeCancellation()
         self.allowed_subscriptions = AllowList.parse(allowed_subscriptions)
+        self.policy_defaults = RunPolicy()
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -444,12 +466,19 @@ class FakeEstate:
             self.configurations,
             self.allowed_subscriptions,
             self.cancellation,
+            self.policy_defaults,
         )
 
     def plan(self, phase: Phase = Phase.PRE, *, attempt: int = 1, now: datetime | None = None) -> PhaseRecord:
         return plan_phase(
             PlanPhase(run_key=self.key, phase=phase, attempt=attempt), self.planning(), now=now or self.now
         )
+
+    def pass_preflight(self) -> None:
+        """Report every unfinished preflight task of the pre phase as succeeded, with no findings."""
+        for task in self.records.list_tasks(self.key, Phase.PRE):
+            if task.action is Action.PREFLIGHT and not task.status.is_final:
+                self.report(Action.PREFLIGHT, task.target, TaskStatus.SUCCEEDED, data={"findings": []})
 
     def planned_pre(self) -> PhaseRecord:
         """Deliver the pre-event and plan it; the transport is emptied afterwards."""

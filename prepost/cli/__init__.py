@@ -44,6 +44,7 @@ GROUPS: tuple[str, ...] = (
     "prepost.cli.demo",
     "prepost.cli.chaos",
     "prepost.cli.estate",
+    "prepost.cli.preflight",
 )
 """The command groups, in the order ``prepost --help`` lists them: modules with ``add_parser(commands)``."""
 

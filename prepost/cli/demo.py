@@ -15,7 +15,11 @@ def add_parser(commands) -> None:
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for each phase")
     demo.add_argument(
-        "--scenario", choices=["window", "hooks"], default="window", help="hooks: pre and post scripts, one failing"
+        "--scenario",
+        choices=("normal", "cancel", "budget", "hooks"),
+        default="normal",
+        help="cancel: failures over the error budget cancel the run; budget: failures within it proceed, "
+        "recorded; hooks: pre and post scripts on every machine, one pre script failing",
     )
     demo.set_defaults(handler=demo_command)
 
@@ -36,5 +40,6 @@ def demo_command(args) -> int:
         deliver_twice=args.deliver_twice,
         json_output=args.json,
         timeout=args.timeout,
+        scenario=args.scenario,
     )
     return EXIT_OK if run_demo(options) else EXIT_FAILED

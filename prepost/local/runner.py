@@ -278,7 +278,10 @@ class FunctionAppRunner:
         self._stop = threading.Event()
         self._pumps: list[QueuePump] = []
         self._webhook = None
-        unsupported = [f for f in self.functions if f.trigger_type not in ("eventGridTrigger", "queueTrigger")]
+        # Timers are not fired here (the daily readiness check runs as `prepost preflight`).
+        unsupported = [
+            f for f in self.functions if f.trigger_type not in ("eventGridTrigger", "queueTrigger", "timerTrigger")
+        ]
         if unsupported:
             names = ", ".join(f"{f.name} ({f.trigger_type})" for f in unsupported)
             raise RunnerError(

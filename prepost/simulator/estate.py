@@ -79,6 +79,9 @@ class Disk:
     os_type: OsType | None = None
     sku: str = "Premium_LRS"
     unique_id: str = ""
+    existing_snapshots: int = 0
+    """Incremental snapshots of this disk taken before the simulation (beside it, untagged):
+    seeds a disk near or at Azure's limit of 500."""
 
     @property
     def id(self) -> str:
@@ -102,6 +105,11 @@ class VirtualMachine:
     vm_size: str = "Standard_D2s_v5"
     tags: dict[str, str] = field(default_factory=dict)
     vm_id: str = ""
+    agent_ready: bool = True
+    """Whether the VM agent reports Ready while the VM runs (instance view ``vmAgent``)."""
+    failed_extensions: list[str] = field(default_factory=list)
+    """Extensions whose instance view reports ``ProvisioningState/failed``: a patch extension
+    name (``LinuxPatchExtension``, ``WindowsPatchExtension``) fails the patch extension."""
 
     @property
     def id(self) -> str:
@@ -170,6 +178,10 @@ class ArcServer:
     os_name: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     vm_id: str = ""
+    automatic_upgrade: bool = False
+    """``properties.agentUpgrade.enableAutomaticUpgrade``."""
+    failed_extensions: list[str] = field(default_factory=list)
+    """Extensions (``machines/{name}/extensions``) in the ``Failed`` provisioning state."""
 
     @property
     def id(self) -> str:
@@ -222,6 +234,22 @@ class MaintenanceConfiguration:
     @property
     def id(self) -> str:
         return ids.resource_id(self.subscription_id, self.resource_group, MAINTENANCE_CONFIGURATION, self.name)
+
+
+@dataclass
+class ConfigurationAssignment:
+    """A ``Microsoft.Maintenance/configurationAssignments``: one machine (``resource_id`` a machine
+    id), or a dynamic scope (``resource_id`` ``/subscriptions/S`` and a ``filter`` as ARM shapes it:
+    ``resourceTypes``, ``resourceGroups``, ``osTypes``, ``locations``, ``tagSettings``)."""
+
+    configuration_id: str
+    name: str
+    resource_id: str
+    filter: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.resource_id.rstrip('/')}/providers/Microsoft.Maintenance/configurationAssignments/{self.name}"
 
 
 @dataclass
@@ -282,6 +310,9 @@ class Estate:
     """(subscription, resource group) pairs that exist without seeded resources, e.g. for alert rules."""
     extra_subscriptions: list[str] = field(default_factory=list)
     """Subscriptions that exist but hold nothing."""
+    assignments: list[ConfigurationAssignment] = field(default_factory=list)
+    """Configuration assignments. A configuration with none is taken as assigned, one by one,
+    to the machines of its runs."""
 
     # ----------------------------------------------------------------- derived views
     @property

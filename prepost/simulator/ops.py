@@ -37,6 +37,7 @@ class Operation(str, Enum):
     AUTOMATION_JOB_GET = "automationjobs.get"
     AUTOMATION_JOB_OUTPUT = "automationjobs.output"
     AUTOMATION_JOB_STOP = "automationjobs.stop"
+    ARC_EXTENSIONS_LIST = "arc.extensions.list"
     OPERATION_STATUS = "operations.get"
     """A poll of a long-running operation's status (``Azure-AsyncOperation`` or ``Location`` URL)."""
 

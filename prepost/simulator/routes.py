@@ -119,6 +119,12 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", _JOB, Operation.AUTOMATION_JOB_GET, run_commands.get_job),
     _route("GET", _JOB + "/output", Operation.AUTOMATION_JOB_OUTPUT, run_commands.get_job_output),
     _route("POST", _JOB + "/stop", Operation.AUTOMATION_JOB_STOP, run_commands.stop_job),
+    _route(
+        "GET",
+        _RG + r"/providers/microsoft\.hybridcompute/machines/" + _NAME + "/extensions",
+        Operation.ARC_EXTENSIONS_LIST,
+        hybrid.list_extensions,
+    ),
 )
 
 

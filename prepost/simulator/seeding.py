@@ -160,10 +160,12 @@ def from_machines(
 
     Each item is a VM or Arc server resource id, or a dict with ``id`` and optional ARM-style
     overrides: VMs take ``location``, ``osType``, ``powerState``, ``patchMode``,
-    ``bypassPlatformSafetyChecksOnUserSchedule``, ``dataDisks`` (a count) and ``tags``; Arc
-    servers take ``location``, ``osType``, ``status``, ``agentVersion``, ``lastStatusChange``
-    (ISO 8601) and ``tags``. ``configuration`` is a configuration or its id (default:
-    ``rg-patching/mc-weekly`` in the first machine's subscription). One run at ``run_start``
+    ``bypassPlatformSafetyChecksOnUserSchedule``, ``dataDisks`` (a count), ``tags``,
+    ``vmAgentReady``, ``failedExtensions`` (names) and ``existingSnapshots`` (of the OS disk);
+    Arc servers take ``location``, ``osType``, ``status``, ``agentVersion``, ``lastStatusChange``
+    (ISO 8601), ``tags``, ``agentUpgrade`` (automatic upgrade on) and ``failedExtensions``.
+    ``configuration`` is a configuration or its id (default: ``rg-patching/mc-weekly`` in the
+    first machine's subscription). One run at ``run_start``
     lists every machine.
     """
     vms: list[VirtualMachine] = []
@@ -176,31 +178,34 @@ def from_machines(
         location = str(spec.get("location", "westeurope"))
         os_type = OsType(spec.get("osType", OsType.LINUX.value))
         if kind == COMPUTE_VM.lower():
-            vms.append(
-                VirtualMachine.create(
-                    machine_id,
-                    location=location,
-                    os_type=os_type,
-                    data_disks=int(spec.get("dataDisks", 0)),
-                    power_state=PowerState(spec.get("powerState", PowerState.RUNNING.value)),
-                    patch_mode=PatchMode(spec.get("patchMode", PatchMode.AUTOMATIC_BY_PLATFORM.value)),
-                    bypass_platform_safety_checks=bool(spec.get("bypassPlatformSafetyChecksOnUserSchedule", True)),
-                    tags=spec.get("tags"),
-                )
+            vm = VirtualMachine.create(
+                machine_id,
+                location=location,
+                os_type=os_type,
+                data_disks=int(spec.get("dataDisks", 0)),
+                power_state=PowerState(spec.get("powerState", PowerState.RUNNING.value)),
+                patch_mode=PatchMode(spec.get("patchMode", PatchMode.AUTOMATIC_BY_PLATFORM.value)),
+                bypass_platform_safety_checks=bool(spec.get("bypassPlatformSafetyChecksOnUserSchedule", True)),
+                tags=spec.get("tags"),
             )
+            vm.agent_ready = bool(spec.get("vmAgentReady", True))
+            vm.failed_extensions = [str(name) for name in spec.get("failedExtensions", ())]
+            vm.os_disk.existing_snapshots = int(spec.get("existingSnapshots", 0))
+            vms.append(vm)
         elif kind == HYBRID_MACHINE.lower():
             changed = spec.get("lastStatusChange")
-            arcs.append(
-                ArcServer.create(
-                    machine_id,
-                    location=location,
-                    os_type=os_type,
-                    status=ArcStatus(spec.get("status", ArcStatus.CONNECTED.value)),
-                    agent_version=str(spec.get("agentVersion", "1.47.02825.2025")),
-                    last_status_change=datetime.fromisoformat(changed) if changed else None,
-                    tags=spec.get("tags"),
-                )
+            arc = ArcServer.create(
+                machine_id,
+                location=location,
+                os_type=os_type,
+                status=ArcStatus(spec.get("status", ArcStatus.CONNECTED.value)),
+                agent_version=str(spec.get("agentVersion", "1.47.02825.2025")),
+                last_status_change=datetime.fromisoformat(changed) if changed else None,
+                tags=spec.get("tags"),
             )
+            arc.automatic_upgrade = bool(spec.get("agentUpgrade", False))
+            arc.failed_extensions = [str(name) for name in spec.get("failedExtensions", ())]
+            arcs.append(arc)
         else:
             raise ValueError(f"neither a VM nor an Arc server id: {machine_id}")
     start = (run_start or DEFAULT_RUN_START).astimezone(UTC)

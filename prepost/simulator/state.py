@@ -11,7 +11,7 @@ import copy
 import threading
 from collections import deque
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import ids
@@ -65,7 +65,7 @@ class SimulatorState:
                 ids.key(config.id): config for config in seed.configurations
             }
             self.runs: dict[str, Run] = {ids.key(run.correlation_id): run for run in seed.runs}
-            self.snapshot_records: dict[str, SnapshotRecord] = {}
+            self.snapshot_records: dict[str, SnapshotRecord] = _seeded_snapshots(seed, self.clock.now())
             self.snapshot_creations: dict[str, list[datetime]] = {}
             """Creation times of incremental snapshots per source disk key (the 7-per-5-minutes window)."""
             self.alert_rule_records: dict[str, AlertRuleRecord] = {}
@@ -215,3 +215,27 @@ class SimulatorState:
         with self.lock:
             self.settle()
             return [record.to_json(self.operation_book.pending_for(record.id)) for record in self.vm_records.values()]
+
+
+def _seeded_snapshots(estate: Estate, now: datetime) -> dict[str, SnapshotRecord]:
+    """Incremental snapshots that existed before the simulation (``Disk.existing_snapshots``):
+    beside their disk, untagged, one a day back from ``now``."""
+    records: dict[str, SnapshotRecord] = {}
+    for disk in estate.disks:
+        for index in range(disk.existing_snapshots):
+            record = SnapshotRecord(
+                subscription_id=disk.subscription_id,
+                resource_group=disk.resource_group,
+                name=f"{disk.name}-daily-{index:04d}",
+                location=disk.location,
+                source_resource_id=disk.id,
+                source_unique_id=disk.unique_id,
+                incremental=True,
+                time_created=now - timedelta(days=index + 1),
+                disk_size_gb=disk.size_gb,
+                os_type=disk.os_type.value if disk.os_type else None,
+                unique_id=f"{disk.unique_id}-{index:04d}",
+                provisioning_state="Succeeded",
+            )
+            records[ids.key(record.id)] = record
+    return records

@@ -74,6 +74,7 @@ def run_entity(run: RunRecord) -> dict[str, Any]:
             "CancelReason": fit_text(run.cancel_reason, what="cancel reason"),
             "CancelResult": fit_text(run.cancel_result, what="cancel result"),
             "CancelAccepted": run.cancel_accepted or None,
+            "Gate": json_property(run.gate, what=f"gate decision of {run.run_key}") if run.gate else None,
         }
     )
 
@@ -92,6 +93,7 @@ def run_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> RunRe
         cancel_reason=entity.get("CancelReason"),
         cancel_result=entity.get("CancelResult"),
         cancel_accepted=bool(entity.get("CancelAccepted", False)),
+        gate=json.loads(entity["Gate"]) if entity.get("Gate") else None,
         etag=etag,
     )
 
@@ -160,6 +162,7 @@ def task_entity(task: TaskRecord) -> dict[str, Any]:
             "FinishedAt": to_utc(task.finished_at),
             "Data": json_property(task.data, what=f"data of task {task.task_id}"),
             "Options": json_property(task.options, what=f"options of task {task.task_id}") if task.options else None,
+            "SafetyCritical": task.safety_critical,
         }
     )
 
@@ -178,6 +181,7 @@ def task_from_entity(entity: Mapping[str, Any], etag: str | None) -> TaskRecord:
         finished_at=from_table_datetime(entity.get("FinishedAt")),
         data=json.loads(entity.get("Data") or "{}"),
         options=json.loads(entity.get("Options") or "{}"),
+        safety_critical=entity.get("SafetyCritical"),
         etag=etag,
     )
 

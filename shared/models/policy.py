@@ -7,7 +7,13 @@
 | ``prepost-start-deallocated`` | ``true`` / ``false`` | ``true`` |
 | ``prepost-suppress-alerts`` | ``true`` / ``false`` | ``true`` |
 | ``prepost-suppression-grace-minutes`` | whole minutes after the window's end, 0 to 1440 | the app setting (60) |
-| ``prepost-cancel-on-failure`` | ``true`` / ``false`` | ``true`` |
+| ``prepost-cancel-on-failure`` | ``true`` / ``false`` | ``true`` (*) |
+| ``prepost-max-errors`` | machines whose safety-critical work may fail: ``0``, ``3``, ``10%`` | ``0`` (*) |
+| ``prepost-safety-critical`` | ``snapshot``, ``start``, ``preflight``, ``pre-script`` (a list); ``none`` | all (*) |
+| ``prepost-severity-<finding kind>`` | ``info`` / ``warning`` / ``blocking`` | ``findings.DEFAULT_SEVERITY`` |
+
+(*) or what the app settings ``PREPOST_CANCEL_ON_FAILURE``, ``PREPOST_MAX_ERRORS`` and
+``PREPOST_SAFETY_CRITICAL`` say (:attr:`shared.settings.Settings.policy_defaults`).
 
 A tag with a value that does not parse, or a number out of its range, keeps the default and is
 reported as a finding, so a typo never silently disables a safety feature (and a grace of
@@ -23,6 +29,9 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from shared.models.findings import FindingKind, Severity
+from shared.models.gate import ErrorBudget
+
 TAG_PREFIX = "prepost-"
 MAX_GRACE_MINUTES = 24 * 60
 """The longest alerts stay silenced after the window's end: one day."""
@@ -35,6 +44,33 @@ class SnapshotDisks(str, Enum):
     NONE = "none"
 
 
+class SafetyCategory(str, Enum):
+    """Kinds of pre-work whose failure counts against the error budget (when the policy says so)."""
+
+    SNAPSHOT = "snapshot"
+    START = "start"
+    PREFLIGHT = "preflight"
+    """A preflight finding of severity ``blocking``."""
+    PRE_SCRIPT = "pre-script"
+    """A script run on the machine before patching."""
+
+
+DEFAULT_SAFETY_CRITICAL: tuple[str, ...] = tuple(category.value for category in SafetyCategory)
+
+
+def parse_safety_critical(raw: str) -> tuple[str, ...]:
+    """``"snapshot,start"`` or ``"none"``; raises ValueError on an unknown category."""
+    text = raw.strip().lower()
+    if text == "none":
+        return ()
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    known = {category.value for category in SafetyCategory}
+    unknown = [value for value in values if value not in known]
+    if unknown or not values:
+        raise ValueError(f"{raw!r} is not a comma list of {', '.join(sorted(known))}, or none")
+    return tuple(dict.fromkeys(values))
+
+
 @dataclass(frozen=True)
 class RunPolicy:
     snapshot_disks: SnapshotDisks = SnapshotDisks.OS
@@ -43,7 +79,24 @@ class RunPolicy:
     suppress_alerts: bool = True
     suppression_grace_minutes: int | None = None
     cancel_on_failure: bool = True
+    max_errors: str = "0"
+    """The error budget as written (``"0"``, ``"3"``, ``"10%"``); see :class:`ErrorBudget`."""
+    safety_critical: tuple[str, ...] = DEFAULT_SAFETY_CRITICAL
+    """The :class:`SafetyCategory` values whose failures count against the budget."""
+    severity: Mapping[str, str] = field(default_factory=dict)
+    """Severity per finding kind where the policy changes the default (kind value -> severity value)."""
     findings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def error_budget(self) -> ErrorBudget:
+        return ErrorBudget.parse(self.max_errors)
+
+    def is_safety_critical(self, category: SafetyCategory) -> bool:
+        return category.value in self.safety_critical
+
+    @property
+    def severity_overrides(self) -> dict[FindingKind, Severity]:
+        return {FindingKind(kind): Severity(value) for kind, value in self.severity.items()}
 
     @classmethod
     def fail_safe(cls) -> RunPolicy:
@@ -54,6 +107,8 @@ class RunPolicy:
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["snapshot_disks"] = self.snapshot_disks.value
+        values["safety_critical"] = list(self.safety_critical)
+        values["severity"] = dict(self.severity)
         values["findings"] = list(self.findings)
         return values
 
@@ -68,15 +123,23 @@ class RunPolicy:
             suppress_alerts=bool(values.get("suppress_alerts", True)),
             suppression_grace_minutes=values.get("suppression_grace_minutes"),
             cancel_on_failure=bool(values.get("cancel_on_failure", True)),
+            # Records written before the gate existed hold neither: the defaults are what they meant.
+            max_errors=str(values.get("max_errors", "0")),
+            safety_critical=tuple(values.get("safety_critical", DEFAULT_SAFETY_CRITICAL)),
+            severity=dict(values.get("severity", {})),
             findings=tuple(values.get("findings", ())),
         )
 
     @classmethod
-    def from_tags(cls, tags: Mapping[str, str] | None) -> RunPolicy:
-        """Read the policy tags case-insensitively; unknown ``prepost-`` tags are findings too."""
+    def from_tags(cls, tags: Mapping[str, str] | None, defaults: RunPolicy | None = None) -> RunPolicy:
+        """Read the policy tags case-insensitively; unknown ``prepost-`` tags are findings too.
+
+        ``defaults`` holds what the app settings say where a tag is absent (the gate's
+        ``PREPOST_MAX_ERRORS``, ``PREPOST_SAFETY_CRITICAL``, ``PREPOST_CANCEL_ON_FAILURE``).
+        """
         lowered = {key.lower(): str(value).strip() for key, value in (tags or {}).items()}
         findings: list[str] = []
-        defaults = cls()
+        defaults = defaults or cls()
 
         def flag(name: str, default: bool) -> bool:
             raw = lowered.get(TAG_PREFIX + name)
@@ -112,7 +175,38 @@ class RunPolicy:
             except ValueError:
                 findings.append(f"tag {TAG_PREFIX}snapshot-disks={raw_disks!r} is not os/all/none; using os")
 
+        max_errors = defaults.max_errors
+        raw_budget = lowered.get(TAG_PREFIX + "max-errors")
+        if raw_budget is not None:
+            try:
+                max_errors = str(ErrorBudget.parse(raw_budget))
+            except ValueError as error:
+                findings.append(f"tag {TAG_PREFIX}max-errors: {error}; using {defaults.max_errors}")
+
+        safety_critical = defaults.safety_critical
+        raw_critical = lowered.get(TAG_PREFIX + "safety-critical")
+        if raw_critical is not None:
+            try:
+                safety_critical = parse_safety_critical(raw_critical)
+            except ValueError as error:
+                # The whole default, not the entries that parse: a typo must not drop "snapshot".
+                findings.append(f"tag {TAG_PREFIX}safety-critical: {error}; using {','.join(safety_critical)}")
+
+        severity = dict(defaults.severity)
+        severity_prefix = TAG_PREFIX + "severity-"
+        for key, raw in lowered.items():
+            if not key.startswith(severity_prefix):
+                continue
+            kind = key[len(severity_prefix) :]
+            try:
+                FindingKind(kind)
+                severity[kind] = Severity(raw.lower()).value
+            except ValueError:
+                findings.append(f"tag {key}={raw[:40]!r} is not a finding kind with info/warning/blocking; ignored")
+
         known = {
+            "max-errors",
+            "safety-critical",
             "snapshot-disks",
             "snapshot-retention-days",
             "start-deallocated",
@@ -121,6 +215,8 @@ class RunPolicy:
             "cancel-on-failure",
         }
         for key in lowered:
+            if key.startswith(severity_prefix):
+                continue
             # prepost-hook-* tags declare scripts, read by shared.models.hooks.
             hook = key.startswith("prepost-hook-")
             if key.startswith(TAG_PREFIX) and key[len(TAG_PREFIX) :] not in known and not hook:
@@ -133,5 +229,8 @@ class RunPolicy:
             suppress_alerts=flag("suppress-alerts", defaults.suppress_alerts),
             suppression_grace_minutes=whole("suppression-grace-minutes", None, MAX_GRACE_MINUTES),
             cancel_on_failure=flag("cancel-on-failure", defaults.cancel_on_failure),
+            max_errors=max_errors,
+            safety_critical=safety_critical,
+            severity=severity,
             findings=tuple(findings),
         )

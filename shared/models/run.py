@@ -21,6 +21,9 @@ class Action(str, Enum):
     START_VM = "start-vm"
     SNAPSHOT_DISKS = "snapshot-disks"
     CHECK_ARC_AGENT = "check-arc-agent"
+    """Superseded by PREFLIGHT (which checks Arc servers too); still handled for messages in flight."""
+    PREFLIGHT = "preflight"
+    """Read-only readiness checks of one machine, recorded as findings with a severity."""
     SUPPRESS_ALERTS = "suppress-alerts"
     DEALLOCATE_VM = "deallocate-vm"
     PRUNE_SNAPSHOTS = "prune-snapshots"
@@ -100,6 +103,9 @@ class RunRecord:
     """What came of it: the call's answer, or why no call was made (too late, policy off, ...)."""
     cancel_accepted: bool = False
     """Update Manager accepted the cancellation: nothing will be patched, pre-work stops."""
+    gate: dict[str, Any] | None = None
+    """The readiness gate's decision (:class:`shared.models.gate.GateDecision` as a dict): proceed
+    or cancel, when, and the machines whose safety work failed with their reasons."""
     etag: str | None = None
 
     @property
@@ -148,6 +154,10 @@ class TaskRecord:
     """Facts later phases rely on: ``started_by_us``, ``snapshots``, ``rule_id``, ..."""
     options: dict[str, Any] = field(default_factory=dict)
     """The options its message carries, so the message can be sent again from the record."""
+    safety_critical: bool | None = None
+    """Whether its failure counts against the run's error budget, as the policy said when the
+    phase was planned. None (records from before the gate) means the action's default. Any kind
+    of task can set it; the gate counts failed safety-critical tasks per machine, whatever they do."""
     etag: str | None = None
 
     @property
@@ -156,10 +166,13 @@ class TaskRecord:
 
     @property
     def is_safety_critical(self) -> bool:
-        """Whether its failure must cancel the run: the action's default, unless the task's
-        options say otherwise (``safety_critical``, set by the planner from the run's policy,
-        e.g. a pre script declared ``prepost-hook-pre-failure=warn``)."""
-        flag = self.options.get(SAFETY_CRITICAL_OPTION)
+        """Whether its failure counts against the run's error budget: the task's own flag
+        (``safety_critical``, set when the phase is planned from the policy), else its options'
+        (``safety_critical``, e.g. a pre script declared ``prepost-hook-pre-failure=warn``), else
+        the action's default."""
+        flag = self.safety_critical
+        if flag is None:
+            flag = self.options.get(SAFETY_CRITICAL_OPTION)
         return self.action.is_safety_critical if flag is None else bool(flag)
 
 

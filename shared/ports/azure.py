@@ -40,6 +40,28 @@ class PatchSettings:
 
 
 @dataclass(frozen=True)
+class ExtensionStatus:
+    """One extension of a VM or Arc server as its instance view reports it."""
+
+    name: str
+    type: str
+    """The handler type, e.g. ``Microsoft.CPlat.Core.LinuxPatchExtension``."""
+    code: str
+    """The status code, e.g. ``ProvisioningState/succeeded`` or ``ProvisioningState/failed/...``."""
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.code.lower().startswith("provisioningstate/failed")
+
+    @property
+    def is_patch_extension(self) -> bool:
+        """The extension Update Manager installs to patch the machine (Windows or Linux)."""
+        lowered = f"{self.name}|{self.type}".lower()
+        return "windowspatchextension" in lowered or "linuxpatchextension" in lowered
+
+
+@dataclass(frozen=True)
 class VirtualMachine:
     resource_id: str
     location: str
@@ -47,6 +69,11 @@ class VirtualMachine:
     os_disk_id: str | None
     data_disk_ids: tuple[str, ...]
     patch: PatchSettings | None
+    agent_status: str | None = None
+    """The VM agent's display status from the instance view (``Ready``, ``Not Ready``), or None
+    when the instance view has none (a VM that is not running reports no agent)."""
+    agent_message: str = ""
+    extensions: tuple[ExtensionStatus, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +83,7 @@ class Snapshot:
     created_at: datetime | None
     tags: Mapping[str, str] = field(default_factory=dict)
     provisioning_state: str = "Succeeded"
+    incremental: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,6 +92,8 @@ class ArcMachine:
     status: str
     agent_version: str | None
     last_status_change: datetime | None
+    automatic_upgrade: bool | None = None
+    """``properties.agentUpgrade.enableAutomaticUpgrade``; None when Azure does not say."""
 
 
 class MachineInventory(ABC):
@@ -174,3 +204,7 @@ class ArcMachines(ABC):
     @abstractmethod
     def get_machine(self, machine_id: str) -> ArcMachine | None:
         """The Arc-enabled server's agent status, or None."""
+
+    @abstractmethod
+    def list_extensions(self, machine_id: str) -> list[ExtensionStatus]:
+        """The server's extensions (``machines/{name}/extensions``); empty when it has none."""

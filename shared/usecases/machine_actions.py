@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from shared.errors import MessageRejected, PermanentError, TransientError
 from shared.models.ids import ResourceId, schedule_stamp_of
 from shared.models.messages import TaskMessage
+from shared.models.policy import RunPolicy, SnapshotDisks
 from shared.models.run import AFTER_OPTION, Action, RunRecord, TaskRecord, TaskStatus, task_id
 from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
@@ -28,6 +29,7 @@ from shared.ports.records import RunNotFound, RunRecords
 from shared.settings import AllowList
 from shared.usecases.fences import pre_work_fence
 from shared.usecases.message_checks import check_task_message
+from shared.usecases.preflight import BLOCKING_FINDINGS, preflight_machine
 from shared.usecases.script_actions import ScriptPorts, perform_script_action
 from shared.usecases.task_runner import FollowUp, TaskResult
 
@@ -82,6 +84,7 @@ def perform_machine_action(message: TaskMessage, ports: MachinePorts, *, now: da
         Action.START_VM: _start_vm,
         Action.SNAPSHOT_DISKS: _snapshot_disks,
         Action.CHECK_ARC_AGENT: _check_arc_agent,
+        Action.PREFLIGHT: _preflight,
         Action.DEALLOCATE_VM: _deallocate_vm,
         Action.PRUNE_SNAPSHOTS: _prune_snapshots,
     }
@@ -310,6 +313,47 @@ def _check_arc_agent(
         data["warning"] = f"agent {machine.status}{since}: Update Manager cannot patch this machine"
         return TaskResult(TaskStatus.SUCCEEDED, data["warning"], data)
     return TaskResult(TaskStatus.SUCCEEDED, f"agent connected (version {machine.agent_version})", data)
+
+
+def _preflight(
+    message: TaskMessage, run: RunRecord, task: TaskRecord, ports: MachinePorts, now: datetime
+) -> TaskResult:
+    """Check the machine (read-only) and record the findings; fail when one of them is blocking.
+
+    The severities are the phase policy's. A failed preflight task counts against the error
+    budget only through its blocking findings (``blocking_findings`` in its data) and only when
+    the policy lists ``preflight`` as safety-critical: a check that could not run (Azure kept
+    failing) blocks nothing by itself.
+    """
+    phase = ports.records.get_phase(message.run_key, message.phase)
+    policy = RunPolicy.from_dict(phase.policy) if phase and phase.policy else RunPolicy()
+    disks = SnapshotDisks(message.options.get("disks", policy.snapshot_disks.value))
+
+    def power_before(machine_id: str) -> str | None:
+        # The start task marks its intent before asking Azure, and only for a VM not running.
+        start = ports.records.get_task(message.run_key, task_id(message.phase, Action.START_VM, machine_id))
+        if start is None or not start.data.get("start_requested"):
+            return None
+        return str(start.data.get("power_state_before") or PowerState.DEALLOCATED.value)
+
+    result = preflight_machine(
+        message.target,
+        compute=ports.compute,
+        arc=ports.arc,
+        now=now,
+        disks=disks,
+        severity=policy.severity_overrides,
+        power_before=power_before,
+    )
+    blocking = result.blocking
+    data = {
+        "findings": [f.to_dict() for f in result.findings],
+        "worst": result.worst.value if result.worst else None,
+        BLOCKING_FINDINGS: len(blocking),
+    }
+    if blocking:
+        return TaskResult(TaskStatus.FAILED, f"{len(blocking)} blocking finding(s): {result.summary}", data)
+    return TaskResult(TaskStatus.SUCCEEDED, result.summary, data)
 
 
 def _prune_snapshots(

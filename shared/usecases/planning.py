@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared.errors import Deferred, PermanentError, Throttled, TransientError
 from shared.models.hooks import HookDeclaration, InvalidHookDeclaration, hooks_from_tags
 from shared.models.ids import MachineKind, ResourceId
 from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
-from shared.models.policy import RunPolicy, SnapshotDisks
+from shared.models.policy import RunPolicy, SafetyCategory, SnapshotDisks
 from shared.models.retry import DEFAULT_RETRY
 from shared.models.run import (
     AFTER_OPTION,
@@ -44,6 +44,15 @@ POST_WAIT_FOR_PRE = timedelta(minutes=2)
 POST_WAIT_ATTEMPTS = 15
 
 
+SAFETY_CATEGORIES = {
+    Action.SNAPSHOT_DISKS: SafetyCategory.SNAPSHOT,
+    Action.START_VM: SafetyCategory.START,
+    Action.PRE_SCRIPT: SafetyCategory.PRE_SCRIPT,
+}
+"""Pre actions whose failure counts against the error budget when the policy lists their category.
+A preflight task is not among them: only its blocking findings count (``shared.usecases.gate``)."""
+
+
 @dataclass(frozen=True)
 class PlanningPorts:
     records: RunRecords
@@ -53,6 +62,8 @@ class PlanningPorts:
     allowed_subscriptions: AllowList
     cancellation: RunCancellation
     """Used when the pre phase cannot be planned at all: patching must not go ahead blind."""
+    policy_defaults: RunPolicy = field(default_factory=RunPolicy)
+    """What the app settings say where a configuration has no gate tag (budget, safety-critical work)."""
 
 
 def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> PhaseRecord:
@@ -74,12 +85,18 @@ def plan_phase(message: PlanPhase, ports: PlanningPorts, *, now: datetime) -> Ph
         raise PermanentError(f"{message.phase.value} phase of run {run.run_key} is not recorded")
     if phase.status is not PhaseStatus.RECEIVED:
         log.info("%s %s already planned (%s)", run.run_key, phase.phase.value, phase.status.value)
-        if phase.phase is Phase.PRE:
-            # A pre phase that failed to plan, or closed with failures, whose cancellation a
-            # crash or a failed cancel call left unmade: this redelivery makes it.
-            cancel_if_pre_failed(
-                run.run_key, records=records, cancellation=ports.cancellation, transport=ports.transport, now=now
-            )
+        # A delivery that died after marking the phase planned left it to this one: close the
+        # phase if every task is final (a phase of no tasks has no outcome that would), and for
+        # the pre phase make the gate's decision a crash or a failed cancel call left unmade.
+        finish_phase_if_done(
+            run.run_key,
+            phase.phase,
+            records=records,
+            cancellation=ports.cancellation,
+            transport=ports.transport,
+            now=now,
+            recount=phase.status is PhaseStatus.PLANNED,
+        )
         return phase
 
     if message.phase is Phase.PRE:
@@ -204,12 +221,12 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
     hooks: dict | None = None
     try:
         tags = ports.configurations.get_tags(run.configuration_id)
-        policy = RunPolicy.from_tags(tags)
+        policy = RunPolicy.from_tags(tags, ports.policy_defaults)
         hooks, declaration = _read_hooks(tags, findings)
     except PermanentError as error:
         declaration = None
         # Not the defaults: they start VMs and silence alerts, which nobody asked for here.
-        policy = RunPolicy.fail_safe()
+        policy = replace(ports.policy_defaults, start_deallocated=False, suppress_alerts=False)
         findings.append(
             f"could not read the configuration's policy tags ({error}); the fail-safe policy is used: "
             "snapshots of the OS disks, no VM started, no alert silenced, cancel on failure"
@@ -233,7 +250,25 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
     outgoing: list[TaskMessage] = []
 
     def add(action: Action, target: str, *, status=TaskStatus.QUEUED, detail: str = "", options=None):
-        tasks.append(TaskRecord(run.run_key, Phase.PRE, action, target, status, detail, options=options or {}))
+        category = SAFETY_CATEGORIES.get(action)
+        critical = policy.is_safety_critical(category) if category else False
+        declared = (options or {}).get(SAFETY_CRITICAL_OPTION)
+        if declared is not None:
+            # A pre script declared a warning (prepost-hook-pre-failure=warn) never counts.
+            critical = critical and bool(declared)
+        tasks.append(
+            TaskRecord(
+                run.run_key,
+                Phase.PRE,
+                action,
+                target,
+                status,
+                detail,
+                options=options or {},
+                # The gate counts failures of the tasks marked here; the policy says which kinds.
+                safety_critical=critical,
+            )
+        )
         if status is TaskStatus.QUEUED:
             cls = MonitoringMessage if action.is_monitoring else TaskMessage
             outgoing.append(
@@ -255,6 +290,9 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             continue
         if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
             subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
+        if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
+            # Read-only checks of every machine, whatever else is done to it.
+            add(Action.PREFLIGHT, machine, options={"disks": policy.snapshot_disks.value})
         if kind is MachineKind.AZURE_VM:
             started = add(Action.START_VM, machine) if policy.start_deallocated else None
             # Order on the machine: start it, run the pre script, then snapshot (so the snapshot
@@ -271,7 +309,6 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
                 options = {"disks": policy.snapshot_disks.value, **({AFTER_OPTION: [script]} if script else {})}
                 add(Action.SNAPSHOT_DISKS, machine, options=options)
         elif kind is MachineKind.ARC_SERVER:
-            add(Action.CHECK_ARC_AGENT, machine)
             _add_pre_script(add, machine, hooks, declaration, after=None)
             add(Action.SNAPSHOT_DISKS, machine, status=TaskStatus.SKIPPED, detail=ARC_SNAPSHOT_REASON)
         else:

@@ -84,6 +84,8 @@ def run_report(key: str, records: RunRecords) -> dict[str, Any]:
             "result": run.cancel_result,
             "accepted": run.cancel_accepted,
         },
+        # The readiness gate's decision: proceed or cancel, when, and the machines it was about.
+        "gate": run.gate,
         "phases": phases,
         "tasks": tasks,
     }

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from shared.errors import MessageRejected, PermanentError, TransientError
 from shared.models.events import DEFAULT_CUTOFF_BEFORE_START, format_time, parse_time
+from shared.models.gate import GateDecision, GateVerdict
 from shared.models.messages import CheckPreDeadline, PlanPhase, PostFallback, SafetyNet, TaskOutcome, task_message_for
 from shared.models.policy import RunPolicy
 from shared.models.run import (
@@ -30,6 +31,7 @@ from shared.ports.azure import RunCancellation
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
 from shared.ports.transport import WorkTransport
+from shared.usecases.gate import GateAssessment, assess, budget_of, may_be_exceeded
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ MAX_SWEEPS = 8
 """Looks after the first: the fallback keeps an eye on the post phase for two hours."""
 NUDGE_RESEND = 1000
 """The ``resend`` of a task sent on by :func:`send_on_dependents`: an id no other send of it uses."""
+CLAIM_LEASE = timedelta(seconds=60)
+"""How long a claimed cancellation is left to the delivery that claimed it before another finishes it."""
 RUN_CANCELLED = "run-cancelled"
 """The :attr:`PostFallback.cause` sent when Update Manager accepted a cancellation."""
 
@@ -205,36 +209,90 @@ def finish_phase_if_done(
 
 
 def cancel_if_pre_failed(
-    run_key: str, *, records: RunRecords, cancellation: RunCancellation, transport: WorkTransport, now: datetime
+    run_key: str,
+    *,
+    records: RunRecords,
+    cancellation: RunCancellation,
+    transport: WorkTransport,
+    now: datetime,
+    resume: bool = False,
 ) -> None:
-    """Once the pre phase is final, cancel the run if its safety work failed (or it was never planned).
+    """The readiness gate: cancel the run once its error budget is exceeded; record the decision.
 
-    Safe to call again and again: it acts only while no cancellation decision is recorded. That
-    is what makes it resumable: the phase is closed in one write and the cancel decided in a
+    - While the pre phase runs, a failed task makes the gate look (when the phase's counters
+      say the budget may be exceeded, :func:`~shared.usecases.gate.may_be_exceeded`): exceeded,
+      the run is cancelled at once, without waiting for the other machines.
+    - Once the phase is final: exceeded, cancel; failures within the budget, record that the
+      run proceeds and which machines go ahead without their safety work, and why.
+    - A pre phase that could not be planned always cancels (when the policy allows cancelling).
+
+    Safe to call again and again: it acts only while no decision is recorded on the run. That
+    is what makes it resumable: the phase is closed in one write and the decision recorded in a
     later one, so whoever comes next (a redelivered outcome or plan, the deadline check) finishes
     a decision that a crash or a failed cancel call left half-made.
     """
     phase = records.get_phase(run_key, Phase.PRE)
-    if phase is None or not phase.status.is_final:
+    if phase is None:
         return
-    if records.get_run(run_key).cancel_requested_at is not None:
+    if not phase.status.is_final and not (phase.status is PhaseStatus.PLANNED and may_be_exceeded(phase)):
+        return
+    run = records.get_run(run_key)
+    claim = _cancel_claim(run)
+    if claim is not None:
+        # Decided, but the call is not recorded: the claimer is at it, or died (see cancel_run).
+        cancel_run(
+            run_key,
+            claim.reason,
+            records=records,
+            cancellation=cancellation,
+            transport=transport,
+            now=now,
+            policy_allows=RunPolicy.from_dict(phase.policy).cancel_on_failure if phase.policy else True,
+            resume=resume,
+        )
+        return
+    if run.cancel_requested_at is not None or run.gate is not None:
         return
     if phase.status is PhaseStatus.FAILED:
         why = next((f for f in reversed(phase.findings) if f.startswith("planning failed: ")), "planning failed")
         reason = f"pre phase could not be planned: {why.removeprefix('planning failed: ')}"
         # The policy may be unknown here, and patching blind is what prepost exists to prevent.
         allows = RunPolicy.from_dict(phase.policy).cancel_on_failure if phase.policy else True
-    else:
-        failed = [
-            task
-            for task in records.list_tasks(run_key, Phase.PRE)
-            if task.status is TaskStatus.FAILED and task.is_safety_critical
-        ]
-        if not failed:
-            return
-        names = ", ".join(sorted({task.target.rsplit("/", 1)[-1] for task in failed})[:10])
-        reason = f"{len(failed)} pre tasks failed ({names})"
-        allows = RunPolicy.from_dict(phase.policy).cancel_on_failure
+        decision = GateAssessment(budget_of(phase), phase.machines, ()).decision(
+            GateVerdict.CANCEL, now, moment="planning-failed", reason=reason
+        )
+        cancel_run(
+            run_key,
+            reason,
+            records=records,
+            cancellation=cancellation,
+            transport=transport,
+            now=now,
+            policy_allows=allows,
+            gate=decision,
+        )
+        return
+    tasks = records.list_tasks(run_key, Phase.PRE)
+    assessment = assess(phase, tasks)
+    if not assessment.failing:
+        return
+    final = phase.status.is_final
+    if not assessment.exceeded:
+        if final:
+            reason = f"{assessment.summary}: the run proceeds; these machines go ahead without their safety work"
+            record_gate_decision(
+                run_key,
+                assessment.decision(GateVerdict.PROCEED, now, moment="phase-completed", reason=reason),
+                records=records,
+            )
+        return
+    failed = [task for task in tasks if task.status is TaskStatus.FAILED and task.is_safety_critical]
+    names = ", ".join(sorted({m.machine.rsplit("/", 1)[-1] for m in assessment.failing})[:10])
+    reason = (
+        f"{len(failed)} pre tasks failed ({names}); {assessment.summary}"
+        if failed
+        else f"blocking preflight findings ({names}); {assessment.summary}"
+    )
     cancel_run(
         run_key,
         reason,
@@ -242,8 +300,27 @@ def cancel_if_pre_failed(
         cancellation=cancellation,
         transport=transport,
         now=now,
-        policy_allows=allows,
+        policy_allows=RunPolicy.from_dict(phase.policy).cancel_on_failure,
+        gate=assessment.decision(
+            GateVerdict.CANCEL, now, moment="phase-completed" if final else "budget-exceeded", reason=reason
+        ),
     )
+
+
+def record_gate_decision(run_key: str, decision: GateDecision, *, records: RunRecords) -> RunRecord:
+    """Record a decision to proceed, once: the first decision recorded on the run stands."""
+    for _ in range(CONFLICT_RETRIES):
+        run = records.get_run(run_key)
+        if run.gate is not None or run.cancel_requested_at is not None:
+            return run
+        run.gate = decision.to_dict()
+        try:
+            run = records.update_run(run)
+        except RecordChanged:
+            continue
+        log.warning("run %s gate: %s (%s)", run_key, decision.verdict.value, decision.reason)
+        return run
+    raise TransientError(f"run {run_key} kept changing while its gate decision was recorded")
 
 
 # -- the cancellation deadline ----------------------------------------------------------------
@@ -271,7 +348,9 @@ def check_pre_deadline(
         return "no pre phase recorded"
     if phase.status.is_final:
         # A failed phase whose cancellation a crash or a failed call left unmade is made now.
-        cancel_if_pre_failed(run_key, records=records, cancellation=cancellation, transport=transport, now=now)
+        cancel_if_pre_failed(
+            run_key, records=records, cancellation=cancellation, transport=transport, now=now, resume=True
+        )
         return f"pre phase already {phase.status.value}"
     if phase.status is PhaseStatus.PLANNED:
         closed = finish_phase_if_done(
@@ -279,10 +358,50 @@ def check_pre_deadline(
         )
         if closed is not None:
             return f"pre phase {closed.status.value}"
-        pending = [task for task in records.list_tasks(run_key, Phase.PRE) if not task.status.is_final]
-        reason = f"pre-work not finished by the cancellation deadline ({len(pending)} tasks pending)"
+        run = records.get_run(run_key)
+        claim = _cancel_claim(run)
+        if claim is not None:
+            # A decision to cancel whose call a crash left unmade (possibly this check's own,
+            # delivered again): make it now, whatever the counters say.
+            cancel_run(
+                run_key,
+                claim.reason,
+                records=records,
+                cancellation=cancellation,
+                transport=transport,
+                now=now,
+                policy_allows=RunPolicy.from_dict(phase.policy).cancel_on_failure,
+                resume=True,
+            )
+            return f"the gate's cancellation, finished by the deadline check: {claim.reason}"
+        if run.cancel_requested_at is None and run.gate is not None:
+            return f"the gate decided already: {run.gate.get('verdict')}"
+        tasks = records.list_tasks(run_key, Phase.PRE)
+        pending = [task for task in tasks if not task.status.is_final]
+        assessment = assess(phase, tasks, at_deadline=True)
+        # A cancellation already decided goes on below (cancel_run finishes what a crash left undone).
+        if not assessment.exceeded and run.cancel_requested_at is None:
+            # Unfinished work that is not safety-critical, or failures within the budget: patching
+            # goes ahead, and the record says which machines go without their safety work.
+            reason = (
+                f"{len(pending)} pre tasks unfinished at the cancellation deadline; {assessment.summary}: "
+                "the run proceeds"
+            )
+            record_gate_decision(
+                run_key,
+                assessment.decision(GateVerdict.PROCEED, now, moment="deadline", reason=reason),
+                records=records,
+            )
+            return reason
+        reason = (
+            f"pre-work not finished by the cancellation deadline ({len(pending)} tasks pending); {assessment.summary}"
+        )
+        gate = assessment.decision(GateVerdict.CANCEL, now, moment="deadline", reason=reason)
     else:
         reason = "pre phase was never planned before the cancellation deadline"
+        gate = GateAssessment(budget_of(phase), phase.machines, ()).decision(
+            GateVerdict.CANCEL, now, moment="deadline", reason=reason
+        )
     cancel_run(
         run_key,
         reason,
@@ -291,6 +410,7 @@ def check_pre_deadline(
         transport=transport,
         now=now,
         policy_allows=RunPolicy.from_dict(phase.policy).cancel_on_failure,
+        gate=gate,
     )
     return reason
 
@@ -304,6 +424,8 @@ def cancel_run(
     transport: WorkTransport,
     now: datetime,
     policy_allows: bool = True,
+    gate: GateDecision | None = None,
+    resume: bool = False,
 ) -> RunRecord:
     """Decide once that the run must be cancelled; cancel it if that can still help; record why.
 
@@ -311,6 +433,12 @@ def cancel_run(
     run already started, the post phase already began, the policy says not to). When Update
     Manager accepted, the post phase is started at once: nothing will be patched, so the VMs
     prepost started and the alerts it silenced must not wait for the end of the window.
+
+    With ``gate`` (the gate's decision and its failing machines), the decision is first claimed
+    on the run record with its etag, so that of the outcomes arriving together only one makes
+    the call. A claim whose call has not been recorded is finished by whoever comes after
+    :data:`CLAIM_LEASE`, or at once with ``resume`` (the deadline check): a delivery that died
+    after claiming cannot leave the run uncancelled.
 
     Raises:
         TransientError: the cancel call failed in a way worth retrying (the message is retried).
@@ -321,7 +449,21 @@ def cancel_run(
             # The delivery that recorded it may have died before the post phase was sent on.
             transport.send([_post_after_cancel(run_key, run.cancel_requested_at)])
         return run
-    result, accepted = _cancel(run, records, cancellation, now, policy_allows)
+    claim = _cancel_claim(run)
+    if claim is None and gate is not None:
+        run, won = _claim(run, gate, records)
+        if not won:
+            return run  # another delivery claimed the decision first and makes the call
+    elif claim is not None:
+        if not resume and now - claim.decided_at < CLAIM_LEASE:
+            return run  # claimed moments ago by a delivery that is making the call
+        reason = claim.reason or reason
+    try:
+        result, accepted = _cancel(run, records, cancellation, now, policy_allows)
+    except TransientError:
+        if gate is not None and claim is None:
+            _release_claim(run_key, records)  # so that the retry of this very message claims again
+        raise
     for _ in range(CONFLICT_RETRIES):
         if run.cancel_requested_at is not None:
             return run  # another instance decided first; the call above was idempotent
@@ -329,6 +471,8 @@ def cancel_run(
         run.cancel_reason = reason
         run.cancel_result = result
         run.cancel_accepted = accepted
+        if run.gate is None and gate is not None:
+            run.gate = gate.to_dict()
         try:
             run = records.update_run(run)
             break
@@ -341,6 +485,39 @@ def cancel_run(
     if accepted:
         transport.send([_post_after_cancel(run_key, now)])
     return run
+
+
+def _cancel_claim(run: RunRecord) -> GateDecision | None:
+    """The gate's decision to cancel, when it is recorded but its call is not (yet)."""
+    if run.gate is None or run.cancel_requested_at is not None:
+        return None
+    decision = GateDecision.from_dict(run.gate)
+    return decision if decision.verdict is GateVerdict.CANCEL else None
+
+
+def _claim(run: RunRecord, gate: GateDecision, records: RunRecords) -> tuple[RunRecord, bool]:
+    for _ in range(CONFLICT_RETRIES):
+        if run.gate is not None or run.cancel_requested_at is not None:
+            return run, False
+        run.gate = gate.to_dict()
+        try:
+            return records.update_run(run), True
+        except RecordChanged:
+            run = records.get_run(run.run_key)
+    raise TransientError(f"run {run.run_key} kept changing while its gate decision was claimed")
+
+
+def _release_claim(run_key: str, records: RunRecords) -> None:
+    for _ in range(CONFLICT_RETRIES):
+        run = records.get_run(run_key)
+        if _cancel_claim(run) is None:
+            return
+        run.gate = None
+        try:
+            records.update_run(run)
+            return
+        except RecordChanged:
+            continue
 
 
 def _post_after_cancel(run_key: str, cancelled_at: datetime) -> PostFallback:
@@ -362,13 +539,16 @@ def _cancel(
         run.cancellation_cutoff or run.start - DEFAULT_CUTOFF_BEFORE_START,
         run.start - DEFAULT_CUTOFF_BEFORE_START,
     )
+    if now > cutoff:
+        # Update Manager takes a cancellation only before the cut-off (REFERENCE section 2,
+        # https://learn.microsoft.com/azure/update-manager/manage-pre-post-events): no call is
+        # made after it, and the record says so.
+        return f"not cancelled: the cut-off {cutoff.isoformat()} had passed; Update Manager takes none after it", False
     try:
         status = cancellation.cancel(run.correlation_id)
     except PermanentError as error:
         return f"cancel refused: {error}", False
     result = f"cancel requested; Update Manager reports {status}"
-    if now > cutoff:
-        result += f" (after the cut-off {cutoff.isoformat()}: it may not take effect)"
     return result, True
 
 
@@ -415,6 +595,13 @@ def post_fallback(message: PostFallback, *, records: RunRecords, transport: Work
         transport.send([PlanPhase(run_key=run_key, phase=Phase.POST, resend=0 if created else fresh)])
         result += "; plan sent"
     unfinished = [task for task in records.list_tasks(run_key) if not task.status.is_final]
+    if existing.status is PhaseStatus.PLANNED and not any(t.phase is Phase.POST for t in unfinished):
+        # Every post task is final but nobody closed the phase (the delivery that would have
+        # died; a phase of no tasks has no outcome to close it): close it from the records.
+        closed = complete_phase_if_done(run_key, Phase.POST, records=records, now=now, recount=True)
+        if closed is not None:
+            existing = closed
+            result += f"; closed ({closed.status.value})"
     # On the first look a planned post phase may simply be at work; from the second look on
     # (or once the post phase is final) an unfinished task has lost its message.
     if unfinished and (message.sweep > 0 or existing.status.is_final):

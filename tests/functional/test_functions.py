@@ -28,7 +28,7 @@ from shared.models.messages import (
     TaskOutcome,
 )
 from shared.models.run import Action, Phase, PhaseStatus, TaskStatus
-from shared.names import INTAKE_FUNCTION, STORAGE_MAX_DEQUEUE_COUNT, QueueName
+from shared.names import INTAKE_FUNCTION, READINESS_FUNCTION, STORAGE_MAX_DEQUEUE_COUNT, QueueName
 from shared.ports.azure import PowerState
 from shared.ports.records import DeliveryOutcome
 from shared.settings import Settings, Transport
@@ -107,7 +107,7 @@ def pump(estate: FakeEstate) -> list:
 
 
 def test_every_function_is_registered_for_storage_transport():
-    assert set(FUNCTIONS) == {INTAKE_FUNCTION, *QUEUE_FUNCTIONS.values()}
+    assert set(FUNCTIONS) == {INTAKE_FUNCTION, READINESS_FUNCTION, *QUEUE_FUNCTIONS.values()}
 
 
 # -- intake ------------------------------------------------------------------------------
@@ -168,7 +168,8 @@ def test_the_pipeline_runs_end_to_end_through_the_functions(estate):
     assert len(estate.alerts.rules) == 1
     assert estate.records.get_phase(estate.key, Phase.PRE).status is PhaseStatus.COMPLETED
     statuses = {(t.action, t.target): t.status for t in estate.tasks(Phase.PRE)}
-    assert statuses[(Action.CHECK_ARC_AGENT, arc)] is TaskStatus.SUCCEEDED
+    assert statuses[(Action.PREFLIGHT, arc)] is TaskStatus.SUCCEEDED
+    assert statuses[(Action.PREFLIGHT, vm)] is TaskStatus.SUCCEEDED
     assert statuses[(Action.SNAPSHOT_DISKS, arc)] is TaskStatus.SKIPPED
     assert {type(s.message) for s in delayed} == {CheckPreDeadline, PostFallback}
 

@@ -243,9 +243,9 @@ def test_runs_show_json_prints_one_object_with_every_task(start_app, storage_con
     assert [p["phase"] for p in report["phases"]][0] == "pre"
     pre_tasks = [t for t in report["tasks"] if t["phase"] == "pre"]
     estate = sample_estate()
-    # One snapshot task per machine, one start task per VM, an agent check per Arc server,
-    # alert suppression per subscription.
-    assert len(pre_tasks) == 2 * len(estate.vms) + 2 * len(estate.arc_servers) + len(SAMPLE_SUBSCRIPTIONS)
+    # One preflight and one snapshot task per machine, one start task per VM, alert suppression
+    # per subscription.
+    assert len(pre_tasks) == 3 * len(estate.vms) + 2 * len(estate.arc_servers) + len(SAMPLE_SUBSCRIPTIONS)
     for task in report["tasks"]:
         assert {"resourceId", "action", "phase", "status", "detail"} <= task.keys()
     for task in pre_tasks:

@@ -78,9 +78,9 @@ def test_pre_then_post_does_the_work_once_and_undoes_exactly_it(start_app):
     assert pre.status is PhaseStatus.COMPLETED
     assert pre.machines == len(estate.machine_ids) == 8
     tasks = app.tasks(Phase.PRE)
-    # Fan-out: per VM a start and a snapshot task, per Arc server an agent check and a skipped
-    # snapshot, per subscription one alert suppression.
-    assert pre.expected_tasks == len(tasks) == 2 * 6 + 2 * 2 + 2
+    # Fan-out: per VM a preflight, a start and a snapshot task, per Arc server a preflight and a
+    # skipped snapshot, per subscription one alert suppression.
+    assert pre.expected_tasks == len(tasks) == 3 * 6 + 2 * 2 + 2
     assert {t.target.lower() for t in tasks if t.action is Action.START_VM} == {vm.id.lower() for vm in estate.vms}
     assert {t.target.lower() for t in tasks if t.action is Action.SUPPRESS_ALERTS} == {
         s.lower() for s in estate.subscription_ids
@@ -98,10 +98,11 @@ def test_pre_then_post_does_the_work_once_and_undoes_exactly_it(start_app):
     for arc in estate.arc_servers:
         skipped = snapshot_tasks[arc.id.lower()]
         assert skipped.status is TaskStatus.SKIPPED and skipped.detail == ARC_SNAPSHOT_REASON
-    arc_checks = by_target(tasks, Action.CHECK_ARC_AGENT)
+    arc_checks = by_target(tasks, Action.PREFLIGHT)
     connected, disconnected = estate.arc_servers
-    assert "connected" in arc_checks[connected.id.lower()].detail
+    assert "arc-disconnected" not in {f["kind"] for f in arc_checks[connected.id.lower()].data["findings"]}
     assert "Disconnected" in arc_checks[disconnected.id.lower()].detail
+    assert all(not task.data["blocking_findings"] for task in arc_checks.values())
 
     # Snapshots: one per disk, deterministic names beside the disk, tagged with the run.
     run = app.records.get_run(app.run_key)

@@ -133,6 +133,7 @@ def planned_run(*names: str, tags=None, records: FakeRunRecords | None = None) -
         estate.records = records
     vms = [estate.add_vm(name) for name in names or ("vm-web-01",)]
     estate.planned_pre()
+    estate.pass_preflight()  # the readiness checks found nothing: these tests are about the rest
     return estate, vms
 
 
@@ -240,7 +241,7 @@ def test_a_lost_phase_counter_write_does_not_cancel_a_healthy_run(error, times):
     # THEN the phase is complete with every task counted, and nothing asked for a cancellation
     phase = estate.phase()
     assert phase.status is PhaseStatus.COMPLETED
-    assert phase.finished_tasks == phase.expected_tasks == 3
+    assert phase.finished_tasks == phase.expected_tasks == 4
     assert estate.cancellation.calls == []
     assert estate.records.get_run(estate.key).cancel_requested_at is None
 
@@ -262,7 +263,7 @@ def test_a_redelivered_outcome_for_a_final_task_still_closes_the_phase():
     # THEN it closes the phase, counting the task once
     phase = estate.phase()
     assert phase.status is PhaseStatus.COMPLETED
-    assert phase.finished_tasks == phase.expected_tasks == 3
+    assert phase.finished_tasks == phase.expected_tasks == 4
     assert estate.cancellation.calls == []
 
 
@@ -290,7 +291,7 @@ def test_the_deadline_check_does_not_cancel_a_run_whose_tasks_all_succeeded_what
     for task in estate.tasks(Phase.PRE):
         task.status = TaskStatus.SUCCEEDED
         estate.records.replace_task(task)
-    assert estate.phase().finished_tasks == 0
+    assert estate.phase().finished_tasks == 1  # only the preflight, reported by planned_run
 
     # WHEN the cancellation deadline comes
     result = deadline_check(estate)
@@ -911,6 +912,7 @@ def test_a_prune_begins_every_deletion_without_waiting_for_any():
                     "creationData": {"createOption": "Copy", "sourceResourceId": s.source_disk_id},
                     "timeCreated": s.created_at.isoformat(),
                     "provisioningState": "Succeeded",
+                    "incremental": True,
                 },
             }
         )
@@ -969,6 +971,6 @@ def test_unreadable_configuration_tags_start_no_vm_and_silence_no_alert_but_stil
     estate.planned_pre()
 
     planned = {(task.action, task.target): task.status for task in estate.tasks(Phase.PRE)}
-    assert planned == {(Action.SNAPSHOT_DISKS, vm): TaskStatus.QUEUED}
+    assert planned == {(Action.PREFLIGHT, vm): TaskStatus.QUEUED, (Action.SNAPSHOT_DISKS, vm): TaskStatus.QUEUED}
     assert RunPolicy.from_dict(estate.phase().policy).cancel_on_failure is True
     assert any("could not read the configuration's policy tags" in f for f in estate.phase().findings)

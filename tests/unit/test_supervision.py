@@ -27,6 +27,7 @@ def planned(tags=None, records=None) -> tuple[FakeEstate, str]:
 
 
 def finish_all_but_snapshot(estate: FakeEstate, vm: str) -> None:
+    estate.pass_preflight()
     estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED, data={"started_by_us": True})
     estate.report(Action.SUPPRESS_ALERTS, estate.subscriptions[0], TaskStatus.SUCCEEDED, data={"rule_id": "/r"})
 
@@ -157,6 +158,7 @@ def test_the_phase_completes_when_every_task_is_final():
 
 def test_a_failure_that_is_not_safety_critical_completes_with_failures_without_cancelling():
     estate, vm = planned()
+    estate.pass_preflight()
     estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
     estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.SUCCEEDED)
 
@@ -219,12 +221,25 @@ def test_a_failed_start_cancels_the_run_too():
     assert len(estate.cancellation.calls_to("cancel")) == 1
 
 
-def test_the_run_is_cancelled_only_when_the_phase_is_done():
+def test_a_failure_over_the_budget_cancels_at_once_without_waiting_for_the_phase():
     estate, vm = planned()
+
+    estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED, detail="quota")
+
+    assert not estate.phase().status.is_final  # other tasks still running
+    assert estate.cancellation.calls_to("cancel") == [(estate.event.correlation_id,)]
+    gate = estate.records.get_run(estate.key).gate
+    assert gate["verdict"] == "cancel" and gate["moment"] == "budget-exceeded"
+    assert [m["machine"] for m in gate["failing"]] == [vm]
+
+
+def test_a_failure_within_the_budget_does_not_cancel_while_the_phase_runs():
+    estate, vm = planned(tags={"prepost-max-errors": "1"})
 
     estate.report(Action.SNAPSHOT_DISKS, vm, TaskStatus.FAILED)
 
     assert estate.cancellation.calls == []
+    assert estate.records.get_run(estate.key).gate is None
 
 
 def test_cancel_on_failure_false_does_not_cancel():
@@ -277,14 +292,16 @@ def test_a_cancellation_after_the_run_started_is_recorded_as_too_late():
     assert run.cancel_reason == "pre-work failed"
 
 
-def test_a_cancellation_after_the_cutoff_is_tried_and_flagged():
+def test_a_cancellation_after_the_cutoff_is_not_attempted_but_recorded():
     estate, _ = planned()
     after_cutoff = estate.event.start - DEFAULT_CUTOFF_BEFORE_START + timedelta(minutes=1)
 
     cancel(estate, "late", now=after_cutoff)
 
-    assert len(estate.cancellation.calls_to("cancel")) == 1
-    assert "after the cut-off" in estate.records.get_run(estate.key).cancel_result
+    assert estate.cancellation.calls_to("cancel") == []
+    run = estate.records.get_run(estate.key)
+    assert run.cancel_requested_at == after_cutoff and not run.cancel_accepted
+    assert "the cut-off" in run.cancel_result and "had passed" in run.cancel_result
 
 
 # -- the deadline check ------------------------------------------------------------------
@@ -292,6 +309,7 @@ def test_a_cancellation_after_the_cutoff_is_tried_and_flagged():
 
 def test_the_deadline_check_cancels_when_pre_tasks_are_pending():
     estate, vm = planned()
+    estate.pass_preflight()
     estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)
 
     result = deadline_check(estate)
@@ -323,7 +341,7 @@ def test_the_deadline_check_leaves_a_completed_pre_phase_alone():
 
 def test_the_deadline_check_closes_a_phase_whose_last_count_was_lost():
     estate, vm = planned()
-    for action in (Action.START_VM, Action.SNAPSHOT_DISKS):
+    for action in (Action.PREFLIGHT, Action.START_VM, Action.SNAPSHOT_DISKS):
         task = estate.task(Phase.PRE, action, vm)
         task.status = TaskStatus.SUCCEEDED
         estate.records.replace_task(task)
@@ -415,3 +433,51 @@ def test_a_safety_net_delivered_early_is_sent_on_until_it_is_due():
     assert estate.phase(Phase.POST) is None
     [sent] = estate.transport.sent
     assert sent.message == early.resent() and sent.delay == MAX_HOP
+
+
+class DiesAfterMarkingPlanned(FakeRunRecords):
+    """The instance dies right after a phase is marked planned, before anyone closes it."""
+
+    armed = False
+
+    def replace_phase(self, phase):
+        stored = super().replace_phase(phase)
+        if self.armed and phase.status is PhaseStatus.PLANNED:
+            self.armed = False
+            raise SystemExit("the instance died")
+        return stored
+
+
+def post_phase_of_no_tasks_left_planned() -> FakeEstate:
+    """A run whose pre-event came after the start (nothing planned, nothing to undo); the delivery
+    that planned its post phase died before closing it."""
+    records = DiesAfterMarkingPlanned()
+    estate = FakeEstate()
+    estate.records = records
+    estate.deliver()
+    estate.plan(now=estate.event.start + timedelta(minutes=2))  # fenced: the pre phase fails to plan
+    estate.deliver("post-eventgrid.json")
+    records.armed = True
+    with pytest.raises(SystemExit):
+        estate.plan(Phase.POST)
+    assert estate.phase(Phase.POST).status is PhaseStatus.PLANNED and estate.tasks(Phase.POST) == []
+    return estate
+
+
+def test_a_redelivered_plan_closes_a_post_phase_whose_closing_died_with_its_instance():
+    estate = post_phase_of_no_tasks_left_planned()
+
+    estate.plan(Phase.POST)  # the queue delivers the plan message again
+
+    assert estate.phase(Phase.POST).status is PhaseStatus.COMPLETED
+
+
+def test_the_fallback_closes_a_post_phase_left_planned_with_every_task_final():
+    estate = post_phase_of_no_tasks_left_planned()
+    estate.transport.take()
+
+    result = fallback(estate, now=estate.event.end + timedelta(hours=1))
+
+    assert estate.phase(Phase.POST).status is PhaseStatus.COMPLETED
+    assert "closed (completed)" in result
+    assert estate.transport.sent == []  # settled: no further look

@@ -217,11 +217,43 @@ def _instance_view(record: VmRecord) -> dict[str, Any]:
         "statuses": statuses,
     }
     if power is PowerState.RUNNING:
-        view["vmAgent"] = {
-            "vmAgentVersion": "2.12.0.2",
-            "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready"}],
-        }
+        # Only a running VM's agent reports, and with it the extensions' statuses.
+        if vm.agent_ready:
+            agent_status = {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready"}
+        else:
+            agent_status = {
+                "code": "ProvisioningState/Unavailable",
+                "level": "Warning",
+                "displayStatus": "Not Ready",
+                "message": "VM status blob is found but not yet populated.",
+            }
+        view["vmAgent"] = {"vmAgentVersion": "2.12.0.2", "statuses": [agent_status]}
+        view["extensions"] = _extensions(vm)
     return view
+
+
+def _extensions(vm) -> list[dict[str, Any]]:
+    """The patch extension Update Manager installs, plus any seeded as failed (REFERENCE section 6:
+    a failed extension reports ``ProvisioningState/failed/...`` with a message)."""
+    patch = "WindowsPatchExtension" if vm.os_type is OsType.WINDOWS else "LinuxPatchExtension"
+    names = [patch, *(name for name in vm.failed_extensions if name != patch)]
+    failed = set(vm.failed_extensions)
+    extensions = []
+    for name in names:
+        if name in failed:
+            status = {
+                "code": "ProvisioningState/failed/1",
+                "level": "Error",
+                "displayStatus": "Provisioning failed",
+                "message": f"Enable failed for {name}: the extension handler exited with code 1",
+            }
+        else:
+            status = {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"}
+        publisher = "Microsoft.CPlat.Core" if name == patch else "Microsoft.Azure.Extensions"
+        extensions.append(
+            {"name": name, "type": f"{publisher}.{name}", "typeHandlerVersion": "1.0", "statuses": [status]}
+        )
+    return extensions
 
 
 def render_disk(disk: Disk, managed_by: str | None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Resource Graph: ``POST /providers/Microsoft.ResourceGraph/resources`` over ``maintenanceresources``.
+"""Resource Graph: ``POST /providers/Microsoft.ResourceGraph/resources`` over ``maintenanceresources``
+(runs and configuration assignments) and ``resources`` (VMs and Arc servers).
 
 Each registered run contributes one ``microsoft.maintenance/applyupdates`` row per machine, the
 way Update Manager lists a schedule's machines. Resource Graph returns ids in lower case, so the
@@ -23,9 +24,11 @@ from ..errors import ArmError
 from ..estate import TENANT_ID, Run
 from ..http import RequestContext, json_response
 from . import graph_tables
+from .assignments import assignment_rows
 
 PAGE_LIMIT = 1000
 TABLE = "maintenanceresources"
+RESOURCES = "resources"
 
 
 def query(ctx: RequestContext) -> Response:
@@ -45,7 +48,7 @@ def query(ctx: RequestContext) -> Response:
     subscriptions = body.get("subscriptions")
     scope = {str(s).lower() for s in subscriptions} if isinstance(subscriptions, list) and subscriptions else None
     source = (
-        _rows(ctx, scope) + graph_tables.assignment_rows(ctx, scope)
+        _rows(ctx, scope) + assignment_rows(ctx, scope)
         if table == TABLE
         else graph_tables.resource_rows(ctx, scope)
     )

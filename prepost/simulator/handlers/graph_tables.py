@@ -1,11 +1,7 @@
-"""Resource Graph rows beyond the runs: the ``resources`` table (VMs and Arc servers as Azure
-lists them) and configuration assignments in ``maintenanceresources``.
+"""Resource Graph's ``resources`` table: VMs and Arc servers as Azure lists them.
 
-What ``prepost estate export`` reads. The simulator keeps no assignments of its own: a machine
-in a run of a configuration is assigned to it (Update Manager builds each run from the
-configuration's assignments and dynamic scopes), so each (configuration, machine) pair of the
-runs is one static assignment row, as Azure lists them:
-https://learn.microsoft.com/azure/templates/microsoft.maintenance/configurationassignments
+What ``prepost estate export`` reads, and what dynamic scopes choose from (``prepost
+preflight``). Configuration assignments are in :mod:`.assignments`.
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ from .compute import render_vm
 from .hybrid import render_machine
 
 RESOURCES_TABLE = "resources"
-ASSIGNMENT_TYPE = "microsoft.maintenance/configurationassignments"
 
 
 def _in_scope(resource_id: str, scope: set[str] | None) -> bool:
@@ -61,30 +56,3 @@ def resource_rows(ctx: RequestContext, scope: set[str] | None) -> list[dict[str,
         machine = render_machine(arc)
         rows.append({**_common(arc.id, arc.location), **machine, "type": machine["type"].lower()})
     return rows
-
-
-def assignment_rows(ctx: RequestContext, scope: set[str] | None) -> list[dict[str, Any]]:
-    """One static configuration assignment per (configuration, machine) of the runs."""
-    rows: dict[str, dict[str, Any]] = {}
-    for run in ctx.state.runs.values():
-        configuration_id = run.configuration_id
-        name = configuration_id.rsplit("/", 1)[-1]
-        for resource_id in run.resource_ids:
-            row_id = f"{ids.key(resource_id)}/providers/microsoft.maintenance/configurationassignments/{name.lower()}"
-            if row_id in rows or not _in_scope(resource_id, scope):
-                continue
-            machine = ctx.state.vm_records.get(ids.key(resource_id))
-            arc = ctx.state.arc_servers.get(ids.key(resource_id))
-            location = machine.vm.location if machine else arc.location if arc else "westeurope"
-            rows[row_id] = {
-                **_common(resource_id, location),
-                "id": row_id,
-                "name": name,
-                "type": ASSIGNMENT_TYPE,
-                "tags": None,
-                "properties": {
-                    "maintenanceConfigurationId": configuration_id,
-                    "resourceId": resource_id,
-                },
-            }
-    return list(rows.values())

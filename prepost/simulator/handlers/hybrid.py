@@ -1,4 +1,4 @@
-"""Arc-enabled servers (``Microsoft.HybridCompute/machines``): get."""
+"""Arc-enabled servers (``Microsoft.HybridCompute/machines``): get, and list their extensions."""
 
 from __future__ import annotations
 
@@ -12,13 +12,48 @@ from ..estate import HYBRID_MACHINE, TENANT_ID, ArcServer, OsType
 from ..http import RequestContext, json_response
 
 
-def get_machine(ctx: RequestContext) -> Response:
+def _machine(ctx: RequestContext) -> ArcServer:
     subscription_id, resource_group = ctx.require_resource_group()
     machine_id = ids.resource_id(subscription_id, resource_group, HYBRID_MACHINE, ctx.params["name"])
     arc = ctx.state.arc_servers.get(ids.key(machine_id))
     if arc is None:
         raise errors.resource_not_found(HYBRID_MACHINE, ctx.params["name"], resource_group)
-    return json_response(200, render_machine(arc))
+    return arc
+
+
+def get_machine(ctx: RequestContext) -> Response:
+    return json_response(200, render_machine(_machine(ctx)))
+
+
+def list_extensions(ctx: RequestContext) -> Response:
+    """``GET .../machines/{name}/extensions``: the patch extension, plus any seeded as failed."""
+    arc = _machine(ctx)
+    patch = "WindowsPatchExtension" if arc.os_type is OsType.WINDOWS else "LinuxPatchExtension"
+    names = [patch, *(name for name in arc.failed_extensions if name != patch)]
+    value = []
+    for name in names:
+        failed = name in arc.failed_extensions
+        status = (
+            {"code": "ProvisioningState/failed", "level": "Error", "message": f"{name}: enable failed (exit code 1)"}
+            if failed
+            else {"code": "success", "level": "Information", "message": "Extension enabled"}
+        )
+        value.append(
+            {
+                "id": f"{arc.id}/extensions/{name}",
+                "name": name,
+                "type": f"{HYBRID_MACHINE}/extensions",
+                "location": arc.location,
+                "properties": {
+                    "publisher": "Microsoft.CPlat.Core" if name == patch else "Microsoft.Azure.Extensions",
+                    "type": name,
+                    "typeHandlerVersion": "1.0",
+                    "provisioningState": "Failed" if failed else "Succeeded",
+                    "instanceView": {"name": name, "type": name, "status": status},
+                },
+            }
+        )
+    return json_response(200, {"value": value})
 
 
 def render_machine(arc: ArcServer) -> dict[str, Any]:
@@ -52,6 +87,6 @@ def render_machine(arc: ArcServer) -> dict[str, Any]:
                 "incomingConnectionsPorts": [],
                 "extensionsEnabled": "true",
             },
-            "agentUpgrade": {"enableAutomaticUpgrade": False},
+            "agentUpgrade": {"enableAutomaticUpgrade": arc.automatic_upgrade},
         },
     }

@@ -16,7 +16,7 @@ from shared.adapters.arm.errors import call, or_none
 from shared.errors import PermanentError
 from shared.models.events import parse_time
 from shared.models.ids import ResourceId
-from shared.ports.azure import Compute, PatchSettings, PowerState, Snapshot, VirtualMachine
+from shared.ports.azure import Compute, ExtensionStatus, PatchSettings, PowerState, Snapshot, VirtualMachine
 
 
 def _checked(resource_id: str) -> ResourceId:
@@ -157,7 +157,40 @@ def _to_vm(vm: Any) -> VirtualMachine:
         os_disk_id=_get(storage, "osDisk", "managedDisk", "id"),
         data_disk_ids=data_disks,
         patch=_patch_settings(_get(properties, "osProfile")),
+        **_agent_and_extensions(_get(properties, "instanceView")),
     )
+
+
+def _agent_and_extensions(view: Any) -> dict:
+    """The VM agent's status and the extensions' statuses from the instance view (wire shape).
+
+    The agent reports ``Ready`` / ``Not Ready`` as the display status of its status entry;
+    an extension reports ``ProvisioningState/failed/...`` with a message when it failed
+    (https://learn.microsoft.com/azure/virtual-machines/extensions/troubleshoot).
+    """
+    if not isinstance(view, Mapping):
+        return {}
+    agent_status, agent_message = None, ""
+    agent_statuses = _get(view, "vmAgent", "statuses") or []
+    if agent_statuses:
+        first = agent_statuses[0]
+        agent_status = _get(first, "displayStatus") or _get(first, "code")
+        agent_message = _get(first, "message") or ""
+    extensions = []
+    for extension in _get(view, "extensions") or []:
+        statuses = _get(extension, "statuses") or []
+        # The provisioning status says whether it failed; take the first one that is one.
+        provisioning = [s for s in statuses if str(_get(s, "code") or "").lower().startswith("provisioningstate/")]
+        status = provisioning[0] if provisioning else (statuses[0] if statuses else None)
+        extensions.append(
+            ExtensionStatus(
+                name=_get(extension, "name") or "",
+                type=_get(extension, "type") or "",
+                code=(_get(status, "code") if status else "") or "",
+                message=(_get(status, "message") if status else "") or "",
+            )
+        )
+    return {"agent_status": agent_status, "agent_message": agent_message, "extensions": tuple(extensions)}
 
 
 def _patch_settings(profile: Any) -> PatchSettings | None:
@@ -185,4 +218,5 @@ def _to_snapshot(snapshot: Any) -> Snapshot:
         created_at=parse_time(created) if isinstance(created, str) else created,
         tags=dict(body.get("tags") or {}),
         provisioning_state=_get(properties, "provisioningState") or "Succeeded",
+        incremental=bool(_get(properties, "incremental")),
     )
