@@ -182,6 +182,13 @@ SPECIAL_REQUESTS: tuple[SpecialRequest, ...] = (
                 Grant.TARGET,
                 "Resource Graph returns a run's maintenanceresources rows only to a caller who may read them",
             ),
+            # The same rule for the configuration assignments preflight and the readiness timer
+            # resolve a configuration's machines from (maintenanceresources, ResourceGraphAssignments).
+            Permission(
+                "Microsoft.Maintenance/configurationAssignments/read",
+                Grant.TARGET,
+                "Resource Graph returns configuration assignments only to a caller who may read them",
+            ),
         ),
     ),
 )

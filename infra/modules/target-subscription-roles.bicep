@@ -60,8 +60,13 @@ resource machineOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
           // Not called by prepost: ARM checks it on the source disk when a snapshot is created
           // from it, and refuses the snapshot (LinkedAuthorizationFailed) without it.
           'Microsoft.Compute/disks/beginGetAccess/action'
-          // Arc-enabled server connection status.
+          // Arc-enabled server connection status, agent version and upgrade setting (preflight).
           'Microsoft.HybridCompute/machines/read'
+          // Arc extensions in a failed state (preflight).
+          'Microsoft.HybridCompute/machines/extensions/read'
+          // Resource Graph answers configuration assignments only to a caller who may read them
+          // (preflight and the readiness timer resolve a configuration's machines from them).
+          'Microsoft.Maintenance/configurationAssignments/read'
         ]
         notActions: []
         dataActions: []

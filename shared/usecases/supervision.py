@@ -126,7 +126,9 @@ def record_outcome(
         cancellation=cancellation,
         transport=transport,
         now=now,
-        known=written,
+        # A failure may exceed the error budget while the phase is still open: the gate then
+        # decides at once, so only a success may skip the check (docs/policy.md).
+        known=written if outcome.status is not TaskStatus.FAILED else None,
     )
     return changed
 

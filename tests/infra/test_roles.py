@@ -252,6 +252,15 @@ DRIVERS: dict[str, Callable[[Facts], object]] = {
     ),
     "ArmCompute.begin_delete_snapshot": lambda e: e.adapter("ArmCompute").begin_delete_snapshot(e.snapshot_id),
     "ArmArcMachines.get_machine": lambda e: e.adapter("ArmArcMachines").get_machine(e.estate.arc_servers[0].id),
+    "ArmArcMachines.list_extensions": lambda e: e.adapter("ArmArcMachines").list_extensions(
+        e.estate.arc_servers[0].id
+    ),
+    "ResourceGraphAssignments.list_assignments": lambda e: e.adapter("ResourceGraphAssignments").list_assignments(
+        e.estate.configuration.id, e.estate.subscription_ids
+    ),
+    "ResourceGraphAssignments.list_machines": lambda e: e.adapter("ResourceGraphAssignments").list_machines(
+        e.estate.subscription_ids
+    ),
     "ArmAlertSuppression.put_rule": _put_rule,
     "ArmAlertSuppression.get_rule": lambda e: e.adapter("ArmAlertSuppression").get_rule(e.rule_id),
     "ArmAlertSuppression.delete_rule": lambda e: e.adapter("ArmAlertSuppression").delete_rule(e.rule_id),
@@ -595,6 +604,7 @@ def test_resource_graph_query_needs_read_on_the_rows_it_should_return():
     assert {p.action for p in permissions} == {
         "Microsoft.ResourceGraph/resources/read",
         "Microsoft.Maintenance/applyUpdates/read",
+        "Microsoft.Maintenance/configurationAssignments/read",
     }
     assert {p.grant for p in permissions} == {Grant.TARGET}
 

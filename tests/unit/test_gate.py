@@ -313,9 +313,10 @@ def test_a_decision_claimed_by_a_delivery_that_died_is_finished_later_and_made_o
     estate.report(Action.SNAPSHOT_DISKS, b, TaskStatus.FAILED, detail="boom too")
     assert len(estate.cancellation.calls_to("cancel")) == calls
 
-    # THEN one arriving after the lease finishes it, once
-    estate.report(Action.START_VM, a, TaskStatus.SUCCEEDED, now=estate.now + CLAIM_LEASE + timedelta(seconds=1))
-    estate.report(Action.START_VM, b, TaskStatus.SUCCEEDED, now=estate.now + CLAIM_LEASE + timedelta(seconds=2))
+    # THEN a failure arriving after the lease finishes it, once (a success while the phase is
+    # still open skips the gate: the phase closing or the deadline check finish it then)
+    estate.report(Action.START_VM, a, TaskStatus.FAILED, now=estate.now + CLAIM_LEASE + timedelta(seconds=1))
+    estate.report(Action.START_VM, b, TaskStatus.FAILED, now=estate.now + CLAIM_LEASE + timedelta(seconds=2))
     run = estate.records.get_run(estate.key)
     assert run.cancel_accepted and len(estate.cancellation.calls_to("cancel")) == calls + 1
     assert "vm-00" in run.cancel_reason  # the claimed decision's reason

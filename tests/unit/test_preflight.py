@@ -249,8 +249,9 @@ def preflight_task(estate, vm):
     from shared.models.run import Action, Phase
     from shared.usecases.machine_actions import MachinePorts, perform_machine_action
 
-    message = TaskMessage(run_key=estate.key, phase=Phase.PRE, action=Action.PREFLIGHT, target=vm)
-    return perform_machine_action(message, MachinePorts(estate.records, estate.compute, estate.arc), now=estate.now)
+    message = estate.as_planned(TaskMessage(run_key=estate.key, phase=Phase.PRE, action=Action.PREFLIGHT, target=vm))
+    ports = MachinePorts(estate.records, estate.compute, estate.arc, estate.allowed_subscriptions)
+    return perform_machine_action(message, ports, now=estate.now)
 
 
 @pytest.mark.parametrize("start_seen", ["before", "after"])

@@ -38,7 +38,7 @@ class ArmArcMachines(ArcMachines):
         https://learn.microsoft.com/rest/api/hybridcompute/machine-extensions/list
         """
         status, body = arm_request(
-            self._clients, "GET", machine_id.rstrip("/") + "/extensions", API_VERSION, "list Arc extensions"
+            self._clients, "GET", machine_id.rstrip("/"), API_VERSION, "list Arc extensions", collection="extensions"
         )
         if status == 404 or not body:
             return []
