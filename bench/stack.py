@@ -1,6 +1,6 @@
 """The services a benchmark runs against, each started fresh and stopped by the benchmark.
 
-A fresh in-memory Azurite per benchmark (REFERENCE section 7: a long-lived one slows down) and,
+A fresh in-memory Azurite per benchmark (docs/reference.md section 7: a long-lived one slows down) and,
 where ARM is needed, the management-API simulator on a free loopback port. The pipeline side
 gets its adapters from the app's own :class:`~shared.bootstrap.Container`, built from the
 settings the local stack gives the function app, so it is wired exactly as in production.
@@ -128,7 +128,7 @@ class _StaticCredential:
 
 
 class _PlainHttpBearer(SansIOHTTPPolicy):
-    """The header alone: the SDK's bearer policy refuses plain http (REFERENCE section 3)."""
+    """The header alone: the SDK's bearer policy refuses plain http (docs/reference.md section 3)."""
 
     def on_request(self, request) -> None:
         request.http_request.headers["Authorization"] = "Bearer bench"

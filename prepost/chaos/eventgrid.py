@@ -3,7 +3,7 @@
 Each event is POSTed to the webhook of a live instance picked at random, as a load balancer
 would. A non-2xx answer or no answer is retried on Event Grid's schedule (10 s, 30 s, 1 min,
 5 min, 10 min, 30 min, then hourly: virtual time, so scaled down) until a 2xx or the event's
-time to live runs out (REFERENCE section 5).
+time to live runs out (docs/reference.md section 5).
 """
 
 from __future__ import annotations

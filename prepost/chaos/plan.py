@@ -44,7 +44,7 @@ DISORDERS = {
 NORMAL_SHARE = 0.25
 """The share of windows without disorder."""
 
-# The timeline of a window, relative to its scheduled start T (REFERENCE section 2).
+# The timeline of a window, relative to its scheduled start T (docs/reference.md section 2).
 PRE_LEAD = timedelta(minutes=40)
 WINDOW_LENGTH = timedelta(minutes=20)
 CUTOFF_BEFORE_START = timedelta(minutes=10)

@@ -14,7 +14,7 @@ DEFAULT_CONFIGURATION = (
     "/subscriptions/6f1d2c4e-8a7b-4c21-9e3f-2b5a7d9c1e40/resourceGroups/rg-patching/providers/"
     "Microsoft.Maintenance/maintenanceConfigurations/mc-weekly"
 )
-# The pre-event comes at least 30 minutes before the start (REFERENCE section 2).
+# The pre-event comes at least 30 minutes before the start (docs/reference.md section 2).
 PRE_LEAD = timedelta(minutes=30)
 WINDOW = timedelta(hours=2)
 CUTOFF_BEFORE_START = timedelta(minutes=10)

@@ -70,7 +70,7 @@ class StorageQueueTransport(WorkTransport):
         clients: the storage account's clients, whose queue clients encode base64.
         max_workers: threads that send at once when there are several messages. One send is
             one HTTP round trip, so a few threads overlap the waiting: measured on Azurite,
-            about 190/s one by one and 250/s with 8 threads (REFERENCE: 470/s and 600/s with
+            about 190/s one by one and 250/s with 8 threads (docs/reference.md: 470/s and 600/s with
             16). Eight stays within the SDK's pool of 10 connections per host; more threads
             would open and discard extra connections.
     """

@@ -35,7 +35,7 @@ class PatchSettings:
     @property
     def safe_for_scheduled_patching(self) -> bool:
         """Customer-managed schedules need AutomaticByPlatform plus the bypass flag, else Azure
-        may patch outside the schedule (REFERENCE section 6)."""
+        may patch outside the schedule (docs/reference.md section 6)."""
         return self.patch_mode == "AutomaticByPlatform" and self.bypass_platform_safety_checks
 
 

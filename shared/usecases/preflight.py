@@ -4,7 +4,7 @@ The same checks run in two places: as the ``preflight`` task of every machine in
 phase, and on demand (``prepost preflight``) days before a window. They only read: the VM with
 its instance view, the snapshots beside its disks, the Arc server and its extensions.
 
-What is checked (REFERENCE section 6):
+What is checked (docs/reference.md section 6):
 
 - Azure VM: patch orchestration mode and ``bypassPlatformSafetyChecksOnUserSchedule``; the VM
   agent's status; extensions in a failed state (the patch extension above all); incremental

@@ -542,7 +542,7 @@ def _cancel(
         run.start - DEFAULT_CUTOFF_BEFORE_START,
     )
     if now > cutoff:
-        # Update Manager takes a cancellation only before the cut-off (REFERENCE section 2,
+        # Update Manager takes a cancellation only before the cut-off (docs/reference.md section 2,
         # https://learn.microsoft.com/azure/update-manager/manage-pre-post-events): no call is
         # made after it, and the record says so.
         return f"not cancelled: the cut-off {cutoff.isoformat()} had passed; Update Manager takes none after it", False

@@ -233,7 +233,7 @@ def _instance_view(record: VmRecord) -> dict[str, Any]:
 
 
 def _extensions(vm) -> list[dict[str, Any]]:
-    """The patch extension Update Manager installs, plus any seeded as failed (REFERENCE section 6:
+    """The patch extension Update Manager installs, plus any seeded as failed (docs/reference.md section 6:
     a failed extension reports ``ProvisioningState/failed/...`` with a message)."""
     patch = "WindowsPatchExtension" if vm.os_type is OsType.WINDOWS else "LinuxPatchExtension"
     names = [patch, *(name for name in vm.failed_extensions if name != patch)]

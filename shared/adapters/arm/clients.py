@@ -19,7 +19,7 @@ from shared.settings import ArmAuth
 
 # Functions must not sleep through long Retry-After values: a 429 goes straight back to the
 # use case, which re-queues the task with that delay. 5xx and connection errors get two quick
-# retries here (REFERENCE section 4: the default policy retries 10 times and sleeps).
+# retries here (docs/reference.md section 4: the default policy retries 10 times and sleeps).
 RETRY_TOTAL = 2
 RETRY_BACKOFF = 0.5
 RETRY_BACKOFF_MAX = 4

@@ -25,7 +25,7 @@ def retry_after(error: HttpResponseError) -> timedelta | None:
     """The longest wait any of the response's headers asks for, or None.
 
     ARM answers ``Retry-After`` (seconds); Resource Graph says when the caller's quota resets in
-    ``x-ms-user-quota-resets-after`` (``hh:mm:ss``, REFERENCE section 4). When both come, the
+    ``x-ms-user-quota-resets-after`` (``hh:mm:ss``, docs/reference.md section 4). When both come, the
     longer wins: asking again before the quota resets only earns another 429.
     """
     response = error.response
