@@ -52,6 +52,9 @@ class TaskResult:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+RECHECK_LIMIT = 3
+"""A :attr:`FollowUp.recheck` waits at most this many operation check intervals."""
+
 @dataclass(frozen=True)
 class FollowUp:
     """What an action reports when its Azure operation is begun but not finished: look again later.
@@ -68,7 +71,9 @@ class FollowUp:
     data: dict[str, Any] = field(default_factory=dict)
     recheck: timedelta | None = None
     """Look again after this instead of the operation check interval (a task waiting for another
-    one, which is sent on when that one is final, looks again rarely)."""
+    one, which is sent on when that one is final, looks again rarely), but never later than
+    :data:`RECHECK_LIMIT` operation checks: a nudge lost to a crash or a busy lock then costs a
+    few checks, not a fixed minute (the local stack checks every second)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,8 @@ def _follow_up(
     # Released first, so the follow-up delivery can begin; a crash before the send below
     # raises, and the platform delivers this message again, which looks at the operation again.
     idempotency.release(lock)
-    check_interval = follow_up.recheck or check_interval
+    if follow_up.recheck is not None:
+        check_interval = min(follow_up.recheck, check_interval * RECHECK_LIMIT)
     transport.send([message.follow_up(waiting_since=format_time(waiting_since))], delay=check_interval)
     seconds = int(check_interval.total_seconds())
     detail = f"{follow_up.operation}: {follow_up.state}; looking again in {seconds} s"

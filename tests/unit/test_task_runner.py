@@ -17,6 +17,7 @@ from shared.ports.idempotency import IdempotencyStatus
 from shared.usecases.task_runner import (
     IN_PROGRESS_RECHECK,
     MAX_OPERATION_WAIT,
+    RECHECK_LIMIT,
     Delivery,
     FollowUp,
     TaskResult,
@@ -309,6 +310,21 @@ def test_a_follow_up_is_scheduled_after_the_check_interval_and_reported_in_progr
     assert outcome.detail == "snapshot disks: 0 of 2 snapshot(s) ready; looking again in 20 s"
     assert (outcome.attempts, outcome.data) == (1, {"note": "kept"})
     assert KEY not in idempotency.records  # released: the follow-up delivery may begin
+
+
+@pytest.mark.parametrize(
+    ("recheck", "expected"),
+    [
+        (timedelta(minutes=10), CHECK_INTERVAL * RECHECK_LIMIT),  # capped: a lost nudge costs a few checks
+        (timedelta(seconds=5), timedelta(seconds=5)),  # shorter than the check interval: as asked
+    ],
+)
+def test_a_recheck_is_looked_at_no_later_than_a_few_operation_checks(idempotency, transport, recheck, expected):
+    waiting = FollowUp("wait for start-vm", "waiting", recheck=recheck)
+
+    run(MESSAGE, ScriptedAction(waiting), idempotency, transport)
+
+    assert transport.sent[0].delay == expected
 
 
 def test_later_follow_ups_count_on_and_keep_when_the_operation_began(idempotency, transport):
