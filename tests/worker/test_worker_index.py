@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.names import INTAKE_FUNCTION, SERVICEBUS_CONNECTION, STORAGE_CONNECTION, QueueName, SettingName
+from shared.names import (
+    INTAKE_FUNCTION,
+    READINESS_FUNCTION,
+    READINESS_SCHEDULE,
+    SERVICEBUS_CONNECTION,
+    STORAGE_CONNECTION,
+    QueueName,
+    SettingName,
+)
 from tests.worker import worker_venv
 
 HERE = Path(__file__).resolve().parent
@@ -69,6 +77,18 @@ ALWAYS = {
     INTAKE_FUNCTION: [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}],
     "monitoring_storage_queue": [storage_trigger(QueueName.MONITORING)],
     "outcomes_storage_queue": [storage_trigger(QueueName.OUTCOMES)],
+    # The daily readiness check (functions/readiness_timer.py); the schedule lock (useMonitor)
+    # keeps two instances from running it at once.
+    READINESS_FUNCTION: [
+        {
+            "direction": "IN",
+            "type": "timerTrigger",
+            "name": "timer",
+            "schedule": READINESS_SCHEDULE,
+            "runOnStartup": False,
+            "useMonitor": True,
+        }
+    ],
 }
 STORAGE_WORK = {
     PLAN_STORAGE: [storage_trigger(QueueName.PLAN)],
