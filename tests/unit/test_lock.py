@@ -3,8 +3,8 @@
 ``requirements.in`` and ``requirements-dev.in`` hold the pins people edit; ``make lock`` resolves
 them into ``requirements.txt`` (what Azure installs) and ``requirements-dev.txt``, every package
 pinned with its hashes; likewise ``requirements-worker.in`` (Python 3.13, for tests/worker) and
-``requirements-worker-presettlement.in`` (one package, no dependencies). A pin edited without ``make lock``, or a line added to a lock by hand,
-fails here before it fails an install.
+``requirements-worker-presettlement.in`` (one package, no dependencies). A pin edited without
+``make lock``, or a line added to a lock by hand, fails here before it fails an install.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def test_every_requirements_file_is_locked():
 def test_worker_environment_installs_only_from_its_locks():
     from tests.worker import worker_venv
 
-    assert worker_venv.REQUIREMENTS == ROOT / LOCKS["requirements-worker.in"]
-    assert worker_venv.PRE_SETTLEMENT_REQUIREMENTS == ROOT / LOCKS["requirements-worker-presettlement.in"]
+    installed = {worker_venv.REQUIREMENTS.name, worker_venv.PRE_SETTLEMENT_REQUIREMENTS.name}
+    assert installed == {LOCKS["requirements-worker.in"], LOCKS["requirements-worker-presettlement.in"]}
     # The pre-settlement runtime is installed without its dependencies: its lock holds it alone,
     # at the version the worker-index test expects.
     assert {
