@@ -22,9 +22,11 @@ from typing import Any
 
 import pytest
 
+from shared.models.gate import ErrorBudget
 from shared.models.policy import RunPolicy
 from shared.names import SERVICEBUS_CONNECTION, STORAGE_CONNECTION, SettingName
 from shared.settings import Settings
+from tests.infra.test_azd import PROVISION_ENV, run_hook
 
 pycep = pytest.importorskip("pycep", reason="pycep-parser is not installed (pip install -e .[dev])")
 
@@ -206,6 +208,26 @@ def test_every_module_setting_parameter_is_a_main_parameter_with_the_same_defaul
             )
 
 
+def setting_parameters_of_main() -> set[str]:
+    """main.bicep's parameters that become an app setting (their description starts with its name)."""
+    found = set()
+    for name, spec in main()["parameters"].items():
+        descriptions = [d["argument"] for d in spec.get("decorators", []) if d["type"] == "description"]
+        if any(text.startswith("PREPOST_") for text in descriptions):
+            found.add(name)
+    return found
+
+
+@pytest.mark.parametrize("parameters_file", ["main.parameters.json", "main.parameters.example.json"])
+def test_every_setting_parameter_is_in_the_parameters_files(parameters_file: str):
+    # main.parameters.json is what azd fills from its environment: a setting missing there could
+    # only be changed by editing the file. The example is what an az deployment starts from.
+    listed = set(json.loads((INFRA / parameters_file).read_text(encoding="utf-8"))["parameters"])
+    assert {"maxErrors", "safetyCritical", "readinessConfigurationIds"} <= setting_parameters_of_main()
+    missing = setting_parameters_of_main() - listed
+    assert not missing, f"{parameters_file} does not list {sorted(missing)}"
+
+
 # --- what the deployment writes, the app accepts -------------------------------------------------------
 
 
@@ -269,3 +291,47 @@ def test_storage_and_service_bus_connections_are_identity_based():
     namespace = REQUIRED["serviceBusFullyQualifiedNamespace"]
     assert settings[f"{SERVICEBUS_CONNECTION}__fullyQualifiedNamespace"] == namespace
     assert "PREPOST_SERVICEBUS_SETTLEMENT" not in deployed_settings(transport="storage")
+
+
+# --- the pre-provision hook refuses what the app would refuse -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0", "3", "100000", "100001", "1000000", "10%", "0%", "100%", "101%", "0100%", "3.5", "-1", "%", "x%", "ten"],
+)
+def test_preprovision_accepts_an_error_budget_exactly_when_the_app_does(tmp_path: Path, value: str):
+    try:
+        ErrorBudget.parse(value)
+        app_accepts = True
+    except ValueError:
+        app_accepts = False
+    result, calls = run_hook("preprovision", tmp_path, {**PROVISION_ENV, "PREPOST_MAX_ERRORS": value})
+    assert (result.returncode == 0) is app_accepts, result.stderr
+    if not app_accepts:
+        assert "PREPOST_MAX_ERRORS" in result.stderr
+        assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "accepted"),
+    [
+        ("PREPOST_SAFETY_CRITICAL", '["snapshot", "start"]', True),
+        ("PREPOST_SAFETY_CRITICAL", "[]", True),
+        ("PREPOST_SAFETY_CRITICAL", "snapshot,start", False),
+        ("PREPOST_ALLOWED_SUBSCRIPTION_IDS", "11111111-1111-1111-1111-111111111111", False),
+        ("PREPOST_READINESS_CONFIGURATION_IDS", f'["{CONFIGURATION}"]', True),
+        ("PREPOST_READINESS_CONFIGURATION_IDS", CONFIGURATION, False),
+        ("PREPOST_READINESS_CONFIGURATION_IDS", '["mc-weekly"]', False),
+        ("PREPOST_ALERT_ACTION_GROUP_IDS", "[]", True),
+    ],
+)
+def test_preprovision_checks_the_optional_settings(tmp_path: Path, variable: str, value: str, accepted: bool):
+    result, calls = run_hook("preprovision", tmp_path, {**PROVISION_ENV, variable: value})
+    assert (result.returncode == 0) is accepted, result.stderr
+    if not accepted:
+        assert variable in result.stderr
+        assert calls == []
+    if accepted and variable == "PREPOST_READINESS_CONFIGURATION_IDS":
+        # What the hook lets through, the app accepts too.
+        app_reads(deployed_settings(readinessConfigurations=",".join(json.loads(value))))
