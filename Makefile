@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 
 # Python 3.13 with the Python worker's indexing library (azure-functions-runtime), for
 # tests/worker: found as PREPOST_WORKER_PYTHON, python3.13 on the PATH, or pyenv's 3.13.
+# Installed from the hashed locks requirements-worker.txt and requirements-worker-presettlement.txt.
 worker-venv: $(STAMP)
 	$(BIN)/python -m tests.worker.worker_venv
 
@@ -30,12 +31,15 @@ $(AZURITE): package.json package-lock.json
 	else npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; fi
 
 # Resolve requirements.in (the app's pins) and requirements-dev.in into the hashed lock files,
-# for Python 3.11 on every platform. Versions already in a lock are kept; upgrade one package
-# with LOCK_ARGS="--upgrade-package NAME", everything with LOCK_ARGS=--upgrade.
+# for Python 3.11 on every platform, and requirements-worker.in (tests/worker) for Python 3.13.
+# Versions already in a lock are kept; upgrade one package with LOCK_ARGS="--upgrade-package NAME",
+# everything with LOCK_ARGS=--upgrade.
 UV_VERSION := 0.13.8
 UV := $(VENV)/uv/bin/uv
 LOCK_ARGS ?=
-LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --custom-compile-command "make lock" --quiet $(LOCK_ARGS)
+LOCK_COMMON := --generate-hashes --universal --custom-compile-command "make lock" --quiet $(LOCK_ARGS)
+LOCK_FLAGS := $(LOCK_COMMON) --python-version 3.11
+WORKER_LOCK_FLAGS := $(LOCK_COMMON) --python-version 3.13
 $(UV):
 	$(PYTHON) -m venv $(VENV)/uv
 	$(VENV)/uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
@@ -43,6 +47,8 @@ $(UV):
 lock: $(UV)
 	$(UV) pip compile $(LOCK_FLAGS) requirements.in --output-file requirements.txt
 	$(UV) pip compile $(LOCK_FLAGS) requirements-dev.in --constraint requirements.txt --output-file requirements-dev.txt
+	$(UV) pip compile $(WORKER_LOCK_FLAGS) requirements-worker.in --output-file requirements-worker.txt
+	$(UV) pip compile $(WORKER_LOCK_FLAGS) --no-deps requirements-worker-presettlement.in --output-file requirements-worker-presettlement.txt
 
 demo: install
 	$(BIN)/prepost demo

@@ -145,6 +145,45 @@ param alertActionGroupIds array = []
 ])
 param telemetry string = 'on'
 
+@description('PREPOST_SERVICEBUS_SETTLEMENT, only with transport servicebus: classic (the host settles), or explicit (opt-in: the functions settle and dead-letter; a worker without the settlement client then loads no function, docs/servicebus.md).')
+@allowed([
+  'classic'
+  'explicit'
+])
+param serviceBusSettlement string = 'classic'
+
+// The readiness gate's defaults, for configurations without prepost-* policy tags (docs/policy.md).
+// The defaults here are the app's own: cancel the run when any safety-critical pre-work fails.
+@description('PREPOST_MAX_ERRORS: machines whose safety-critical pre-work may fail before the run is cancelled, a count (3) or a percentage (10%). The app refuses to start on anything else.')
+@minLength(1)
+@maxLength(7)
+param maxErrors string = '0'
+
+// An array so that ARM checks every element against @allowed before deploying
+// (https://learn.microsoft.com/azure/azure-resource-manager/bicep/parameters#use-decorators).
+@description('PREPOST_SAFETY_CRITICAL: pre-work whose failure counts against the error budget. [] counts nothing (the setting says none).')
+@allowed([
+  'snapshot'
+  'start'
+  'preflight'
+  'pre-script'
+])
+param safetyCritical array = [
+  'snapshot'
+  'start'
+  'preflight'
+  'pre-script'
+]
+
+@description('PREPOST_CANCEL_ON_FAILURE: false records failures but never cancels a run.')
+param cancelOnFailure bool = true
+
+@description('PREPOST_READINESS_CONFIGURATIONS: maintenance configuration ids the readiness_check timer checks daily at 05:00 UTC (docs/preflight.md). Empty: it checks nothing.')
+param readinessConfigurationIds array = []
+
+@description('PREPOST_ARM_BUCKETS: ARM token buckets the rate control models per subscription, e.g. reads=100/10,writes=50/5 for a subscription with smaller limits (docs/rate-control.md). Empty: Azure\'s published sizes.')
+param armBuckets string = ''
+
 // The Event Grid-triggered function, as shared/names.py INTAKE_FUNCTION names it.
 var intakeFunctionName = 'maintenance_event_intake'
 
@@ -228,6 +267,12 @@ module functionApp 'modules/functionapp.bicep' = {
     operationCheckSeconds: operationCheckSeconds
     maximumInstanceCount: maximumInstanceCount
     telemetry: telemetry
+    serviceBusSettlement: serviceBusSettlement
+    maxErrors: maxErrors
+    safetyCritical: safetyCritical
+    cancelOnFailure: cancelOnFailure
+    readinessConfigurations: join(readinessConfigurationIds, ',')
+    armBuckets: armBuckets
   }
 }
 

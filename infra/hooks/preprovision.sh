@@ -24,6 +24,36 @@ case "$PREPOST_TARGET_SUBSCRIPTION_IDS" in
   *) fail "PREPOST_TARGET_SUBSCRIPTION_IDS must be a JSON array, e.g. '[\"11111111-1111-1111-1111-111111111111\"]'" ;;
 esac
 
+# Optional settings (docs/deploy.md, "Deploying with azd"). The app reads its settings on the
+# first invocation and, on a bad one, fails every invocation (the intake's included): catch the
+# usual mistakes here, before anything is deployed.
+for variable in PREPOST_ALLOWED_CONFIGURATION_IDS PREPOST_ALLOWED_SUBSCRIPTION_IDS \
+  PREPOST_READINESS_CONFIGURATION_IDS PREPOST_SAFETY_CRITICAL PREPOST_ALERT_ACTION_GROUP_IDS; do
+  eval "value=\${$variable:-}"
+  case "$value" in
+    "" | \[*\]) ;;
+    *) fail "$variable must be a JSON array, e.g. '[\"first\", \"second\"]' (unset: the default)" ;;
+  esac
+done
+for id in $(printf '%s' "${PREPOST_READINESS_CONFIGURATION_IDS:-}" | grep -o '"[^"]*"' | tr -d '"'); do
+  case "$id" in
+    /subscriptions/*/providers/[Mm]icrosoft.[Mm]aintenance/[Mm]aintenance[Cc]onfigurations/*) ;;
+    *) fail "PREPOST_READINESS_CONFIGURATION_IDS: $id is not a maintenance configuration id" ;;
+  esac
+done
+if [ -n "${PREPOST_MAX_ERRORS:-}" ]; then
+  digits=${PREPOST_MAX_ERRORS%\%}
+  case "$digits" in
+    "" | *[!0-9]*) fail "PREPOST_MAX_ERRORS must be a count (3) or a percentage (10%), got $PREPOST_MAX_ERRORS" ;;
+  esac
+  # The bounds of shared/models/gate.py ErrorBudget.parse: 0% to 100%, or 0 to 100000 machines.
+  if [ "$digits" != "$PREPOST_MAX_ERRORS" ]; then
+    { [ "${#digits}" -le 3 ] && [ "$digits" -le 100 ]; } || fail "PREPOST_MAX_ERRORS: $PREPOST_MAX_ERRORS is not a percentage from 0% to 100%"
+  else
+    { [ "${#digits}" -le 6 ] && [ "$digits" -le 100000 ]; } || fail "PREPOST_MAX_ERRORS: $PREPOST_MAX_ERRORS is more than 100000 machines"
+  fi
+fi
+
 command -v az >/dev/null 2>&1 || fail "the hooks need the Azure CLI (az), signed in to the same tenant"
 
 configuration_subscription=$(echo "$PREPOST_MAINTENANCE_CONFIGURATION_ID" | cut -d/ -f3)

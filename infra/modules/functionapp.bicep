@@ -77,6 +77,40 @@ param instanceMemoryMB int = 2048
 ])
 param telemetry string = 'off'
 
+@description('PREPOST_SERVICEBUS_SETTLEMENT (only with transport servicebus): classic, or explicit (opt-in; docs/servicebus.md).')
+@allowed([
+  'classic'
+  'explicit'
+])
+param serviceBusSettlement string = 'classic'
+
+@description('PREPOST_MAX_ERRORS: the error budget where a configuration has no prepost-max-errors tag, a count (3) or a percentage (10%).')
+@minLength(1)
+param maxErrors string = '0'
+
+@description('PREPOST_SAFETY_CRITICAL: pre-work whose failure counts against the budget where a configuration has no prepost-safety-critical tag. Empty: none.')
+@allowed([
+  'snapshot'
+  'start'
+  'preflight'
+  'pre-script'
+])
+param safetyCritical array = [
+  'snapshot'
+  'start'
+  'preflight'
+  'pre-script'
+]
+
+@description('PREPOST_CANCEL_ON_FAILURE: whether the gate cancels a run at all where a configuration has no prepost-cancel-on-failure tag.')
+param cancelOnFailure bool = true
+
+@description('PREPOST_READINESS_CONFIGURATIONS: comma-separated configuration ids the readiness_check timer checks daily. Empty: not set, the timer checks nothing.')
+param readinessConfigurations string = ''
+
+@description('PREPOST_ARM_BUCKETS: ARM token buckets per class, e.g. reads=250/25,writes=200/10. Empty: not set, Azure\'s published sizes.')
+param armBuckets string = ''
+
 var baseSettings = [
   {
     // Host storage, queue/table bindings and the app's own clients, with the managed identity.
@@ -124,6 +158,19 @@ var baseSettings = [
     name: 'PREPOST_TELEMETRY'
     value: telemetry
   }
+  {
+    name: 'PREPOST_MAX_ERRORS'
+    value: maxErrors
+  }
+  {
+    // The setting's spelling of an empty list is none (an empty value would mean the default).
+    name: 'PREPOST_SAFETY_CRITICAL'
+    value: empty(safetyCritical) ? 'none' : join(safetyCritical, ',')
+  }
+  {
+    name: 'PREPOST_CANCEL_ON_FAILURE'
+    value: cancelOnFailure ? 'true' : 'false'
+  }
 ]
 
 var serviceBusSettings = (transport == 'servicebus') ? [
@@ -131,12 +178,32 @@ var serviceBusSettings = (transport == 'servicebus') ? [
     name: 'ServiceBusConnection__fullyQualifiedNamespace'
     value: serviceBusFullyQualifiedNamespace
   }
+  {
+    name: 'PREPOST_SERVICEBUS_SETTLEMENT'
+    value: serviceBusSettlement
+  }
 ] : []
 
 var suppressionSettings = empty(suppressionResourceGroupName) ? [] : [
   {
     name: 'PREPOST_SUPPRESSION_RESOURCE_GROUP'
     value: suppressionResourceGroupName
+  }
+]
+
+// Optional settings are left out when empty, as the suppression resource group is: the app reads
+// an absent setting as its default, and the portal then shows only what was chosen.
+var readinessSettings = empty(readinessConfigurations) ? [] : [
+  {
+    name: 'PREPOST_READINESS_CONFIGURATIONS'
+    value: readinessConfigurations
+  }
+]
+
+var armBucketSettings = empty(armBuckets) ? [] : [
+  {
+    name: 'PREPOST_ARM_BUCKETS'
+    value: armBuckets
   }
 ]
 
@@ -185,7 +252,7 @@ resource site 'Microsoft.Web/sites@2026-07-15' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: concat(baseSettings, serviceBusSettings, suppressionSettings)
+      appSettings: concat(baseSettings, serviceBusSettings, suppressionSettings, readinessSettings, armBucketSettings)
     }
     functionAppConfig: {
       deployment: {

@@ -2,10 +2,11 @@
 
 ``azure-functions-runtime`` (the library the Functions Python worker loads on Python 3.13 and
 later to index and invoke an app) requires Python 3.13, and the project's environment may be
-older, so the worker-index test runs it in a separate virtual environment built from
-``requirements-worker.txt``. Beside it, ``runtime-1.0.0/`` holds azure-functions-runtime 1.0.0,
-the last release without settlement-client support, to show what such a worker does with the
-explicit-settlement app.
+older, so the worker-index test runs it in a separate virtual environment built from the hashed
+lock ``requirements-worker.txt``. Beside it, ``runtime-1.0.0/`` holds azure-functions-runtime
+1.0.0 (``requirements-worker-presettlement.txt``), the last release without settlement-client
+support, to show what such a worker does with the explicit-settlement app. Both locks are written
+by ``make lock`` and installed with ``--require-hashes``: every download is checked.
 
 Run ``python -m tests.worker.worker_venv`` (``make worker-venv``) to build it; the test builds it
 too when it is missing or out of date. Python 3.13 is found as ``PREPOST_WORKER_PYTHON``,
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-worker"
 REQUIREMENTS = ROOT / "requirements-worker.txt"
+PRE_SETTLEMENT_REQUIREMENTS = ROOT / "requirements-worker-presettlement.txt"
 PRE_SETTLEMENT_RUNTIME = "1.0.0"
 """azure-functions-runtime 1.0.0 rejects a parameter bound to no binding; 1.1.0 added the settlement client."""
 PRE_SETTLEMENT_PATH = VENV / f"runtime-{PRE_SETTLEMENT_RUNTIME}"
@@ -62,7 +64,7 @@ def find_python313() -> str:
 
 def _fingerprint() -> str:
     digest = hashlib.sha256(REQUIREMENTS.read_bytes())
-    digest.update(PRE_SETTLEMENT_RUNTIME.encode())
+    digest.update(PRE_SETTLEMENT_REQUIREMENTS.read_bytes())
     return digest.hexdigest()
 
 
@@ -79,10 +81,11 @@ def ensure() -> Path:
             return python()
         shutil.rmtree(VENV, ignore_errors=True)
         subprocess.run([find_python313(), "-m", "venv", str(VENV)], check=True)
-        pip = [str(python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        pip = [str(python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes"]
         subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True)
-        pre_settlement = f"azure-functions-runtime=={PRE_SETTLEMENT_RUNTIME}"
-        subprocess.run([*pip, "--no-deps", "--target", str(PRE_SETTLEMENT_PATH), pre_settlement], check=True)
+        # The lock holds azure-functions-runtime alone (make lock resolves it with --no-deps).
+        pre_settlement = ["--no-deps", "--target", str(PRE_SETTLEMENT_PATH), "-r", str(PRE_SETTLEMENT_REQUIREMENTS)]
+        subprocess.run([*pip, *pre_settlement], check=True)
         _STAMP.write_text(_fingerprint())
         return python()
 
