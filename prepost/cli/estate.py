@@ -130,7 +130,7 @@ def run_export(args: argparse.Namespace) -> int:
     text = json.dumps(estate_to_json(estate), indent=2) + "\n"
     report = (
         f"{summary.configurations} configuration(s), {summary.machines_kept} of {summary.machines_seen} machines "
-        f"seen, {summary.runs} run(s), {summary.queries} Resource Graph queries"
+        f"seen, {summary.runs} run(s), {summary.queries} Resource Graph queries, {summary.reads} ARM reads"
         + (", anonymised" if args.anonymise else "")
     )
     if args.out:
