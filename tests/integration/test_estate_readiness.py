@@ -12,6 +12,10 @@ anonymised, rehearses the same findings in a fresh stack.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from prepost.estate import load_estate, to_simulator
 from prepost.estate.anonymise import anonymise
 from prepost.estate.export import export_estate, read_only_clients
 from prepost.estate.writer import estate_to_json
+from prepost.local.host_config import REPO_ROOT
 from prepost.local.state import StackState
 from shared.settings import ArmAuth
 
@@ -193,3 +198,55 @@ def test_the_export_round_trip_keeps_the_findings_plain_and_anonymised(start_app
     # Names are replaced; each machine keeps its findings.
     assert sorted(map(sorted, findings_by_machine(report).values())) == sorted(map(sorted, EXPECTED.values()))
     assert len(report["gate"]["failing"]) == 1
+
+
+# -- python -m prepost.simulator --estate FILE, and preflight from a separate process ----------
+
+
+def test_the_simulator_command_serves_an_estate_file_to_a_preflight_in_another_process(tmp_path):
+    path = write(tmp_path, "estate.json", estate_file())
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREPOST_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prepost.simulator", "--estate", str(path), "--port", "0"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        assert url.startswith("http://127.0.0.1:"), url
+        done = subprocess.run(
+            [sys.executable, "-m", "prepost.cli", "preflight", "--configuration", CONFIG, "--arm-endpoint", url]
+            + ["--json"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=15)
+
+    assert done.returncode == 3, done.stderr
+    assert findings_by_machine(json.loads(done.stdout)) == EXPECTED
+    assert server.returncode == 0
+
+
+def test_the_simulator_command_refuses_a_bad_estate_file_naming_the_field(tmp_path):
+    data = estate_file()
+    data["vms"][0]["osDisk"] = {"existingSnapshots": "many"}
+    path = write(tmp_path, "estate.json", data)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "prepost.simulator", "--estate", str(path), "--port", "0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2 and done.stdout == ""
+    assert "vms[0].osDisk.existingSnapshots: must be a whole number" in done.stderr
