@@ -35,7 +35,7 @@ def add_local_up_options(up: argparse.ArgumentParser) -> None:
 def local_up_options(args: argparse.Namespace) -> dict[str, Any]:
     """LocalStack keyword arguments for the estate options (the estate file read and checked here)."""
     from prepost.cli import CliError
-    from prepost.estate import EstateFileError, load_estate, not_simulated, to_simulator
+    from prepost.estate import EstateFileError, load_estate, to_simulator
 
     options: dict[str, Any] = {
         "allowed_configurations": args.allow_configurations,
@@ -51,7 +51,6 @@ def local_up_options(args: argparse.Namespace) -> dict[str, Any]:
         options.update(
             estate=to_simulator(estate),
             estate_file=str(args.estate.resolve()),
-            not_simulated=not_simulated(estate),
         )
     return options
 
@@ -64,10 +63,10 @@ def add_parser(commands) -> None:
         "export",
         help="write the estate around maintenance configurations to an estate file (reads only)",
         description="Read the maintenance configurations, their assignments and dynamic scopes, the VMs and Arc "
-        "servers they cover (OS, disks, power state, patch settings, tags, Arc status and agent version, "
-        "extension states) and their most recent runs, with Resource Graph queries and ARM GETs only: Reader "
-        "on the subscriptions is enough, and every other request is refused before it is sent. Then rehearse "
-        "the window offline: prepost local up --estate FILE.",
+        "servers they cover (OS, disks and their snapshot counts, power state, patch settings, tags, VM agent "
+        "state, Arc status, agent version and automatic upgrade, extension states) and their most recent runs, "
+        "with Resource Graph queries and ARM GETs only: Reader on the subscriptions is enough, and every other "
+        "request is refused before it is sent. Then rehearse the window offline: prepost local up --estate FILE.",
     )
     export.add_argument(
         "--configuration",
@@ -131,7 +130,7 @@ def run_export(args: argparse.Namespace) -> int:
     text = json.dumps(estate_to_json(estate), indent=2) + "\n"
     report = (
         f"{summary.configurations} configuration(s), {summary.machines_kept} of {summary.machines_seen} machines "
-        f"seen, {summary.runs} run(s), {summary.queries} Resource Graph queries"
+        f"seen, {summary.runs} run(s), {summary.queries} Resource Graph queries, {summary.reads} ARM reads"
         + (", anonymised" if args.anonymise else "")
     )
     if args.out:
@@ -145,7 +144,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from prepost.cli import EXIT_OK, CliError
-    from prepost.estate import EstateFileError, load_estate, not_simulated
+    from prepost.estate import EstateFileError, load_estate
 
     try:
         estate = load_estate(args.file)
@@ -155,7 +154,4 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: valid ({counts})")
     for config in estate.configurations:
         print(f"  {config.name}: {len(estate.machines_for(config.id))} machines")
-    missing = not_simulated(estate)
-    if missing:
-        print(f"  not simulated yet: {', '.join(missing)}")
     return EXIT_OK

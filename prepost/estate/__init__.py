@@ -5,14 +5,13 @@ See ``estate.schema.json`` beside this package's modules and docs/simulator.md.
 
 from .loader import SCHEMA_PATH, EstateFileError, load_estate, parse_estate
 from .model import EstateFile
-from .simulate import not_simulated, to_simulator
+from .simulate import to_simulator
 
 __all__ = [
     "SCHEMA_PATH",
     "EstateFile",
     "EstateFileError",
     "load_estate",
-    "not_simulated",
     "parse_estate",
     "to_simulator",
 ]

@@ -4,10 +4,13 @@ Subscription GUIDs become other GUIDs, resource groups ``rg-NNN``, VMs ``vm-NNN`
 ``arc-NNN``, disks ``disk-NNN``, configurations ``mc-NNN``, tag values ``value-NNN``. Because
 every reference goes through the same map, assignments, dynamic scopes (their tag filters too)
 and runs still select the same machines. Kept as they are: locations, OS types, sizes, power
-states, patch settings, agent versions, extension types and states, times, and the tags
-prepost reads on a configuration (``prepost-*``), so a rehearsal behaves as the real estate
-would. Stand-in GUIDs are derived with a salt (random unless given), so two exports with the
-same salt anonymise alike and nobody can recompute the real GUIDs without it.
+states, patch settings, agent versions and states, extension types and states, snapshot
+counts, times, and the tags prepost reads on a configuration (``prepost-*``), so a rehearsal and
+``prepost preflight`` behave as on the real estate. Free-text messages (a failed extension's or
+a not-ready agent's) can name hosts, paths or addresses no map knows: they are dropped, and the
+simulator answers its own generic message for the same state. Stand-in GUIDs are derived with a
+salt (random unless given), so two exports with the same salt anonymise alike and nobody can
+recompute the real GUIDs without it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ from dataclasses import replace
 from prepost.simulator import ids
 from prepost.simulator.estate import APPLY_UPDATES_SEGMENT
 
-from .model import AssignmentSpec, ConfigurationSpec, DiskSpec, EstateFile, RunSpec, SubscriptionSpec
+from .model import (
+    AgentSpec,
+    AssignmentSpec,
+    ConfigurationSpec,
+    DiskSpec,
+    EstateFile,
+    ExtensionSpec,
+    RunSpec,
+    SubscriptionSpec,
+)
 
 KEPT_TAG_PREFIX = "prepost"
 
@@ -74,6 +86,12 @@ def anonymise(estate: EstateFile, *, salt: str | None = None) -> EstateFile:
     def disk(spec: DiskSpec) -> DiskSpec:
         return replace(spec, id=a.resource_id(spec.id, "disk"))
 
+    def extensions(specs: tuple[ExtensionSpec, ...]) -> tuple[ExtensionSpec, ...]:
+        return tuple(replace(ext, message="") for ext in specs)
+
+    def agent(spec: AgentSpec | None) -> AgentSpec | None:
+        return None if spec is None else replace(spec, message="")
+
     def configuration(spec: ConfigurationSpec) -> ConfigurationSpec:
         return replace(spec, id=a.resource_id(spec.id, "mc"), tags=a.tags(spec.tags))
 
@@ -100,10 +118,15 @@ def anonymise(estate: EstateFile, *, salt: str | None = None) -> EstateFile:
                 os_disk=disk(vm.os_disk),
                 data_disks=tuple(disk(d) for d in vm.data_disks),
                 tags=a.tags(vm.tags),
+                agent=agent(vm.agent),
+                extensions=extensions(vm.extensions),
             )
             for vm in estate.vms
         ],
-        arc_servers=[replace(arc, id=a.machine_id(arc.id), tags=a.tags(arc.tags)) for arc in estate.arc_servers],
+        arc_servers=[
+            replace(arc, id=a.machine_id(arc.id), tags=a.tags(arc.tags), extensions=extensions(arc.extensions))
+            for arc in estate.arc_servers
+        ],
         configurations=[configuration(config) for config in estate.configurations],
         assignments=[
             AssignmentSpec(a.resource_id(x.configuration_id, "mc"), a.machine_id(x.resource_id))

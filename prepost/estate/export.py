@@ -8,7 +8,12 @@ What is read, for the given maintenance configurations:
   (https://learn.microsoft.com/azure/templates/microsoft.maintenance/configurationassignments);
 - the VMs and Arc servers of the subscriptions involved (``resources``), kept when an assignment
   or a dynamic scope covers them: OS, disks, power state (``properties.extended.instanceView``),
-  patch settings, tags, Arc status and agent version; and their extensions' states;
+  patch settings, tags, Arc status, agent version and automatic upgrade (``agentUpgrade``);
+- what the readiness checks (``prepost preflight``) read, by the same requests they make: each
+  kept VM's instance view (GET with ``$expand=instanceView``: the guest agent's status and the
+  extensions' states, which Resource Graph does not carry), each kept Arc server's extensions
+  (``GET machines/{name}/extensions``), and the incremental snapshots of each disk, counted
+  beside it (``GET snapshots`` of the disk's resource group);
 - the most recent runs (``maintenanceresources``, type ``microsoft.maintenance/applyupdates``,
   https://learn.microsoft.com/azure/update-manager/query-logs) with their machines.
 
@@ -18,8 +23,9 @@ than a GET or a Resource Graph query, so no code path here can change anything i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from azure.core.pipeline.policies import SansIOHTTPPolicy
@@ -84,6 +90,8 @@ class ExportSummary:
     machines_kept: int
     runs: int
     queries: int
+    reads: int = 0
+    """ARM GETs besides Resource Graph (configurations, instance views, extensions, snapshot lists)."""
 
 
 class EstateReader:
@@ -92,6 +100,7 @@ class EstateReader:
     def __init__(self, clients):
         self.clients = clients
         self.queries = 0
+        self.reads = 0
 
     # -- Resource Graph ---------------------------------------------------------------------
     def query(self, text: str, subscriptions: Sequence[str] | None) -> list[dict[str, Any]]:
@@ -127,6 +136,7 @@ class EstateReader:
         if parsed is None or parsed.resource_group is None:
             raise ExportError(f"{configuration_id!r} is not a maintenance configuration id")
         operations = self.clients.maintenance(parsed.subscription_id).maintenance_configurations
+        self.reads += 1
         try:
             config = operations.get(parsed.resource_group, parsed.name)
         except ResourceNotFoundError as error:
@@ -149,6 +159,68 @@ class EstateReader:
                 recur_every=config.recur_every or "1Week",
             ),
         )
+
+    def instance_view(self, vm_id: str) -> Mapping[str, Any] | None:
+        """The VM with its instance view (wire shape), as preflight reads it; None when gone."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        parsed = ids.parse(vm_id)
+        if parsed is None or parsed.resource_group is None:
+            raise ExportError(f"{vm_id!r} is not a VM id")
+        operations = self.clients.compute(parsed.subscription_id).virtual_machines
+        self.reads += 1
+        try:
+            vm = operations.get(parsed.resource_group, parsed.name, expand="instanceView")
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as error:
+            raise ExportError(f"reading the instance view of {vm_id} failed: {error.message or error}") from error
+        as_dict = getattr(vm, "as_dict", None)  # a model, or (an SDK race, see shared/adapters/arm/compute.py) a dict
+        body = as_dict() if callable(as_dict) else vm
+        return body if isinstance(body, Mapping) else None
+
+    def arc_extensions(self, machine_id: str) -> list[ExtensionSpec] | None:
+        """``GET {machine}/extensions`` (https://learn.microsoft.com/rest/api/hybridcompute/machine-extensions/list);
+        None when the server is gone."""
+        from shared.adapters.arm.arc import API_VERSION
+        from shared.adapters.arm.generic import arm_request
+        from shared.errors import PermanentError, TransientError
+
+        self.reads += 1
+        try:
+            status, body = arm_request(
+                self.clients, "GET", machine_id.rstrip("/"), API_VERSION, "list Arc extensions", collection="extensions"
+            )
+        except (PermanentError, TransientError) as error:
+            raise ExportError(f"listing the extensions of {machine_id} failed: {error}") from error
+        if status == 404 or not isinstance(body, Mapping):
+            return None
+        found = []
+        for item in body.get("value") or []:
+            properties = _get(item, "properties") or {}
+            found.append(
+                ExtensionSpec(
+                    name=str(_get(item, "name") or ""),
+                    type=str(_get(properties, "type") or ""),
+                    publisher=str(_get(properties, "publisher") or ""),
+                    version=str(_get(properties, "typeHandlerVersion") or ""),
+                    provisioning_state=str(_get(properties, "provisioningState") or "Succeeded"),
+                    message=_failure_message(properties),
+                )
+            )
+        return found
+
+    def snapshot_counts(self, disk_ids: Sequence[str]) -> dict[str, int]:
+        """Incremental snapshots per disk, counted as preflight counts them (beside the disk)."""
+        from shared.adapters.arm.compute import ArmCompute
+        from shared.errors import PermanentError, TransientError
+        from shared.usecases.preflight import snapshot_counts
+
+        self.reads += len({(ids.subscription_of(d), ids.resource_group_of(d) or "") for d in disk_ids})
+        try:
+            return snapshot_counts(ArmCompute(self.clients), disk_ids)
+        except (PermanentError, TransientError) as error:
+            raise ExportError(f"counting snapshots failed: {error}") from error
 
 
 def export_estate(
@@ -174,16 +246,25 @@ def export_estate(
     )
     by_key = {ids.key(config.id): config.id for config in configurations}
     assignments: list[AssignmentSpec] = []
-    scopes: list[DynamicScopeSpec] = []
+    scopes_by_key: dict[tuple[str, str, str], DynamicScopeSpec] = {}
     for row in assignment_rows:
         configuration_id = by_key.get(ids.key(str(row.get("configurationId") or "")))
         resource_id = str(row.get("resourceId") or "")
         if configuration_id is None or not resource_id:
             continue
         if ids.parse(resource_id) is None:  # subscription scope: a dynamic scope
-            scopes.append(_scope(configuration_id, row, resource_id))
+            scope = _scope(configuration_id, row, resource_id)
+            # ARM holds a scope over several subscriptions as one assignment per subscription,
+            # same name and filter: one scope in the file, as it was declared.
+            key = (ids.key(configuration_id), scope.name, json.dumps(row.get("filter") or {}, sort_keys=True))
+            if key in scopes_by_key:
+                known = scopes_by_key[key]
+                scopes_by_key[key] = replace(known, subscriptions=(*known.subscriptions, *scope.subscriptions))
+            else:
+                scopes_by_key[key] = scope
         else:
             assignments.append(AssignmentSpec(configuration_id, resource_id))
+    scopes = list(scopes_by_key.values())
     search = list(subscriptions or []) or sorted(
         {ids.subscription_of(a.resource_id) or "" for a in assignments}
         | {sub for scope in scopes for sub in scope.subscriptions}
@@ -219,11 +300,12 @@ def export_estate(
             estate.arc_servers = [arc for arc in arcs if ids.key(arc.id) in covered]
     kept = {ids.key(m) for m in estate.machine_ids}
     estate.assignments = [a for a in assignments if ids.key(a.resource_id) in kept]
+    _readiness(reader, estate)
     estate.runs = _runs(reader, configurations, recent_runs, subscriptions, spelled, kept) if recent_runs else []
     estate.subscriptions = [SubscriptionSpec(id=sub) for sub in estate.subscription_ids]
     estate.description = "exported by prepost estate export from " + ", ".join(c.name for c in configurations)
     summary = ExportSummary(
-        len(configurations), len(vms) + len(arcs), len(estate.machines), len(estate.runs), reader.queries
+        len(configurations), len(vms) + len(arcs), len(estate.machines), len(estate.runs), reader.queries, reader.reads
     )
     return estate, summary
 
@@ -357,6 +439,86 @@ def _vm(row: Mapping[str, Any], extensions: dict[str, list[ExtensionSpec]]) -> V
     )
 
 
+def _readiness(reader: EstateReader, estate: EstateFile) -> None:
+    """What preflight reads about the kept machines, read the way it reads it."""
+    vms = []
+    for vm in estate.vms:
+        body = reader.instance_view(vm.id)
+        view = _get(body, "properties", "instanceView") if body else None
+        if isinstance(view, Mapping):
+            agent_view = _get(view, "vmAgent")
+            agent = (
+                AgentSpec(
+                    _agent_status(agent_view),
+                    str(_get(agent_view, "vmAgentVersion") or ""),
+                    _agent_message(agent_view),
+                )
+                if agent_view
+                else vm.agent
+            )
+            vm = replace(vm, agent=agent, extensions=_merge_extensions(vm.extensions, _get(view, "extensions")))
+        vms.append(vm)
+    disks = [disk.id for vm in vms for disk in (vm.os_disk, *vm.data_disks)]
+    counts = {ids.key(d): n for d, n in reader.snapshot_counts(disks).items()} if disks else {}
+
+    def counted(disk: DiskSpec) -> DiskSpec:
+        return replace(disk, existing_snapshots=counts.get(ids.key(disk.id), 0))
+
+    estate.vms = [
+        replace(vm, os_disk=counted(vm.os_disk), data_disks=tuple(counted(d) for d in vm.data_disks)) for vm in vms
+    ]
+    arcs = []
+    for arc in estate.arc_servers:
+        listed = reader.arc_extensions(arc.id)
+        arcs.append(arc if listed is None else replace(arc, extensions=tuple(listed)))
+    estate.arc_servers = arcs
+
+
+def _merge_extensions(known: Sequence[ExtensionSpec], view: Any) -> tuple[ExtensionSpec, ...]:
+    """The instance view's extensions with their states (where a failure shows), each completed
+    from the Resource Graph row of the same name (publisher, version) when there is one."""
+    if not isinstance(view, list):
+        return tuple(known)
+    by_name = {ext.name.lower(): ext for ext in known}
+    merged = []
+    for item in view:
+        name = str(_get(item, "name") or "")
+        statuses = [s for s in _get(item, "statuses") or [] if isinstance(s, Mapping)]
+        provisioning = [s for s in statuses if str(s.get("code") or "").lower().startswith("provisioningstate/")]
+        status = provisioning[0] if provisioning else (statuses[0] if statuses else {})
+        code = str(status.get("code") or "ProvisioningState/succeeded")
+        state = code.split("/")[1] if code.lower().startswith("provisioningstate/") else "succeeded"
+        row = by_name.get(name.lower())
+        handler = str(_get(item, "type") or "")
+        publisher = row.publisher if row else ""
+        if not publisher and "." in handler:  # the instance view says Publisher.Type
+            publisher, handler = handler.rsplit(".", 1)
+        merged.append(
+            ExtensionSpec(
+                name=name,
+                type=(row.type if row and row.type else handler),
+                publisher=publisher,
+                version=(row.version if row and row.version else str(_get(item, "typeHandlerVersion") or "")),
+                provisioning_state=state[:1].upper() + state[1:],
+                message=str(status.get("message") or "") if state.lower() == "failed" else "",
+            )
+        )
+    seen = {ext.name.lower() for ext in merged}
+    return tuple(merged) + tuple(ext for ext in known if ext.name.lower() not in seen)
+
+
+def _failure_message(properties: Any) -> str:
+    status = _get(properties, "instanceView", "status") or {}
+    failed = str(_get(properties, "provisioningState") or "").lower() == "failed"
+    return str(_get(status, "message") or "") if failed else ""
+
+
+def _agent_message(view: Any) -> str:
+    statuses = _get(view, "statuses") or []
+    first = statuses[0] if isinstance(statuses, list) and statuses else {}
+    return "" if _agent_status(view).lower() == "ready" else str(_get(first, "message") or "")
+
+
 def _agent_status(view: Any) -> str:
     statuses = _get(view, "statuses") or []
     first = statuses[0] if isinstance(statuses, list) and statuses else {}
@@ -375,6 +537,7 @@ def _arc(row: Mapping[str, Any], extensions: dict[str, list[ExtensionSpec]]) -> 
         last_status_change=parse_time(changed) if isinstance(changed, str) else None,
         tags={str(k): str(v) for k, v in (row.get("tags") or {}).items()},
         extensions=tuple(extensions.get(ids.key(str(row["id"])), ())),
+        automatic_upgrade=bool(_get(properties, "agentUpgrade", "enableAutomaticUpgrade")),
     )
 
 

@@ -261,7 +261,7 @@ class _Reader:
         return SubscriptionSpec(id=sub, name=obj.text("name", ""), resource_groups=obj.strings("resourceGroups"))
 
     def disk(self, value: Any, path: str, default_id: str, default_size: int) -> DiskSpec:
-        obj = _Obj(self, value, path, ("id", "sizeGb", "sku", "lun"))
+        obj = _Obj(self, value, path, ("id", "sizeGb", "sku", "lun", "existingSnapshots"))
         if obj.has("id") or not default_id:
             disk_id = obj.text("id")  # required when there is no default (data disks)
             if disk_id:
@@ -274,6 +274,7 @@ class _Reader:
             size_gb=obj.integer("sizeGb", default_size, minimum=1),
             sku=obj.text("sku", "Premium_LRS"),
             lun=lun,
+            existing_snapshots=obj.integer("existingSnapshots", 0),
         )
 
     def extensions(self, obj: _Obj) -> tuple[ExtensionSpec, ...]:
@@ -360,8 +361,19 @@ class _Reader:
             self,
             value,
             path,
-            ("id", "location", "osType", "status", "agentVersion", "lastStatusChange", "extensions", "tags"),
+            (
+                "id",
+                "location",
+                "osType",
+                "status",
+                "agentVersion",
+                "lastStatusChange",
+                "agentUpgrade",
+                "extensions",
+                "tags",
+            ),
         )
+        upgrade = _Obj(self, obj.value.get("agentUpgrade", {}), f"{path}.agentUpgrade", ("enableAutomaticUpgrade",))
         return ArcSpec(
             id=obj.resource_id("id", HYBRID_MACHINE),
             location=obj.text("location"),
@@ -371,6 +383,7 @@ class _Reader:
             last_status_change=obj.time("lastStatusChange", required=False),
             tags=obj.tags(),
             extensions=self.extensions(obj),
+            automatic_upgrade=upgrade.boolean("enableAutomaticUpgrade", False),
         )
 
     def configuration(self, value: Any, path: str) -> ConfigurationSpec:

@@ -38,6 +38,8 @@ class DiskSpec:
     size_gb: int
     sku: str = "Premium_LRS"
     lun: int | None = None
+    existing_snapshots: int = 0
+    """Incremental snapshots of the disk already taken (Azure allows 500 per disk)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class ArcSpec:
     last_status_change: datetime | None = None
     tags: dict[str, str] = field(default_factory=dict)
     extensions: tuple[ExtensionSpec, ...] = ()
+    automatic_upgrade: bool = False
+    """``agentUpgrade.enableAutomaticUpgrade``."""
 
     @property
     def subscription_id(self) -> str:

@@ -1,24 +1,28 @@
 """An estate file as the simulator's seed (:class:`prepost.simulator.estate.Estate`).
 
-Everything the simulator models is mapped: subscriptions and resource groups, VMs with their
-disks, power state and patch settings, Arc servers with status and agent version,
-configurations with their window and tags, and runs with their machines (declared, or derived
-from the configuration's assignments and dynamic scopes). What the file declares but the
-simulator does not answer yet (VM agent and extension states) is listed by
-:func:`not_simulated`, so nobody mistakes a rehearsal for a check of it.
+Everything the file declares is mapped, so a rehearsal and ``prepost preflight`` see that
+estate and no other: subscriptions and resource groups; VMs with their disks (and the
+snapshots they already have), power state, patch settings, guest agent state and extensions;
+Arc servers with status, agent version, automatic upgrade and extensions; configurations with
+their window and tags; their assignments and dynamic scopes as the simulator's
+``ConfigurationAssignment`` rows (a configuration with neither is assigned to every machine of
+the file, as the file reads); and runs with their machines (declared, or the configuration's).
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+from typing import Any
 
 from prepost.simulator import ids
 from prepost.simulator.estate import (
     ArcServer,
     ArcStatus,
+    ConfigurationAssignment,
     Disk,
     Estate,
+    Extension,
     MaintenanceConfiguration,
     OsType,
     PatchMode,
@@ -26,7 +30,7 @@ from prepost.simulator.estate import (
     VirtualMachine,
 )
 
-from .model import ArcSpec, DiskSpec, EstateFile, VmSpec
+from .model import ArcSpec, DiskSpec, DynamicScopeSpec, EstateFile, ExtensionSpec, VmSpec
 
 
 def to_simulator(estate: EstateFile) -> Estate:
@@ -50,22 +54,61 @@ def to_simulator(estate: EstateFile) -> Estate:
         ],
         extra_resource_groups=[(sub.id, group) for sub in estate.subscriptions for group in sub.resource_groups],
         extra_subscriptions=[sub.id for sub in estate.subscriptions],
+        assignments=assignments(estate),
     )
     for run in estate.runs:
         seeded.add_run(run.correlation_id, estate.run_machines(run), run.status)
     return seeded
 
 
-def not_simulated(estate: EstateFile) -> list[str]:
-    """What the file declares that the simulator does not answer with yet (empty when nothing)."""
-    missing = []
-    agents = sum(1 for vm in estate.vms if vm.agent is not None)
-    extensions = sum(len(m.extensions) for m in estate.machines)
-    if agents:
-        missing.append(f"VM agent states ({agents} VMs)")
-    if extensions:
-        missing.append(f"extension states ({extensions} extensions)")
-    return missing
+def assignments(estate: EstateFile) -> list[ConfigurationAssignment]:
+    """The file's assignments as ARM holds them: one per machine assigned by name, one per
+    subscription of a dynamic scope (at subscription scope, with the filter), and, for a
+    configuration with neither, one per machine of the file."""
+    found: list[ConfigurationAssignment] = []
+    for config in estate.configurations:
+        own = [a for a in estate.assignments if ids.same(a.configuration_id, config.id)]
+        scopes = [s for s in estate.dynamic_scopes if ids.same(s.configuration_id, config.id)]
+        machines = [a.resource_id for a in own] if own or scopes else estate.machine_ids
+        for machine_id in machines:
+            name = f"{config.name}-{machine_id.rstrip('/').rsplit('/', 1)[-1]}"
+            found.append(ConfigurationAssignment(config.id, name, machine_id))
+        for scope in scopes:
+            for subscription_id in scope.subscriptions:
+                scope_id = f"/subscriptions/{subscription_id}"
+                found.append(ConfigurationAssignment(config.id, scope.name, scope_id, arm_filter(scope)))
+    return found
+
+
+def arm_filter(scope: DynamicScopeSpec) -> dict[str, Any]:
+    """``properties.filter`` of a dynamic-scope assignment
+    (https://learn.microsoft.com/azure/templates/microsoft.maintenance/configurationassignments)."""
+    flt: dict[str, Any] = {}
+    for key, values in (
+        ("resourceTypes", scope.resource_types),
+        ("resourceGroups", scope.resource_groups),
+        ("osTypes", scope.os_types),
+        ("locations", scope.locations),
+    ):
+        if values:
+            flt[key] = list(values)
+    if scope.tags:
+        flt["tagSettings"] = {
+            "tags": {name: list(values) for name, values in scope.tags.items()},
+            "filterOperator": scope.tag_operator,
+        }
+    return flt
+
+
+def _extension(spec: ExtensionSpec) -> Extension:
+    return Extension(
+        name=spec.name,
+        type=spec.type,
+        publisher=spec.publisher,
+        version=spec.version,
+        provisioning_state=spec.provisioning_state,
+        message=spec.message,
+    )
 
 
 def _disk(spec: DiskSpec, location: str, os_type: OsType | None) -> Disk:
@@ -80,6 +123,7 @@ def _disk(spec: DiskSpec, location: str, os_type: OsType | None) -> Disk:
         os_type=os_type,
         sku=spec.sku,
         unique_id=_guid(spec.id),
+        existing_snapshots=spec.existing_snapshots,
     )
 
 
@@ -87,6 +131,7 @@ def _vm(spec: VmSpec) -> VirtualMachine:
     parsed = ids.parse(spec.id)
     assert parsed is not None and parsed.resource_group is not None  # checked by the loader
     os_type = OsType(spec.os_type)
+    agent = spec.agent
     return VirtualMachine(
         subscription_id=parsed.subscription_id,
         resource_group=parsed.resource_group,
@@ -101,11 +146,16 @@ def _vm(spec: VmSpec) -> VirtualMachine:
         vm_size=spec.vm_size,
         tags=dict(spec.tags),
         vm_id=_guid(spec.id),
+        agent_ready=agent is None or agent.status.strip().lower() == "ready",
+        agent_status=agent.status if agent else None,
+        agent_version=(agent.version if agent else "") or "2.12.0.2",
+        agent_message=agent.message if agent else "",
+        extensions=[_extension(ext) for ext in spec.extensions],
     )
 
 
 def _arc(spec: ArcSpec) -> ArcServer:
-    return ArcServer.create(
+    arc = ArcServer.create(
         spec.id,
         location=spec.location,
         os_type=OsType(spec.os_type),
@@ -114,6 +164,9 @@ def _arc(spec: ArcSpec) -> ArcServer:
         last_status_change=spec.last_status_change,
         tags=spec.tags,
     )
+    arc.automatic_upgrade = spec.automatic_upgrade
+    arc.extensions = [_extension(ext) for ext in spec.extensions]
+    return arc
 
 
 def _guid(resource_id: str) -> str:

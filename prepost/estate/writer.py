@@ -17,6 +17,8 @@ def _disk(disk: DiskSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"id": disk.id, "sizeGb": disk.size_gb, "sku": disk.sku}
     if disk.lun is not None:
         out["lun"] = disk.lun
+    if disk.existing_snapshots:
+        out["existingSnapshots"] = disk.existing_snapshots
     return out
 
 
@@ -83,6 +85,7 @@ def estate_to_json(estate: EstateFile) -> dict[str, Any]:
             "osType": arc.os_type,
             "status": arc.status,
             "agentVersion": arc.agent_version,
+            "agentUpgrade": {"enableAutomaticUpgrade": arc.automatic_upgrade},
             "tags": dict(arc.tags),
         }
         if arc.last_status_change is not None:

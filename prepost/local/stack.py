@@ -109,7 +109,6 @@ class LocalStack:
         estate_file: str | None = None,
         allowed_configurations: str | None = None,
         allowed_subscriptions: str | None = None,
-        not_simulated: list[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ):
         self.fixed_ports = fixed_ports
@@ -132,7 +131,6 @@ class LocalStack:
         # A copy taken now: the in-process runner writes its settings into os.environ later.
         self._environ = dict(environ or {})
         self.allow_lists: AllowLists | None = None
-        self.not_simulated = list(not_simulated or [])
         self._stopped = threading.Event()
 
     def start(self) -> LocalStack:
@@ -233,8 +231,6 @@ class LocalStack:
         allow = self.allow_lists
         lines.append(f"  allowed configs    from the {allow.configurations_from}")
         lines.append(f"  allowed subs       from the {allow.subscriptions_from}")
-        if self.not_simulated:
-            lines.append(f"  not simulated yet  {', '.join(self.not_simulated)} (kept in the file, not answered)")
         lines.append("")
         lines.append("Settings (local.settings.json Values):")
         for key, value in self.settings.items():

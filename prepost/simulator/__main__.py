@@ -1,7 +1,8 @@
-"""``python -m prepost.simulator``: serve a generated estate until Ctrl-C.
+"""``python -m prepost.simulator``: serve a generated estate, or an estate file, until Ctrl-C.
 
 Prints the URL, the subscriptions and the seeded run's correlation id, so a demo can point the
-function app at it (``PREPOST_ARM_ENDPOINT``) and fire a pre-event for that run.
+function app at it (``PREPOST_ARM_ENDPOINT``) and fire a pre-event for that run, or run
+``prepost preflight --arm-endpoint URL`` against the estate a file declares (``--estate FILE``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from .config import LroConfig, LroTiming, SimulatorConfig
 from .estate import Estate
@@ -30,6 +32,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--subscriptions", type=int, default=2, help="subscriptions to spread them over (default 2)")
     parser.add_argument("--arc", type=int, default=3, help="Arc-enabled servers (default 3, the last one Disconnected)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated estate (default 1)")
+    parser.add_argument(
+        "--estate",
+        type=Path,
+        metavar="FILE",
+        help="serve this estate file (prepost/estate/estate.schema.json) instead of a generated estate; "
+        "--machines, --subscriptions, --arc, --seed, --run-start and --tag are then ignored",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
     parser.add_argument(
@@ -50,13 +59,17 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
+def _estate(args: argparse.Namespace) -> Estate:
+    if args.estate is not None:
+        # Imported here: prepost.estate builds on this package.
+        from prepost.estate import load_estate, to_simulator
+
+        return to_simulator(load_estate(args.estate))
     run_start = args.run_start or _next_hour_plus_one()
     if run_start.tzinfo is None:
         run_start = run_start.replace(tzinfo=UTC)
     tags = dict(item.split("=", 1) for item in args.tag)
-    estate = Estate.generate(
+    return Estate.generate(
         machines=args.machines,
         subscriptions=args.subscriptions,
         arc_servers=args.arc,
@@ -64,6 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_start=run_start,
         configuration_tags=tags,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from prepost.estate.loader import EstateFileError
+
+    args = _parse(argv)
+    try:
+        estate = _estate(args)
+    except EstateFileError as error:
+        print(error, file=sys.stderr)
+        return 2
     config = SimulatorConfig()
     if args.operation_seconds is not None:
         # Time-based only: the operation stays InProgress however often it is polled.
@@ -75,8 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "url": server.url,
                 "subscriptions": estate.subscription_ids,
-                "maintenanceConfigurationId": estate.configuration.id,
-                "correlationId": estate.run.correlation_id,
+                "maintenanceConfigurationIds": [config.id for config in estate.configurations],
+                "maintenanceConfigurationId": estate.configurations[0].id if estate.configurations else None,
+                "correlationId": estate.runs[0].correlation_id if estate.runs else None,
                 "machines": len(estate.machine_ids),
                 "inspect": f"{server.url}/_sim/state",
             },

@@ -68,6 +68,42 @@ class ArcStatus(str, Enum):
 
 
 @dataclass
+class Extension:
+    """An extension as a machine reports it: ``provisioning_state`` ``Succeeded``, ``Failed``,
+    ``Creating``, ... and, when it failed, why (``message``)."""
+
+    name: str
+    type: str = ""
+    publisher: str = ""
+    version: str = "1.0"
+    provisioning_state: str = "Succeeded"
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.provisioning_state.lower() == "failed"
+
+
+def _reported_extensions(declared: list[Extension] | None, failed: list[str], os_type: OsType) -> list[Extension]:
+    """``declared`` when given (an estate file says exactly what a machine has), else the patch
+    extension Update Manager installs; either way plus the ``failed`` names seeding adds."""
+    patch = "WindowsPatchExtension" if os_type is OsType.WINDOWS else "LinuxPatchExtension"
+    base = [Extension(patch, patch, "Microsoft.CPlat.Core")] if declared is None else list(declared)
+    named = {extension.name for extension in base}
+    for name in failed:
+        if name in named:
+            base = [
+                Extension(e.name, e.type, e.publisher, e.version, "Failed", e.message) if e.name == name else e
+                for e in base
+            ]
+        else:
+            publisher = "Microsoft.CPlat.Core" if name == patch else "Microsoft.Azure.Extensions"
+            base.append(Extension(name, name, publisher, provisioning_state="Failed"))
+            named.add(name)
+    return base
+
+
+@dataclass
 class Disk:
     """A managed disk (OS or data)."""
 
@@ -107,9 +143,15 @@ class VirtualMachine:
     vm_id: str = ""
     agent_ready: bool = True
     """Whether the VM agent reports Ready while the VM runs (instance view ``vmAgent``)."""
+    agent_status: str | None = None
+    """The agent's display status as declared (``Not Ready``, ...); None: from ``agent_ready``."""
+    agent_version: str = "2.12.0.2"
+    agent_message: str = ""
     failed_extensions: list[str] = field(default_factory=list)
     """Extensions whose instance view reports ``ProvisioningState/failed``: a patch extension
     name (``LinuxPatchExtension``, ``WindowsPatchExtension``) fails the patch extension."""
+    extensions: list[Extension] | None = None
+    """The extensions the VM has, as declared (an estate file); None: the patch extension."""
 
     @property
     def id(self) -> str:
@@ -118,6 +160,9 @@ class VirtualMachine:
     @property
     def disks(self) -> list[Disk]:
         return [self.os_disk, *self.data_disks]
+
+    def reported_extensions(self) -> list[Extension]:
+        return _reported_extensions(self.extensions, self.failed_extensions, self.os_type)
 
     @property
     def safe_for_scheduled_patching(self) -> bool:
@@ -182,10 +227,15 @@ class ArcServer:
     """``properties.agentUpgrade.enableAutomaticUpgrade``."""
     failed_extensions: list[str] = field(default_factory=list)
     """Extensions (``machines/{name}/extensions``) in the ``Failed`` provisioning state."""
+    extensions: list[Extension] | None = None
+    """The extensions the server has, as declared (an estate file); None: the patch extension."""
 
     @property
     def id(self) -> str:
         return ids.resource_id(self.subscription_id, self.resource_group, HYBRID_MACHINE, self.name)
+
+    def reported_extensions(self) -> list[Extension]:
+        return _reported_extensions(self.extensions, self.failed_extensions, self.os_type)
 
     @classmethod
     def create(

@@ -216,9 +216,13 @@ def test_an_exported_estate_rehearses_the_same_window_in_a_fresh_stack(start_app
     with SimulatorServer(to_simulator(source)) as azure:
         estate, summary = export_estate(read_only_clients(azure.url, ArmAuth.SIMULATOR), [CONFIG])
         requests_made = azure.state.requests()
-    # Reads only: ARM GETs and Resource Graph queries, nothing else reached "Azure".
+    # Reads only: ARM GETs (the configuration; instance views, Arc extensions and snapshot lists,
+    # as preflight reads them) and Resource Graph queries, nothing else reached "Azure".
     assert {(r.method, r.operation) for r in requests_made} <= {
         ("GET", "maintenanceconfigurations.get"),
+        ("GET", "vm.get"),
+        ("GET", "arc.extensions.list"),
+        ("GET", "snapshots.list"),
         ("POST", "resourcegraph.query"),
     }, {(r.method, r.operation) for r in requests_made}
     assert summary.machines_kept == 4 and summary.machines_seen == 5 and summary.runs == 1

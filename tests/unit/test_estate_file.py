@@ -233,3 +233,105 @@ def _start():
     from datetime import UTC, datetime
 
     return datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
+
+
+ARC = f"/subscriptions/{SUB}/resourceGroups/rg-onprem/providers/Microsoft.HybridCompute/machines/arc1"
+OTHER_SUB = "b3e8a912-4f6c-4d0b-8a21-7c5e9f3d2a18"
+
+
+def readiness_file() -> dict:
+    data = minimal()
+    data["vms"][0].update(
+        vmAgent={"status": "Not Ready", "version": "2.7.1", "message": "no heartbeat"},
+        extensions=[
+            {"name": "LinuxPatchExtension", "publisher": "Microsoft.CPlat.Core", "provisioningState": "Succeeded"},
+            {"name": "CustomScript", "provisioningState": "Failed", "message": "exit 2"},
+        ],
+        osDisk={"existingSnapshots": 498},
+        dataDisks=[{"id": VM.replace("virtualMachines/vm1", "disks/vm1-data"), "existingSnapshots": 3}],
+    )
+    data["arcServers"] = [
+        {
+            "id": ARC,
+            "location": "westeurope",
+            "osType": "Linux",
+            "agentVersion": "1.36.02680.1549",
+            "agentUpgrade": {"enableAutomaticUpgrade": True},
+            "extensions": [{"name": "AzureMonitorLinuxAgent", "provisioningState": "Failed"}],
+        }
+    ]
+    return data
+
+
+def test_readiness_facts_map_onto_the_simulator_model():
+    data = readiness_file()
+    VALIDATOR.validate(data)
+
+    seed = to_simulator(parse_estate(data))
+
+    vm = seed.vm("vm1")
+    assert (vm.agent_ready, vm.agent_status, vm.agent_version, vm.agent_message) == (
+        False,
+        "Not Ready",
+        "2.7.1",
+        "no heartbeat",
+    )
+    assert [(e.name, e.failed, e.message) for e in vm.reported_extensions()] == [
+        ("LinuxPatchExtension", False, ""),
+        ("CustomScript", True, "exit 2"),
+    ]
+    assert [d.existing_snapshots for d in vm.disks] == [498, 3]
+    [arc] = seed.arc_servers
+    assert (arc.agent_version, arc.automatic_upgrade) == ("1.36.02680.1549", True)
+    assert [(e.name, e.failed) for e in arc.reported_extensions()] == [("AzureMonitorLinuxAgent", True)]
+
+
+def test_a_machine_declaring_no_extensions_reports_none_and_an_undeclared_agent_is_ready():
+    vm = to_simulator(parse_estate(minimal())).vms[0]
+
+    assert vm.reported_extensions() == []
+    assert vm.agent_ready and vm.agent_status is None
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d["vms"][0]["osDisk"].update(existingSnapshots=-1), "vms[0].osDisk.existingSnapshots: must be"),
+        (lambda d: d["arcServers"][0].update(agentUpgrade={"enableAutomaticUpgrade": "yes"}), "arcServers[0]"),
+        (lambda d: d["arcServers"][0].update(agentUpgrade={"enabled": True}), "agentUpgrade.enabled: unknown field"),
+    ],
+)
+def test_bad_readiness_facts_are_named(change, expected):
+    data = readiness_file()
+    change(data)
+
+    assert any(expected in problem for problem in problems_of(data)), problems_of(data)
+    assert not VALIDATOR.is_valid(data)
+
+
+def test_assignments_and_dynamic_scopes_become_the_simulators_configuration_assignments():
+    data = readiness_file()
+    data["configurationAssignments"] = [{"maintenanceConfigurationId": CONFIG, "resourceId": ARC}]
+    arm_filter = {"osTypes": ["Linux"], "tagSettings": {"tags": {"env": ["prod"]}, "filterOperator": "All"}}
+    data["dynamicScopes"] = [
+        {"maintenanceConfigurationId": CONFIG, "name": "prod", "subscriptions": [SUB, OTHER_SUB], "filter": arm_filter}
+    ]
+
+    seed = to_simulator(parse_estate(data))
+
+    assert [(a.resource_id, a.filter) for a in seed.assignments] == [
+        (ARC, None),
+        (f"/subscriptions/{SUB}", arm_filter),
+        (f"/subscriptions/{OTHER_SUB}", arm_filter),
+    ]
+    assert {a.name for a in seed.assignments[1:]} == {"prod"}
+    assert all(a.configuration_id == CONFIG for a in seed.assignments)
+
+
+def test_a_configuration_without_assignments_is_assigned_to_every_machine_of_the_file():
+    seed = to_simulator(parse_estate(readiness_file()))
+
+    assert [(a.configuration_id, a.resource_id, a.filter) for a in seed.assignments] == [
+        (CONFIG, VM, None),
+        (CONFIG, ARC, None),
+    ]

@@ -155,3 +155,25 @@ def test_the_run_an_event_names_in_any_casing():
     assert correlation_of({"id": run, "data": {}}) == run
     assert correlation_of({"id": "not-a-run", "data": "x"}) is None
     assert correlation_of([run]) is None
+
+
+def test_anonymising_keeps_readiness_states_and_drops_free_text():
+    data = json.loads(EXAMPLE.read_text())
+    data["vms"][0]["vmAgent"] = {"status": "Not Ready", "message": "host web01.corp.example.com unreachable"}
+    data["vms"][0]["extensions"][0].update(provisioningState="Failed", message="/home/alice/run.sh failed")
+    data["vms"][0]["osDisk"] = {"existingSnapshots": 499}
+    data["arcServers"][0]["agentUpgrade"] = {"enableAutomaticUpgrade": True}
+    estate = parse_estate(data)
+
+    hidden = anonymise(estate, salt="s")
+    text = json.dumps(estate_to_json(hidden))
+
+    assert "web01.corp" not in text and "alice" not in text
+    web = hidden.vms[0]
+    assert (web.agent.status, web.agent.message) == ("Not Ready", "")
+    assert [(e.name, e.provisioning_state, e.message) for e in web.extensions] == [
+        ("AzureMonitorLinuxAgent", "Failed", "")
+    ]
+    assert web.os_disk.existing_snapshots == 499
+    assert hidden.arc_servers[0].automatic_upgrade is True
+    assert parse_estate(json.loads(text)).vms[0] == web

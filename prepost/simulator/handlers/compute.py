@@ -218,40 +218,48 @@ def _instance_view(record: VmRecord) -> dict[str, Any]:
     }
     if power is PowerState.RUNNING:
         # Only a running VM's agent reports, and with it the extensions' statuses.
-        if vm.agent_ready:
-            agent_status = {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready"}
+        status = vm.agent_status or ("Ready" if vm.agent_ready else "Not Ready")
+        if status.lower() == "ready":
+            agent_status = {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": status}
         else:
             agent_status = {
                 "code": "ProvisioningState/Unavailable",
                 "level": "Warning",
-                "displayStatus": "Not Ready",
-                "message": "VM status blob is found but not yet populated.",
+                "displayStatus": status,
+                "message": vm.agent_message or "VM status blob is found but not yet populated.",
             }
-        view["vmAgent"] = {"vmAgentVersion": "2.12.0.2", "statuses": [agent_status]}
+        view["vmAgent"] = {"vmAgentVersion": vm.agent_version, "statuses": [agent_status]}
         view["extensions"] = _extensions(vm)
     return view
 
 
 def _extensions(vm) -> list[dict[str, Any]]:
-    """The patch extension Update Manager installs, plus any seeded as failed (docs/reference.md section 6:
-    a failed extension reports ``ProvisioningState/failed/...`` with a message)."""
-    patch = "WindowsPatchExtension" if vm.os_type is OsType.WINDOWS else "LinuxPatchExtension"
-    names = [patch, *(name for name in vm.failed_extensions if name != patch)]
-    failed = set(vm.failed_extensions)
+    """The VM's extensions (declared, or the patch extension Update Manager installs) with their
+    states (docs/reference.md section 6: a failed extension reports ``ProvisioningState/failed/...``
+    with a message)."""
     extensions = []
-    for name in names:
-        if name in failed:
+    for extension in vm.reported_extensions():
+        state = extension.provisioning_state
+        if extension.failed:
             status = {
                 "code": "ProvisioningState/failed/1",
                 "level": "Error",
                 "displayStatus": "Provisioning failed",
-                "message": f"Enable failed for {name}: the extension handler exited with code 1",
+                "message": extension.message
+                or f"Enable failed for {extension.name}: the extension handler exited with code 1",
             }
         else:
-            status = {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"}
-        publisher = "Microsoft.CPlat.Core" if name == patch else "Microsoft.Azure.Extensions"
+            status = {"code": f"ProvisioningState/{state.lower()}", "level": "Info", "displayStatus": state}
+            if extension.message:
+                status["message"] = extension.message
+        handler = extension.type or extension.name
         extensions.append(
-            {"name": name, "type": f"{publisher}.{name}", "typeHandlerVersion": "1.0", "statuses": [status]}
+            {
+                "name": extension.name,
+                "type": f"{extension.publisher}.{handler}" if extension.publisher else handler,
+                "typeHandlerVersion": extension.version or "1.0",
+                "statuses": [status],
+            }
         )
     return extensions
 

@@ -28,28 +28,26 @@ def get_machine(ctx: RequestContext) -> Response:
 def list_extensions(ctx: RequestContext) -> Response:
     """``GET .../machines/{name}/extensions``: the patch extension, plus any seeded as failed."""
     arc = _machine(ctx)
-    patch = "WindowsPatchExtension" if arc.os_type is OsType.WINDOWS else "LinuxPatchExtension"
-    names = [patch, *(name for name in arc.failed_extensions if name != patch)]
     value = []
-    for name in names:
-        failed = name in arc.failed_extensions
-        status = (
-            {"code": "ProvisioningState/failed", "level": "Error", "message": f"{name}: enable failed (exit code 1)"}
-            if failed
-            else {"code": "success", "level": "Information", "message": "Extension enabled"}
-        )
+    for extension in arc.reported_extensions():
+        handler = extension.type or extension.name
+        if extension.failed:
+            message = extension.message or f"{extension.name}: enable failed (exit code 1)"
+            status = {"code": "ProvisioningState/failed", "level": "Error", "message": message}
+        else:
+            status = {"code": "success", "level": "Information", "message": extension.message or "Extension enabled"}
         value.append(
             {
-                "id": f"{arc.id}/extensions/{name}",
-                "name": name,
+                "id": f"{arc.id}/extensions/{extension.name}",
+                "name": extension.name,
                 "type": f"{HYBRID_MACHINE}/extensions",
                 "location": arc.location,
                 "properties": {
-                    "publisher": "Microsoft.CPlat.Core" if name == patch else "Microsoft.Azure.Extensions",
-                    "type": name,
-                    "typeHandlerVersion": "1.0",
-                    "provisioningState": "Failed" if failed else "Succeeded",
-                    "instanceView": {"name": name, "type": name, "status": status},
+                    "publisher": extension.publisher,
+                    "type": handler,
+                    "typeHandlerVersion": extension.version or "1.0",
+                    "provisioningState": extension.provisioning_state,
+                    "instanceView": {"name": extension.name, "type": handler, "status": status},
                 },
             }
         )
