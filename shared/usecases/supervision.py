@@ -44,6 +44,8 @@ MAX_SWEEPS = 8
 """Looks after the first: the fallback keeps an eye on the post phase for two hours."""
 NUDGE_RESEND = 1000
 """The ``resend`` of a task sent on by :func:`send_on_dependents`: an id no other send of it uses."""
+PRE_CLOSED_RESEND = 1001
+"""The ``resend`` of the post phase's plan sent when the pre phase closes (:func:`send_waiting_post_on`)."""
 CLAIM_LEASE = timedelta(seconds=60)
 """How long a claimed cancellation is left to the delivery that claimed it before another finishes it."""
 RUN_CANCELLED = "run-cancelled"
@@ -207,7 +209,22 @@ def finish_phase_if_done(
         return None
     if phase is Phase.PRE:
         cancel_if_pre_failed(run_key, records=records, cancellation=cancellation, transport=transport, now=now)
+        if closed is not None:
+            send_waiting_post_on(run_key, records=records, transport=transport)
     return closed
+
+
+def send_waiting_post_on(run_key: str, *, records: RunRecords, transport: WorkTransport) -> None:
+    """Plan a post phase that waits for the pre phase now, rather than at its next look.
+
+    A post phase received before the pre-work settled (a post-event that overtook it, or the
+    fallback sent at once by an accepted cancellation) looks again every few minutes; the pre
+    phase closing is the moment it can go. Only a hint: the waiting message still comes, and
+    planning a phase twice plans it once.
+    """
+    post = records.get_phase(run_key, Phase.POST)
+    if post is not None and post.status is PhaseStatus.RECEIVED:
+        transport.send([PlanPhase(run_key=run_key, phase=Phase.POST, resend=PRE_CLOSED_RESEND)])
 
 
 def cancel_if_pre_failed(

@@ -9,6 +9,7 @@ from shared.models.messages import MonitoringMessage, PlanPhase, TaskMessage
 from shared.models.policy import RunPolicy
 from shared.models.run import Action, Phase, PhaseStatus, TaskStatus
 from shared.usecases.planning import ARC_SNAPSHOT_REASON, POST_WAIT_ATTEMPTS, POST_WAIT_FOR_PRE, plan_phase
+from shared.usecases.supervision import PRE_CLOSED_RESEND
 from tests.fakes_azure import POST_SAMPLE, FakeEstate
 
 
@@ -352,6 +353,24 @@ def test_post_waits_while_pre_tasks_are_unfinished(estate):
     [resend] = estate.transport.sent
     assert resend.message == PlanPhase(run_key=estate.key, phase=Phase.POST, attempt=2)
     assert resend.delay == POST_WAIT_FOR_PRE
+
+
+def test_a_waiting_post_phase_is_planned_as_soon_as_the_pre_phase_closes(estate):
+    estate.add_vm("vm-web-01")
+    estate.planned_pre()
+    estate.deliver(POST_SAMPLE)
+    estate.plan(Phase.POST)  # the pre-work is still running: the post phase waits
+    estate.transport.take()
+
+    for task in estate.records.list_tasks(estate.key, Phase.PRE):
+        if not task.status.is_final:
+            estate.report(task.action, task.target, TaskStatus.SUCCEEDED)
+
+    assert estate.phase(Phase.PRE).status is PhaseStatus.COMPLETED
+    woken = [s.message for s in estate.transport.sent if isinstance(s.message, PlanPhase)]
+    assert woken == [PlanPhase(run_key=estate.key, phase=Phase.POST, resend=PRE_CLOSED_RESEND)]
+    plan_phase(woken[0], estate.planning(), now=estate.now)
+    assert estate.phase(Phase.POST).status is not PhaseStatus.RECEIVED  # planned now, not at its next look
 
 
 def test_post_waits_while_pre_was_received_but_not_planned(estate):
