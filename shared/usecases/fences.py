@@ -8,15 +8,23 @@ Azure asks :func:`pre_work_fence` right before it begins, from the records, not 
 
 Work already begun is still looked at and finished (a follow-up of a start asked for before
 the fence); only beginning is fenced.
+
+The last look is :func:`fenced_sending`: the fence asked again by the ARM adapters once a
+request has waited for its rate-control token and slot, immediately before it goes on the wire,
+for each request (each snapshot of a VM, each retry). A look taken before the adapter's own
+waiting leaves a window as long as that wait (seconds; minutes of a compressed clock).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.models.run import Phase, RunRecord, TaskStatus
 from shared.ports.records import RunRecords
+from shared.ports.send_guard import guarded
 
 
 @dataclass(frozen=True)
@@ -55,3 +63,48 @@ def pre_work_fence(run: RunRecord, records: RunRecords, now: datetime) -> Fence 
     if post is not None:
         return Fence(f"the post phase began at {post.received_at.isoformat()}", missed=False)
     return None
+
+
+class FenceClosed(Exception):
+    """Raised in an adapter, right before a request was sent: the fence closed meanwhile, and
+    the request was not sent."""
+
+    def __init__(self, fence: Fence, *, after_sending: bool = False) -> None:
+        super().__init__(fence.reason)
+        self.fence = fence
+        self.after_sending = after_sending
+        """An earlier request of the same block went out (a retry was stopped, or a later disk's
+        snapshot): what it asked for may be happening, so its marker must stay."""
+
+
+@contextmanager
+def fenced_sending(
+    run: RunRecord, records: RunRecords, now: datetime, *, clock: Callable[[], datetime] | None = None
+) -> Iterator[None]:
+    """Ask :func:`pre_work_fence` immediately before each request that changes something in Azure
+    is sent inside the block; raise :class:`FenceClosed` (nothing sent) when it closed.
+
+    The time of each look is ``now`` moved on by the time that passed since the block began on
+    ``clock`` (the app's clock by default): the delivery's ``now`` may be seconds or minutes old
+    by the time a paced or retried request leaves.
+    """
+    read = clock or _app_now
+    began = read()
+    sent = False
+
+    def check() -> None:
+        nonlocal sent
+        moment = now + max(timedelta(0), read() - began)
+        fence = pre_work_fence(run, records, moment)
+        if fence is not None:
+            raise FenceClosed(fence, after_sending=sent)
+        sent = True
+
+    with guarded(check):
+        yield
+
+
+def _app_now() -> datetime:
+    from shared.clock import utcnow
+
+    return utcnow()
