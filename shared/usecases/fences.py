@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared.errors import PrepostError, TransientError
 from shared.models.run import Phase, RunRecord, TaskStatus
 from shared.ports.records import RunRecords
 from shared.ports.send_guard import guarded
@@ -95,7 +96,14 @@ def fenced_sending(
     def check() -> None:
         nonlocal sent
         moment = now + max(timedelta(0), read() - began)
-        fence = pre_work_fence(run, records, moment)
+        try:
+            fence = pre_work_fence(run, records, moment)
+        except PrepostError:
+            raise
+        except Exception as error:
+            # A storage error raised inside the ARM pipeline would pass for the ARM request's own
+            # (and be retried by it): say what failed, and let the task be retried as a whole.
+            raise TransientError(f"the records could not be read right before the request: {error}") from error
         if fence is not None:
             raise FenceClosed(fence, after_sending=sent)
         sent = True

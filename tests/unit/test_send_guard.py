@@ -283,3 +283,21 @@ def test_without_a_cancellation_every_snapshot_is_sent_and_the_fence_is_read_onc
     assert len(estate.compute.calls_to("begin_create_incremental_snapshot")) == 2
     # The delivery's own read of the run, then the run and the post phase before each PUT.
     assert reads == {"get_run": 1 + 2, "get_phase": 2}
+
+
+def test_records_that_cannot_be_read_at_the_last_look_stop_the_request_as_a_transient_error():
+    from azure.core.exceptions import ServiceRequestError
+
+    from shared.errors import TransientError
+
+    estate, vm = planned()
+
+    def unreadable(*_):
+        estate.records.get_phase = lambda *a, **k: (_ for _ in ()).throw(ServiceRequestError("connection reset"))
+
+    estate.compute.before_sending["begin_start_vm"] = unreadable
+
+    with pytest.raises(TransientError, match="could not be read right before the request"):
+        act(estate, Action.START_VM, vm)
+
+    assert estate.compute.calls_to("begin_start_vm") == []
