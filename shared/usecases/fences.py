@@ -53,8 +53,9 @@ def pre_work_fence(run: RunRecord, records: RunRecords, now: datetime) -> Fence 
     patched); the post phase began (the run is over, and the post phase only undoes what was
     recorded before it).
     """
-    if now >= run.start:
-        return Fence(f"the run started at {run.start.isoformat()}", missed=True)
+    started = _started(run, now)
+    if started is not None:
+        return started
     # Read again: the caller's copy may be older than the ARM calls it made since (a slow or
     # held request can take minutes), and a cancellation accepted meanwhile must stop the work.
     run = records.get_run(run.run_key) if not run.cancel_accepted else run
@@ -63,6 +64,12 @@ def pre_work_fence(run: RunRecord, records: RunRecords, now: datetime) -> Fence 
     post = records.get_phase(run.run_key, Phase.POST)
     if post is not None:
         return Fence(f"the post phase began at {post.received_at.isoformat()}", missed=False)
+    return None
+
+
+def _started(run: RunRecord, now: datetime) -> Fence | None:
+    if now >= run.start:
+        return Fence(f"the run started at {run.start.isoformat()}", missed=True)
     return None
 
 
@@ -93,17 +100,22 @@ def fenced_sending(
     began = read()
     sent = False
 
+    def moment() -> datetime:
+        return now + max(timedelta(0), read() - began)
+
     def check() -> None:
         nonlocal sent
-        moment = now + max(timedelta(0), read() - began)
         try:
-            fence = pre_work_fence(run, records, moment)
+            fence = pre_work_fence(run, records, moment())
         except PrepostError:
             raise
         except Exception as error:
             # A storage error raised inside the ARM pipeline would pass for the ARM request's own
             # (and be retried by it): say what failed, and let the task be retried as a whole.
             raise TransientError(f"the records could not be read right before the request: {error}") from error
+        # The clock again after the reads: a slow or retried storage call can take long enough
+        # (minutes, on a compressed clock) for the start to pass meanwhile.
+        fence = fence or _started(run, moment())
         if fence is not None:
             raise FenceClosed(fence, after_sending=sent)
         sent = True

@@ -301,3 +301,21 @@ def test_records_that_cannot_be_read_at_the_last_look_stop_the_request_as_a_tran
         act(estate, Action.START_VM, vm)
 
     assert estate.compute.calls_to("begin_start_vm") == []
+
+
+def test_the_start_passing_while_the_last_look_reads_the_records_still_stops_the_request():
+    estate, vm = planned()
+    run = estate.records.get_run(estate.key)
+    clock = MovableClock(estate.now)
+    get_phase = estate.records.get_phase
+
+    def slow_read(*args, **kwargs):
+        clock.moment = run.start  # a storage timeout and its retry
+        return get_phase(*args, **kwargs)
+
+    estate.records.get_phase = slow_read
+
+    with pytest.raises(FenceClosed) as closed, fenced_sending(run, estate.records, estate.now, clock=clock.now):
+        check_before_sending()
+
+    assert closed.value.fence.missed and "started" in closed.value.fence.reason
