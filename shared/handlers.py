@@ -113,6 +113,7 @@ def _deadline(message: CheckPreDeadline, container: Container, delivery: Deliver
         cancellation=container.cancellation,
         transport=container.transport,
         now=utcnow(),
+        margin=container.settings.cancel_margin,
     )
     log.info("deadline check for %s: %s", message.run_key, result)
 

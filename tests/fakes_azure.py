@@ -36,6 +36,7 @@ from shared.ports.azure import (
     Snapshot,
     VirtualMachine,
 )
+from shared.ports.send_guard import check_before_sending
 from shared.settings import AllowList
 from shared.usecases.intake import IntakePolicy, IntakeResult, accept_event
 from shared.usecases.planning import PlanningPorts, plan_phase
@@ -44,6 +45,8 @@ from tests.conftest import load_events
 from tests.fakes import FakeRunRecords, FakeTransport
 
 DEFAULT_NOW = datetime(2026, 11, 22, 1, 30, tzinfo=UTC)
+CHANGING = ("begin_", "put_", "delete_", "cancel")
+"""Fake methods that stand for requests changing something in Azure: the send guard looks at them."""
 
 
 class FaultInjection:
@@ -54,6 +57,9 @@ class FaultInjection:
         self._faults: dict[str, deque[BaseException | None]] = defaultdict(deque)
         self.before: dict[str, Callable[..., None]] = {}
         """Hooks run on a call before the fake acts (to observe state at that moment)."""
+        self.before_sending: dict[str, Callable[..., None]] = {}
+        """Hooks run on a changing call before the send guard looks: what happens while an adapter
+        paces the request (a cancellation landing meanwhile)."""
 
     def fail(self, method: str, *errors: BaseException | None) -> None:
         """The next calls of ``method`` raise these errors in order (``None``: that call succeeds)."""
@@ -63,6 +69,13 @@ class FaultInjection:
         return [args for name, args in self.calls if name == method]
 
     def _call(self, method: str, *args: Any) -> None:
+        if method.startswith(CHANGING):
+            # As the ARM adapters do once a request has waited for its token and slot: the
+            # guarding use case's last look (shared.ports.send_guard); a refusal sends nothing.
+            pacing = self.before_sending.get(method)
+            if pacing is not None:
+                pacing(*args)
+            check_before_sending()
         self.calls.append((method, args))
         hook = self.before.get(method)
         if hook is not None:

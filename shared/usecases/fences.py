@@ -8,15 +8,24 @@ Azure asks :func:`pre_work_fence` right before it begins, from the records, not 
 
 Work already begun is still looked at and finished (a follow-up of a start asked for before
 the fence); only beginning is fenced.
+
+The last look is :func:`fenced_sending`: the fence asked again by the ARM adapters once a
+request has waited for its rate-control token and slot, immediately before it goes on the wire,
+for each request (each snapshot of a VM, each retry). A look taken before the adapter's own
+waiting leaves a window as long as that wait (seconds; minutes of a compressed clock).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from shared.errors import PrepostError, TransientError
 from shared.models.run import Phase, RunRecord, TaskStatus
 from shared.ports.records import RunRecords
+from shared.ports.send_guard import guarded
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,9 @@ def pre_work_fence(run: RunRecord, records: RunRecords, now: datetime) -> Fence 
     patched); the post phase began (the run is over, and the post phase only undoes what was
     recorded before it).
     """
-    if now >= run.start:
-        return Fence(f"the run started at {run.start.isoformat()}", missed=True)
+    started = _started(run, now)
+    if started is not None:
+        return started
     # Read again: the caller's copy may be older than the ARM calls it made since (a slow or
     # held request can take minutes), and a cancellation accepted meanwhile must stop the work.
     run = records.get_run(run.run_key) if not run.cancel_accepted else run
@@ -55,3 +65,66 @@ def pre_work_fence(run: RunRecord, records: RunRecords, now: datetime) -> Fence 
     if post is not None:
         return Fence(f"the post phase began at {post.received_at.isoformat()}", missed=False)
     return None
+
+
+def _started(run: RunRecord, now: datetime) -> Fence | None:
+    if now >= run.start:
+        return Fence(f"the run started at {run.start.isoformat()}", missed=True)
+    return None
+
+
+class FenceClosed(Exception):
+    """Raised in an adapter, right before a request was sent: the fence closed meanwhile, and
+    the request was not sent."""
+
+    def __init__(self, fence: Fence, *, after_sending: bool = False) -> None:
+        super().__init__(fence.reason)
+        self.fence = fence
+        self.after_sending = after_sending
+        """An earlier request of the same block went out (a retry was stopped, or a later disk's
+        snapshot): what it asked for may be happening, so its marker must stay."""
+
+
+@contextmanager
+def fenced_sending(
+    run: RunRecord, records: RunRecords, now: datetime, *, clock: Callable[[], datetime] | None = None
+) -> Iterator[None]:
+    """Ask :func:`pre_work_fence` immediately before each request that changes something in Azure
+    is sent inside the block; raise :class:`FenceClosed` (nothing sent) when it closed.
+
+    The time of each look is ``now`` moved on by the time that passed since the block began on
+    ``clock`` (the app's clock by default): the delivery's ``now`` may be seconds or minutes old
+    by the time a paced or retried request leaves.
+    """
+    read = clock or _app_now
+    began = read()
+    sent = False
+
+    def moment() -> datetime:
+        return now + max(timedelta(0), read() - began)
+
+    def check() -> None:
+        nonlocal sent
+        try:
+            fence = pre_work_fence(run, records, moment())
+        except PrepostError:
+            raise
+        except Exception as error:
+            # A storage error raised inside the ARM pipeline would pass for the ARM request's own
+            # (and be retried by it): say what failed, and let the task be retried as a whole.
+            raise TransientError(f"the records could not be read right before the request: {error}") from error
+        # The clock again after the reads: a slow or retried storage call can take long enough
+        # (minutes, on a compressed clock) for the start to pass meanwhile.
+        fence = fence or _started(run, moment())
+        if fence is not None:
+            raise FenceClosed(fence, after_sending=sent)
+        sent = True
+
+    with guarded(check):
+        yield
+
+
+def _app_now() -> datetime:
+    from shared.clock import utcnow
+
+    return utcnow()

@@ -27,7 +27,7 @@ from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, Virtu
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunNotFound, RunRecords
 from shared.settings import AllowList
-from shared.usecases.fences import pre_work_fence
+from shared.usecases.fences import FenceClosed, fenced_sending, pre_work_fence
 from shared.usecases.message_checks import check_task_message
 from shared.usecases.preflight import BLOCKING_FINDINGS, preflight_machine
 from shared.usecases.script_actions import ScriptPorts, perform_script_action
@@ -152,13 +152,17 @@ def _start_vm(
     if fence is not None:
         return TaskResult(fence.status, _join(fence.detail(START), warning), data)
     _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before}, known=task)
-    # Looked at again right before asking Azure: a cancellation may have landed while the
-    # marker was written (pre_work_fence reads the run afresh).
-    fence = pre_work_fence(run, ports.records, now)
-    if fence is not None:
-        _mark_task(ports.records, message, {"start_requested": False})
-        return TaskResult(fence.status, _join(fence.detail(START), warning), data)
-    ports.compute.begin_start_vm(message.target)
+    # Looked at again by the adapter immediately before the request leaves, after any pacing
+    # or retry wait: a cancellation may land while the marker is written or the request waits.
+    try:
+        with fenced_sending(run, ports.records, now):
+            ports.compute.begin_start_vm(message.target)
+    except FenceClosed as closed:
+        if not closed.after_sending:
+            # Nothing was sent; a start that went out before a stopped retry keeps its marker, so
+            # the post phase deallocates the VM whatever came of it.
+            _mark_task(ports.records, message, {"start_requested": False})
+        return TaskResult(closed.fence.status, _join(closed.fence.detail(START), warning), data)
     return FollowUp(START, "start requested", {**data, "started_by_us": True})
 
 
@@ -223,18 +227,23 @@ def _snapshot_disks(
             to_create.append((disk_id, snapshot_id))
         # Anything else (Creating, Updating): Azure is still at it.
     if to_create:
-        fence = pre_work_fence(run, ports.records, now)
-        if fence is not None:
-            detail = f"{fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
-            return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
-        # Recorded before asking, so a crash in between still counts them as this task's.
+        # Recorded before asking, so a crash in between still counts them as this task's (a list
+        # of names: recording one that is then not asked for changes nothing in Azure).
         _remember_requested(ports.records, message, [snapshot_id for _, snapshot_id in to_create], known=task)
-        fence = pre_work_fence(run, ports.records, now)  # again, right before asking Azure
-        if fence is not None:
-            detail = f"{fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
-            return TaskResult(fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]})
-        for disk_id, snapshot_id in to_create:
-            _begin_snapshot(ports, run, message, vm, disk_id, snapshot_id)
+        # The fence is asked by the adapter immediately before each PUT leaves, after any pacing
+        # or retry wait: one look before the loop would let a later disk's PUT out after a
+        # cancellation. That is the only look (a look before the marker too would cost two more
+        # storage reads for every task, to save one write for a fenced one).
+        try:
+            with fenced_sending(run, ports.records, now):
+                for disk_id, snapshot_id in to_create:
+                    _begin_snapshot(ports, run, message, vm, disk_id, snapshot_id)
+                    requested.add(snapshot_id.lower())
+        except FenceClosed as closed:
+            detail = f"{closed.fence.detail(SNAPSHOT)} ({ready} of {len(disks)} snapshot(s) ready)"
+            return TaskResult(
+                closed.fence.status, detail, {"snapshots": [s for s in snapshots if s.lower() in requested]}
+            )
     if ready < len(disks):
         return FollowUp(SNAPSHOT, f"{ready} of {len(disks)} snapshot(s) ready")
     created = sum(1 for snapshot_id in snapshots if snapshot_id.lower() in requested)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -39,7 +40,7 @@ from shared.models.messages import TaskMessage
 from shared.models.run import Action, Phase, RunRecord, TaskStatus
 from shared.ports.records import RunRecords
 from shared.ports.scripts import ScriptExecution, ScriptRunner, ScriptStore, ScriptTarget, ScriptTargets
-from shared.usecases.fences import pre_work_fence
+from shared.usecases.fences import FenceClosed, fenced_sending, pre_work_fence
 from shared.usecases.task_runner import FollowUp, TaskResult
 
 NAME_LIMIT = 80
@@ -161,27 +162,29 @@ def perform_script_action(
         **({"worker_group": run_on} if run_on else {}),
     }
     _mark(ports.records, message, {**facts, "script_requested": True})
-    if message.phase is Phase.PRE:
-        # Again, right before asking Azure: a cancellation may have landed meanwhile.
-        fence = pre_work_fence(run, ports.records, now)
-        if fence is not None:
-            _mark(ports.records, message, {"script_requested": False})
-            return TaskResult(fence.status, fence.detail(what), {"script": script_name})
+    # A pre script is fenced again by the adapter immediately before its request leaves, after
+    # any pacing or retry wait: a cancellation may land while the marker is written or it waits.
+    fenced = fenced_sending(run, ports.records, now) if message.phase is Phase.PRE else nullcontext()
     try:
-        runner.begin_script(
-            target,
-            name,
-            run_on=run_on,
-            script=text,
-            parameters={
-                "PREPOST_RUN": run.run_key,
-                "PREPOST_CONFIGURATION": run.configuration_name,
-                "PREPOST_PHASE": phase.value,
-                "PREPOST_MACHINE": ResourceId(message.target).name,
-            },
-            timeout_seconds=timeout,
-            tags={"prepost-run": run.run_key, "prepost-phase": phase.value},
-        )
+        with fenced:
+            runner.begin_script(
+                target,
+                name,
+                run_on=run_on,
+                script=text,
+                parameters={
+                    "PREPOST_RUN": run.run_key,
+                    "PREPOST_CONFIGURATION": run.configuration_name,
+                    "PREPOST_PHASE": phase.value,
+                    "PREPOST_MACHINE": ResourceId(message.target).name,
+                },
+                timeout_seconds=timeout,
+                tags={"prepost-run": run.run_key, "prepost-phase": phase.value},
+            )
+    except FenceClosed as closed:
+        if not closed.after_sending:
+            _mark(ports.records, message, {"script_requested": False})
+        return TaskResult(closed.fence.status, closed.fence.detail(what), {"script": script_name})
     except Exception:
         # Azure answered (or the call failed): the next attempt looks the execution up first,
         # so clearing the marker can never make a script run twice.

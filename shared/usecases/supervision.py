@@ -29,7 +29,7 @@ from shared.models.run import (
 from shared.observability import metrics
 from shared.ports.azure import RunCancellation
 from shared.ports.idempotency import RecordChanged
-from shared.ports.records import RunRecords
+from shared.ports.records import RunNotFound, RunRecords
 from shared.ports.transport import WorkTransport
 from shared.usecases.gate import GateAssessment, assess, budget_of, may_be_exceeded
 
@@ -50,6 +50,8 @@ CLAIM_LEASE = timedelta(seconds=60)
 """How long a claimed cancellation is left to the delivery that claimed it before another finishes it."""
 RUN_CANCELLED = "run-cancelled"
 """The :attr:`PostFallback.cause` sent when Update Manager accepted a cancellation."""
+DEFAULT_CANCEL_MARGIN = timedelta(minutes=2)
+"""The margin before the cut-off when none is given (``PREPOST_CANCEL_MARGIN_MINUTES``'s default)."""
 
 
 # -- outcomes and phases -------------------------------------------------------------------
@@ -352,15 +354,27 @@ def check_pre_deadline(
     cancellation: RunCancellation,
     transport: WorkTransport,
     now: datetime,
+    margin: timedelta = DEFAULT_CANCEL_MARGIN,
 ) -> str:
     """At the cancellation deadline: cancel the run if the pre-work has not finished.
 
     Patching without a finished snapshot is what this pipeline exists to prevent; Update
     Manager proceeds unless someone cancels. Whether the work finished is read from the task
     records themselves, never from a counter.
+
+    The deadline is the run record's (:func:`pre_cancel_deadline`), never the message's: a
+    check that arrives before it (an operator's replay, a forged message, one without ``due``)
+    is sent on until then, in hops as :func:`wait_until_due` sends them, and cancels nothing.
     """
-    if wait_until_due(message, transport=transport, now=now):
-        return f"not due until {message.due}; sent on"
+    try:
+        run = records.get_run(message.run_key)
+    except RunNotFound:
+        return "no run recorded"
+    deadline = pre_cancel_deadline(run, margin)
+    if now < deadline:
+        # Carry the record's deadline, so the message says when it is due wherever it is looked at.
+        transport.send([replace(message, due=format_time(deadline)).resent()], delay=min(deadline - now, MAX_HOP))
+        return f"not due until {format_time(deadline)} (the run's cancellation deadline); sent on"
     run_key = message.run_key
     phase = records.get_phase(run_key, Phase.PRE)
     if phase is None:
@@ -432,6 +446,13 @@ def check_pre_deadline(
         gate=gate,
     )
     return reason
+
+
+def pre_cancel_deadline(run: RunRecord, margin: timedelta) -> datetime:
+    """When the deadline check acts, from the run record: the earlier of the event's cut-off and
+    T-10 minutes, less ``margin`` (as :meth:`PreMaintenance.cancel_deadline` counts it at intake)."""
+    start_cutoff = run.start - DEFAULT_CUTOFF_BEFORE_START
+    return min(run.cancellation_cutoff or start_cutoff, start_cutoff) - margin
 
 
 def cancel_run(

@@ -37,7 +37,8 @@ def estate_behind_the_app(settings: Settings) -> Iterator[FakeEstate]:
     """GIVEN the sample run's estate behind the process-wide container, at the pre-event's time.
 
     ``estate.storage`` records parked messages; ``estate.storage_transport`` is the Storage
-    transport (the one Service Bus falls back to), apart from ``estate.transport``.
+    transport (the one Service Bus falls back to), apart from ``estate.transport``;
+    ``estate.clock.moment`` is the app's time, for a test to move.
     """
     estate = FakeEstate()
     estate.storage = FakeStorage()
@@ -56,7 +57,8 @@ def estate_behind_the_app(settings: Settings) -> Iterator[FakeEstate]:
         arc=estate.arc,
         cancellation=estate.cancellation,
     )
-    set_clock(_FrozenClock(estate.now))
+    estate.clock = _FrozenClock(estate.now)
+    set_clock(estate.clock)
     set_container(container)
     try:
         yield estate

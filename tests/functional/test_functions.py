@@ -188,6 +188,7 @@ def test_a_deadline_check_on_the_plan_queue_cancels_unfinished_pre_work(estate):
     estate.add_vm("vm-web-01")
     call_intake(PRE_SAMPLE)
     call_queue(QueueName.PLAN, PlanPhase(run_key=estate.key, phase=Phase.PRE).to_json())
+    estate.clock.moment = estate.event.cancel_deadline(timedelta(minutes=2))  # the default margin
 
     call_queue(QueueName.PLAN, CheckPreDeadline(run_key=estate.key).to_json())
 

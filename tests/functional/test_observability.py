@@ -7,6 +7,7 @@ logging setup from ``function_app`` (the record factory is installed at its impo
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 from azure.functions.queue import QueueMessage
@@ -83,6 +84,7 @@ def test_a_cancellation_is_logged_as_a_metric_with_its_run(estate, caplog):
     call_queue = FUNCTIONS["plan_storage_queue"].get_user_function()
     call_queue(QueueMessage(id="p", body=PlanPhase(run_key=estate.key, phase=Phase.PRE).to_json(), dequeue_count=1))
     caplog.set_level(logging.INFO)
+    estate.clock.moment = estate.event.cancel_deadline(timedelta(minutes=2))  # the default margin
 
     call_queue(QueueMessage(id="d", body=CheckPreDeadline(run_key=estate.key).to_json(), dequeue_count=1))
 

@@ -1,4 +1,5 @@
-"""Forged and damaged work messages: each is parked with a clear reason, and Azure hears nothing.
+"""Forged and damaged work messages: each is parked with a clear reason (or, for a deadline check that
+comes early, sent on until the run's deadline), and Azure hears nothing.
 
 GIVEN the real function app in the runner, Azurite and the simulator, with a pre phase done;
 WHEN messages that prepost did not send (or that disagree with their task records) arrive on its
@@ -12,14 +13,19 @@ of the tables would.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from prepost.local.events import build_event
-from prepost.simulator import Estate
+from prepost.simulator import Estate, PowerState
 from shared.adapters.parking import unpark
-from shared.models.messages import MonitoringMessage, TaskMessage
+from shared.clock import utcnow
+from shared.models.events import format_time
+from shared.models.messages import CheckPreDeadline, MonitoringMessage, TaskMessage
 from shared.models.run import Action, Phase, PhaseStatus, TaskRecord, TaskStatus
 from shared.names import QueueName
+from shared.usecases.supervision import pre_cancel_deadline
 from tests.integration.harness import future_start
 
 pytestmark = pytest.mark.integration
@@ -182,3 +188,49 @@ def test_a_configuration_name_longer_than_a_tag_value_still_gets_its_snapshots_a
     for snapshot in snapshots:
         assert snapshot.tags["prepost-configuration"] == name[:256]
     assert app.records.get_run(app.run_key).cancel_requested_at is None
+
+
+def test_a_forged_early_deadline_check_cancels_nothing_and_reaches_no_azure_api(start_app):
+    app = start_app(Estate.generate(machines=4, subscriptions=1, arc_servers=0, run_start=future_start(30)))
+    sub = app.estate.subscription_ids[0]
+    (stopped,) = [v for v in app.estate.vms if v.power_state is PowerState.DEALLOCATED]
+    # Compute asks for ten minutes: the start waits in the queue, and the pre phase stays open.
+    app.sim.fail_next("vm.start", times=1, status=429, retry_after=600)
+    assert app.deliver(build_event("pre", correlation_id=app.correlation_id, subscription_ids=[sub])).status == 200
+
+    def only_the_start_pending():
+        pending = [t for t in app.tasks(Phase.PRE) if not t.status.is_final]
+        return pending and [(t.action, t.status) for t in pending] == [(Action.START_VM, TaskStatus.RETRYING)]
+
+    app.wait(only_the_start_pending, "every pre task but the throttled start finished")
+    app.quiesce()
+    run = app.records.get_run(app.run_key)
+    deadline = pre_cancel_deadline(run, app.runner.container.settings.cancel_margin)
+    assert utcnow() < deadline
+    requests_before = len(app.sim.state.requests())
+    sent_before = len(app.recorder.of_kind(CheckPreDeadline))
+
+    # WHEN deadline checks nobody scheduled arrive now: one without ``due``, one claiming to be due
+    forged = [
+        CheckPreDeadline(run_key=app.run_key),
+        CheckPreDeadline(run_key=app.run_key, due=format_time(utcnow() - timedelta(minutes=1)), resend=7),
+    ]
+    for message in forged:
+        app.send(message)
+    sent_on = app.wait(
+        lambda: (lambda sent: sent if len(sent) == len(forged) else None)(
+            [s for s in app.recorder.of_kind(CheckPreDeadline)[sent_before:] if s.message not in forged]
+        ),
+        "both checks sent on",
+    )
+    app.quiesce()
+
+    # THEN nothing is cancelled or decided, Azure hears nothing, and each check waits for the run's deadline
+    run = app.records.get_run(app.run_key)
+    assert (run.cancel_requested_at, run.cancel_result, run.gate) == (None, None, None)
+    assert app.sim.state.cancellations() == []
+    assert app.sim.state.requests()[requests_before:] == []
+    assert app.phase(Phase.PRE).status is PhaseStatus.PLANNED
+    assert [s.message.due_at() for s in sent_on] == [deadline, deadline]
+    assert all(timedelta(0) < s.delay <= deadline - run.created_at for s in sent_on)
+    assert app.sim.state.count("vm.start", stopped.id) == 0

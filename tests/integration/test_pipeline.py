@@ -26,12 +26,14 @@ from prepost.simulator import (
 )
 from shared.adapters.arm.clients import ArmClients
 from shared.adapters.arm.resource_graph import PAGE_SIZE, ResourceGraphInventory
+from shared.clock import OffsetClock, set_clock
 from shared.models.ids import run_key
 from shared.models.messages import CheckPreDeadline, PostFallback, TaskMessage, TaskOutcome
 from shared.models.run import Action, Phase, PhaseSource, PhaseStatus, TaskStatus
 from shared.settings import ArmAuth
 from shared.usecases.machine_actions import snapshot_id_for
 from shared.usecases.planning import ARC_SNAPSHOT_REASON
+from shared.usecases.supervision import pre_cancel_deadline
 from tests.integration.harness import future_start
 
 pytestmark = pytest.mark.integration
@@ -307,8 +309,15 @@ def test_deadline_check_cancels_a_run_whose_pre_work_is_unfinished(start_app):
     assert [s.delay for s in requeued] == [timedelta(seconds=600)]
     assert app.sim.state.cancellations() == []
 
-    app.send(CheckPreDeadline(run_key=app.run_key))
-    app.wait(lambda: app.records.get_run(app.run_key).cancel_requested_at, "cancellation recorded")
+    # The check acts at the run's deadline only: the app's clock is moved there (a check sent
+    # before it is sent on until then; see test_hostile_messages).
+    deadline = pre_cancel_deadline(app.records.get_run(app.run_key), app.runner.container.settings.cancel_margin)
+    set_clock(OffsetClock(deadline))
+    try:
+        app.send(CheckPreDeadline(run_key=app.run_key))
+        app.wait(lambda: app.records.get_run(app.run_key).cancel_requested_at, "cancellation recorded")
+    finally:
+        set_clock(None)
 
     run = app.records.get_run(app.run_key)
     assert "pre-work not finished by the cancellation deadline (1 tasks pending)" in run.cancel_reason

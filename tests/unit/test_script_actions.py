@@ -16,6 +16,7 @@ from shared.models.hooks import HookPhase, ScriptOs
 from shared.models.messages import TaskMessage
 from shared.models.run import AFTER_OPTION, SAFETY_CRITICAL_OPTION, THEN_OPTION, Action, Phase, TaskStatus
 from shared.ports.scripts import ScriptExecution, ScriptNotFound, ScriptRunner, ScriptStore, ScriptTarget, ScriptTargets
+from shared.ports.send_guard import check_before_sending
 from shared.usecases.script_actions import (
     OVERDUE_GRACE,
     PRE_RESERVE,
@@ -70,6 +71,7 @@ class Runner(ScriptRunner):
     def begin_script(self, target, name, *, script, parameters, timeout_seconds, tags, run_on=None) -> None:
         if self.on_begin:
             self.on_begin()
+        check_before_sending()  # as the ARM adapter does, right before the request leaves
         if self.fail_begin and not self.create_then_fail:
             raise self.fail_begin
         self.begun.append({"name": name, "script": script, "parameters": dict(parameters), "timeout": timeout_seconds})
@@ -314,3 +316,17 @@ def test_a_task_others_wait_for_sends_them_on_once_it_is_final():
     assert sent[0].options == estate.task(Phase.PRE, Action.PRE_SCRIPT, vm).options
     estate.report(Action.START_VM, vm, TaskStatus.SUCCEEDED)  # a duplicate outcome sends nothing
     assert [s for s in estate.transport.take() if isinstance(s.message, TaskMessage)] == []
+
+
+def test_a_cancellation_that_lands_while_the_pre_script_request_is_paced_stops_it():
+    estate, vm, ports = planned()
+
+    def cancel():
+        run = estate.records.get_run(estate.key)
+        run.cancel_requested_at, run.cancel_accepted = estate.now, True
+        estate.records.update_run(run)
+
+    ports.runner.on_begin = cancel  # the adapter is waiting for its rate-control token
+    result = act(estate, vm, ports)
+    assert result.status is TaskStatus.SKIPPED and "cancelled" in result.detail
+    assert ports.runner.begun == [] and data(estate, vm)["script_requested"] is False

@@ -481,3 +481,92 @@ def test_the_fallback_closes_a_post_phase_left_planned_with_every_task_final():
     assert estate.phase(Phase.POST).status is PhaseStatus.COMPLETED
     assert "closed (completed)" in result
     assert estate.transport.sent == []  # settled: no further look
+
+
+# -- the deadline is the run record's, never the message's -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "due",
+    [None, "forged-early"],
+    ids=["no-due", "due-earlier-than-the-record"],
+)
+def test_a_deadline_check_arriving_early_cancels_nothing_and_is_sent_on_to_the_record_s_deadline(due):
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)  # the snapshot is still at work: at the deadline this cancels
+    estate.transport.take()
+    deadline = estate.event.cancel_deadline(timedelta(minutes=2))
+    now = deadline - timedelta(minutes=7)
+    forged = CheckPreDeadline(run_key=estate.key, due=format_time(now - timedelta(minutes=1)) if due else None)
+
+    result = deadline_check_of(estate, forged, now=now)
+
+    assert "sent on" in result
+    assert estate.cancellation.calls_to("cancel") == []
+    run = estate.records.get_run(estate.key)
+    assert run.cancel_requested_at is None and run.gate is None
+    [sent] = estate.transport.take()
+    assert type(sent.message) is CheckPreDeadline and sent.message.due_at() == deadline
+    assert sent.delay == deadline - now
+    assert sent.message.message_id != forged.message_id
+    # WHEN it comes back at the deadline, the check is made (and here it cancels: work unfinished)
+    assert "1 tasks pending" in deadline_check_of(estate, sent.message, now=deadline)
+    assert estate.cancellation.calls_to("cancel") == [(estate.event.correlation_id,)]
+
+
+def test_a_deadline_check_days_early_hops_at_most_max_hop_and_acts_at_the_deadline_only():
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)
+    estate.transport.take()
+    deadline = estate.event.cancel_deadline(timedelta(minutes=2))
+    message, now = CheckPreDeadline(run_key=estate.key), deadline - MAX_HOP - timedelta(days=2)
+
+    hops = 0
+    while "sent on" in (result := deadline_check_of(estate, message, now=now)):
+        [sent] = estate.transport.take()
+        assert sent.delay <= MAX_HOP and estate.cancellation.calls_to("cancel") == []
+        message, now, hops = sent.message, now + sent.delay, hops + 1
+
+    assert hops == 2 and now == deadline
+    assert "1 tasks pending" in result
+
+
+def test_the_deadline_follows_the_configured_margin_and_the_recorded_cut_off():
+    estate, vm = planned()
+    finish_all_but_snapshot(estate, vm)
+    estate.transport.take()
+    margin = timedelta(minutes=5)
+    deadline = estate.event.cancel_deadline(margin)
+
+    early = check_pre_deadline(
+        CheckPreDeadline(run_key=estate.key),
+        records=estate.records,
+        cancellation=estate.cancellation,
+        transport=estate.transport,
+        now=deadline - timedelta(seconds=1),
+        margin=margin,
+    )
+
+    assert "sent on" in early and estate.cancellation.calls_to("cancel") == []
+    [sent] = estate.transport.take()
+    assert sent.message.due_at() == deadline
+
+
+def test_a_deadline_check_for_an_unknown_run_does_nothing():
+    estate, _ = planned()
+    estate.transport.take()
+
+    result = deadline_check_of(estate, CheckPreDeadline(run_key="mc-unknown-20261122020000-000000000000"))
+
+    assert result == "no run recorded"
+    assert estate.transport.sent == [] and estate.cancellation.calls_to("cancel") == []
+
+
+def deadline_check_of(estate: FakeEstate, message: CheckPreDeadline, *, now=None) -> str:
+    return check_pre_deadline(
+        message,
+        records=estate.records,
+        cancellation=estate.cancellation,
+        transport=estate.transport,
+        now=now or estate.event.cancel_deadline(timedelta(minutes=2)),
+    )

@@ -46,6 +46,7 @@ from enum import Enum
 from azure.core.pipeline.policies import HTTPPolicy
 
 from shared.errors import Deferred
+from shared.ports.send_guard import check_before_sending
 
 SUBSCRIPTION_HEADER = "x-ms-ratelimit-remaining-subscription-"
 RESOURCE_HEADER = "x-ms-ratelimit-remaining-resource"
@@ -453,6 +454,8 @@ class ArmRatePolicy(HTTPPolicy):
     """azure-core policy that paces each request through a shared :class:`RateControl`.
 
     Placed after the retry policy (``per_retry_policies``), so a retried request is paced too.
+    A request that changes something is checked (:func:`~shared.ports.send_guard.check_before_sending`)
+    once it holds its token and slot, right before it is sent.
     """
 
     def __init__(self, control: RateControl) -> None:
@@ -461,11 +464,18 @@ class ArmRatePolicy(HTTPPolicy):
 
     def send(self, request):
         http_request = request.http_request
+        changes = http_request.method.upper() not in ("GET", "HEAD")
         target = Target.of(http_request.method, http_request.url)
         if target is None:
+            if changes:
+                check_before_sending()
             return self.next.send(request)
         waited = self.control.admit(target)
         with self.control.slot(target, timeout=self.control.max_wait - waited):
+            # The caller's last look (shared.ports.send_guard), after the token's pacing and the
+            # slot's wait and on each retry: whatever changed meanwhile still stops the request.
+            if changes:
+                check_before_sending()
             response = self.next.send(request)
         http_response = response.http_response
         self.control.observe(target, http_response.status_code, http_response.headers)
