@@ -10,7 +10,7 @@ by ``make lock`` and installed with ``--require-hashes``: every download is chec
 
 Run ``python -m tests.worker.worker_venv`` (``make worker-venv``) to build it; the test builds it
 too when it is missing or out of date. Python 3.13 is found as ``PREPOST_WORKER_PYTHON``,
-``python3.13`` on the PATH, or the newest pyenv 3.13.
+``python3.13`` on the PATH, or the newest pyenv 3.13; failing those, uv downloads one.
 """
 
 from __future__ import annotations
@@ -56,10 +56,36 @@ def find_python313() -> str:
         )
         if done.returncode == 0 and done.stdout.strip() == "True":
             return candidate
+    managed = _uv_python313()
+    if managed:
+        return managed
     raise WorkerPythonMissing(
-        "the worker-index test needs Python 3.13 (azure-functions-runtime requires it): install it "
-        "(e.g. `pyenv install 3.13`) or point PREPOST_WORKER_PYTHON at one"
+        "the worker-index test needs Python 3.13 (azure-functions-runtime requires it) and none was found "
+        "nor could uv download one: install it (e.g. `pyenv install 3.13`) or point PREPOST_WORKER_PYTHON at one"
     )
+
+
+UV_VERSION = "0.13.8"
+"""The uv the Makefile's ``make lock`` uses too (``.venv/uv``)."""
+
+
+def _uv_python313() -> str | None:
+    """A Python 3.13 that uv manages, downloaded once when no other is on the machine.
+
+    So that ``make test`` needs nothing beyond the Quick start's Python 3.11: uv comes from PyPI
+    (into ``.venv/uv``, where ``make lock`` puts it) and fetches a standalone CPython build.
+    """
+    uv = shutil.which("uv") or str(ROOT / ".venv" / "uv" / "bin" / "uv")
+    if not Path(uv).exists():
+        home = ROOT / ".venv" / "uv"
+        made = subprocess.run([sys.executable, "-m", "venv", str(home)], capture_output=True, check=False)
+        pip = [str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", f"uv=={UV_VERSION}"]
+        if made.returncode != 0 or subprocess.run(pip, capture_output=True, check=False).returncode != 0:
+            return None
+    if subprocess.run([uv, "python", "install", "3.13"], capture_output=True, check=False).returncode != 0:
+        return None
+    found = subprocess.run([uv, "python", "find", "3.13"], capture_output=True, text=True, check=False)
+    return found.stdout.strip() or None if found.returncode == 0 else None
 
 
 def _fingerprint() -> str:
