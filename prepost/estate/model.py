@@ -158,6 +158,26 @@ class DynamicScopeSpec:
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tag_operator: str = "Any"
 
+    def arm_filter(self) -> dict[str, Any]:
+        """``properties.filter`` of the assignment Azure holds for this scope, and the estate
+        file's ``filter``: the same shape
+        (https://learn.microsoft.com/azure/templates/microsoft.maintenance/configurationassignments)."""
+        found: dict[str, Any] = {}
+        for key, values in (
+            ("resourceTypes", self.resource_types),
+            ("resourceGroups", self.resource_groups),
+            ("osTypes", self.os_types),
+            ("locations", self.locations),
+        ):
+            if values:
+                found[key] = list(values)
+        if self.tags:
+            found["tagSettings"] = {
+                "tags": {name: list(values) for name, values in self.tags.items()},
+                "filterOperator": self.tag_operator,
+            }
+        return found
+
     def matches(self, machine: VmSpec | ArcSpec) -> bool:
         """Whether Azure would include ``machine`` (every given filter must hold)."""
         if self.subscriptions and machine.subscription_id.lower() not in {s.lower() for s in self.subscriptions}:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from typing import Any
 
 from prepost.simulator import ids
 from prepost.simulator.estate import (
@@ -30,7 +29,7 @@ from prepost.simulator.estate import (
     VirtualMachine,
 )
 
-from .model import ArcSpec, DiskSpec, DynamicScopeSpec, EstateFile, ExtensionSpec, VmSpec
+from .model import ArcSpec, DiskSpec, EstateFile, ExtensionSpec, VmSpec
 
 
 def to_simulator(estate: EstateFile) -> Estate:
@@ -76,28 +75,8 @@ def assignments(estate: EstateFile) -> list[ConfigurationAssignment]:
         for scope in scopes:
             for subscription_id in scope.subscriptions:
                 scope_id = f"/subscriptions/{subscription_id}"
-                found.append(ConfigurationAssignment(config.id, scope.name, scope_id, arm_filter(scope)))
+                found.append(ConfigurationAssignment(config.id, scope.name, scope_id, scope.arm_filter()))
     return found
-
-
-def arm_filter(scope: DynamicScopeSpec) -> dict[str, Any]:
-    """``properties.filter`` of a dynamic-scope assignment
-    (https://learn.microsoft.com/azure/templates/microsoft.maintenance/configurationassignments)."""
-    flt: dict[str, Any] = {}
-    for key, values in (
-        ("resourceTypes", scope.resource_types),
-        ("resourceGroups", scope.resource_groups),
-        ("osTypes", scope.os_types),
-        ("locations", scope.locations),
-    ):
-        if values:
-            flt[key] = list(values)
-    if scope.tags:
-        flt["tagSettings"] = {
-            "tags": {name: list(values) for name, values in scope.tags.items()},
-            "filterOperator": scope.tag_operator,
-        }
-    return flt
 
 
 def _extension(spec: ExtensionSpec) -> Extension:

@@ -112,26 +112,12 @@ def estate_to_json(estate: EstateFile) -> dict[str, Any]:
     ]
     out["dynamicScopes"] = []
     for scope in estate.dynamic_scopes:
-        flt: dict[str, Any] = {}
-        for key, values in (
-            ("resourceGroups", scope.resource_groups),
-            ("resourceTypes", scope.resource_types),
-            ("locations", scope.locations),
-            ("osTypes", scope.os_types),
-        ):
-            if values:
-                flt[key] = list(values)
-        if scope.tags:
-            flt["tagSettings"] = {
-                "tags": {name: list(values) for name, values in scope.tags.items()},
-                "filterOperator": scope.tag_operator,
-            }
         out["dynamicScopes"].append(
             {
                 "maintenanceConfigurationId": scope.configuration_id,
                 "name": scope.name,
                 "subscriptions": list(scope.subscriptions),
-                "filter": flt,
+                "filter": scope.arm_filter(),
             }
         )
     out["runs"] = [
