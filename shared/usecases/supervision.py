@@ -261,16 +261,7 @@ def cancel_if_pre_failed(
     claim = _cancel_claim(run)
     if claim is not None:
         # Decided, but the call is not recorded: the claimer is at it, or died (see cancel_run).
-        cancel_run(
-            run_key,
-            claim.reason,
-            records=records,
-            cancellation=cancellation,
-            transport=transport,
-            now=now,
-            policy_allows=RunPolicy.from_dict(phase.policy).cancel_on_failure if phase.policy else True,
-            resume=resume,
-        )
+        _finish_claim(run_key, claim, phase, records, cancellation, transport, now, resume=resume)
         return
     if run.cancel_requested_at is not None or run.gate is not None:
         return
@@ -396,16 +387,7 @@ def check_pre_deadline(
         if claim is not None:
             # A decision to cancel whose call a crash left unmade (possibly this check's own,
             # delivered again): make it now, whatever the counters say.
-            cancel_run(
-                run_key,
-                claim.reason,
-                records=records,
-                cancellation=cancellation,
-                transport=transport,
-                now=now,
-                policy_allows=RunPolicy.from_dict(phase.policy).cancel_on_failure,
-                resume=True,
-            )
+            _finish_claim(run_key, claim, phase, records, cancellation, transport, now, resume=True)
             return f"the gate's cancellation, finished by the deadline check: {claim.reason}"
         if run.cancel_requested_at is None and run.gate is not None:
             return f"the gate decided already: {run.gate.get('verdict')}"
@@ -525,6 +507,32 @@ def cancel_run(
     if accepted:
         transport.send([_post_after_cancel(run_key, now)])
     return run
+
+
+def _finish_claim(
+    run_key: str,
+    claim: GateDecision,
+    phase: PhaseRecord,
+    records: RunRecords,
+    cancellation: RunCancellation,
+    transport: WorkTransport,
+    now: datetime,
+    *,
+    resume: bool,
+) -> None:
+    """Make the cancel call of a recorded decision (``claim``) that nobody recorded making."""
+    # An unknown policy cancels: patching blind is what prepost exists to prevent.
+    allows = RunPolicy.from_dict(phase.policy).cancel_on_failure if phase.policy else True
+    cancel_run(
+        run_key,
+        claim.reason,
+        records=records,
+        cancellation=cancellation,
+        transport=transport,
+        now=now,
+        policy_allows=allows,
+        resume=resume,
+    )
 
 
 def _cancel_claim(run: RunRecord) -> GateDecision | None:
