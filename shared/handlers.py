@@ -134,8 +134,14 @@ def _monitoring_task(message: MonitoringMessage, container: Container, delivery:
 
 
 def _outcome(message: TaskOutcome, container: Container, delivery: Delivery) -> None:
-    record_outcome(
-        message,
+    # Outcomes are recorded by the task's own delivery (see _run); an outcome message still
+    # comes from a version that sent them, or from an operator replaying a parked one.
+    _record(message, container)
+
+
+def _record(outcome: TaskOutcome, container: Container) -> bool:
+    return record_outcome(
+        outcome,
         records=container.records,
         cancellation=container.cancellation,
         transport=container.transport,
@@ -149,6 +155,7 @@ def _run(message: TaskMessage, action, container: Container, delivery: Delivery)
         action,
         idempotency=container.idempotency,
         transport=container.transport,
+        report=lambda outcome: _record(outcome, container),
         retry=container.retry_policy,
         check_interval=container.settings.operation_check_interval,
         now=utcnow,

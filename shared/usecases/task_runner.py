@@ -1,4 +1,4 @@
-"""Running one task message: idempotency, retries without sleeping, and the outcome message.
+"""Running one task message: idempotency, retries without sleeping, and recording the outcome.
 
 Every machine or monitoring action goes through :func:`run_task`, so the rules are the same
 for all of them:
@@ -15,6 +15,14 @@ for all of them:
   (:class:`FollowUp`) instead of being waited for inside one delivery, whose message lock or
   visibility timeout would run out first. Follow-ups use no attempt; the wait is bounded by
   :data:`MAX_OPERATION_WAIT`. Only the first look reports ``in-progress``.
+
+The outcome is recorded by the delivery that produced it (``report``, the outcome recorder of
+:mod:`shared.usecases.supervision`), not sent on as a message for another function to record:
+that hop cost a send, a receive and a delete per outcome, and a task read in another instance.
+It is recorded before the idempotency lock is completed or released, so a crash or a failed
+write in between leaves the lock to expire or released, and the redelivered message does the
+(idempotent) action again and records it then. An outcome already recorded is not recorded
+twice: the recorder ignores one for a task that is final.
 """
 
 from __future__ import annotations
@@ -94,14 +102,17 @@ def run_task(
     *,
     idempotency: IdempotencyStore,
     transport: WorkTransport,
+    report: Callable[[TaskOutcome], object],
     retry: RetryPolicy,
     check_interval: timedelta,
     now: Callable[[], datetime],
     delivery: Delivery = Delivery(),
 ) -> TaskOutcome | None:
-    """Run ``action`` for ``message`` once; return the outcome sent (None if nothing was sent).
+    """Run ``action`` for ``message`` once; return the outcome recorded (None if nothing was).
 
-    ``retry`` is the app's one retry policy (attempts and waits); ``check_interval`` is how long
+    ``report`` records an outcome (:func:`~shared.usecases.supervision.record_outcome`); an
+    error it raises is raised here, with the lock released, so the platform delivers the
+    message again. ``retry`` is the app's one retry policy (attempts and waits); ``check_interval`` is how long
     after a :class:`FollowUp` the task looks again (``PREPOST_OPERATION_CHECK_SECONDS``).
     """
     key = f"task:{message.run_key}:{message.task_id}"
@@ -118,6 +129,7 @@ def run_task(
         return None
 
     started = now()
+    steps = _Steps(message, started, now, transport, report, idempotency, lock)
     try:
         result = action(message)
     except Deferred as error:
@@ -130,30 +142,12 @@ def run_task(
         return None
     except (Throttled, TransientError) as error:
         if retry.is_last(message.attempt):
-            return _finish(
-                message,
-                TaskResult(TaskStatus.FAILED, f"gave up after {message.attempt} attempts: {error}"),
-                started,
-                now(),
-                transport,
-                idempotency,
-                lock,
-            )
-        idempotency.release(lock)
+            return steps.finish(TaskResult(TaskStatus.FAILED, f"gave up after {message.attempt} attempts: {error}"))
         delay = retry.delay(message.attempt, key=key, retry_after=error.retry_after)
-        transport.send([message.next_attempt()], delay=delay)
-        outcome = _outcome(
-            message,
-            TaskResult(
-                TaskStatus.RETRYING, f"attempt {message.attempt}: {error}; retrying in {int(delay.total_seconds())} s"
-            ),
-            started,
-            now(),
-        )
-        transport.send([outcome])
-        return outcome
+        detail = f"attempt {message.attempt}: {error}; retrying in {int(delay.total_seconds())} s"
+        return steps.go_on(TaskResult(TaskStatus.RETRYING, detail), message.next_attempt(), delay)
     except PermanentError as error:
-        return _finish(message, TaskResult(TaskStatus.FAILED, str(error)), started, now(), transport, idempotency, lock)
+        return steps.finish(TaskResult(TaskStatus.FAILED, str(error)))
     except MessageRejected:
         # Not this task's message: the task's record and outcome belong to the genuine one.
         idempotency.release(lock)
@@ -162,66 +156,86 @@ def run_task(
         idempotency.release(lock)
         if delivery.is_last:
             detail = f"unexpected {type(error).__name__} on delivery {delivery.count}: {error}"
-            transport.send([_outcome(message, TaskResult(TaskStatus.FAILED, detail), started, now())])
+            try:
+                report(_outcome(message, TaskResult(TaskStatus.FAILED, detail), started, now()))
+            except Exception:
+                # The error the action raised is the one to see; this one is logged with it.
+                log.exception("%s: its failure could not be recorded either", key)
         raise
     if isinstance(result, FollowUp):
-        return _follow_up(message, result, started, now(), check_interval, transport, idempotency, lock)
-    return _finish(message, result, started, now(), transport, idempotency, lock)
+        return _follow_up(message, result, steps, check_interval)
+    return steps.finish(result)
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What ends one delivery: record the outcome, then settle the lock and send what comes next."""
+
+    message: TaskMessage
+    started: datetime
+    now: Callable[[], datetime]
+    transport: WorkTransport
+    report: Callable[[TaskOutcome], object]
+    idempotency: IdempotencyStore
+    lock: Begun
+
+    def record(self, result: TaskResult) -> TaskOutcome:
+        """Record the outcome; if that fails, release the lock so the redelivery can do it all again."""
+        outcome = _outcome(self.message, result, self.started, self.now())
+        try:
+            self.report(outcome)
+        except BaseException:
+            self.idempotency.release(self.lock)
+            raise
+        return outcome
+
+    def finish(self, result: TaskResult) -> TaskOutcome:
+        """Record a final outcome, then complete the lock.
+
+        In that order: a crash in between repeats an idempotent action and an outcome the
+        recorder ignores (the task is final), never loses the outcome.
+        """
+        outcome = self.record(result)
+        done = {"status": result.status.value, "detail": result.detail[:DETAIL_LIMIT]}
+        if not self.idempotency.complete(self.lock, done):
+            log.warning("%s: lock taken over by another delivery while it worked; its result stands", self.lock.key)
+        log.info("%s %s: %s", self.lock.key, result.status.value, result.detail)
+        return outcome
+
+    def go_on(self, result: TaskResult | None, following: TaskMessage, delay: timedelta) -> TaskOutcome | None:
+        """Record a passing state (when there is one to say), release the lock, send the next message.
+
+        Recorded first: if that fails, nothing is sent and the platform delivers this message
+        again. Released before the send, so the next delivery can begin; a crash before the
+        send raises, and the platform delivers this message again, which looks again.
+        """
+        outcome = self.record(result) if result is not None else None
+        self.idempotency.release(self.lock)
+        self.transport.send([following], delay=delay)
+        return outcome
 
 
 def _follow_up(
-    message: TaskMessage,
-    follow_up: FollowUp,
-    started: datetime,
-    finished: datetime,
-    check_interval: timedelta,
-    transport: WorkTransport,
-    idempotency: IdempotencyStore,
-    lock: Begun,
-) -> TaskOutcome:
+    message: TaskMessage, follow_up: FollowUp, steps: _Steps, check_interval: timedelta
+) -> TaskOutcome | None:
     """Schedule the next look at a running operation, or fail the task once it waited too long."""
-    waiting_since = parse_time(message.waiting_since) if message.waiting_since else started
+    finished = steps.now()
+    waiting_since = parse_time(message.waiting_since) if message.waiting_since else steps.started
     if finished - waiting_since > MAX_OPERATION_WAIT:
         minutes = int(MAX_OPERATION_WAIT.total_seconds() // 60)
         detail = f"{follow_up.operation} did not finish within {minutes} minutes; last seen: {follow_up.state}"
-        result = TaskResult(TaskStatus.FAILED, detail, follow_up.data)
-        return _finish(message, result, started, finished, transport, idempotency, lock)
-    # Released first, so the follow-up delivery can begin; a crash before the send below
-    # raises, and the platform delivers this message again, which looks at the operation again.
-    idempotency.release(lock)
+        return steps.finish(TaskResult(TaskStatus.FAILED, detail, follow_up.data))
     if follow_up.recheck is not None:
         check_interval = min(follow_up.recheck, check_interval * RECHECK_LIMIT)
-    transport.send([message.follow_up(waiting_since=format_time(waiting_since))], delay=check_interval)
     seconds = int(check_interval.total_seconds())
     detail = f"{follow_up.operation}: {follow_up.state}; looking again in {seconds} s"
-    log.info("%s in progress: %s", lock.key, detail)
-    if message.is_follow_up:
-        # The record says in-progress since the first look; saying it again on every look would
-        # cost an outcome message and a task write each time (a snapshot is looked at several
-        # times) for a detail nobody acts on. The final outcome carries the last state seen.
-        return None
-    outcome = _outcome(message, TaskResult(TaskStatus.IN_PROGRESS, detail, follow_up.data), started, finished)
-    transport.send([outcome])
-    return outcome
-
-
-def _finish(
-    message: TaskMessage,
-    result: TaskResult,
-    started: datetime,
-    finished: datetime,
-    transport: WorkTransport,
-    idempotency: IdempotencyStore,
-    lock: Begun,
-) -> TaskOutcome:
-    outcome = _outcome(message, result, started, finished)
-    # Outcome first, then completion: a crash in between repeats an idempotent action and a
-    # duplicate outcome (ignored by the recorder), never loses the outcome.
-    transport.send([outcome])
-    if not idempotency.complete(lock, {"status": result.status.value, "detail": result.detail[:DETAIL_LIMIT]}):
-        log.warning("%s: lock taken over by another delivery while this one worked; its result stands", lock.key)
-    log.info("%s %s: %s", lock.key, result.status.value, result.detail)
-    return outcome
+    log.info("%s in progress: %s", steps.lock.key, detail)
+    # The record says in-progress since the first look; saying it again on every look would
+    # cost a task write each time (a snapshot is looked at several times) for a detail nobody
+    # acts on. The final outcome carries the last state seen.
+    in_progress = None if message.is_follow_up else TaskResult(TaskStatus.IN_PROGRESS, detail, follow_up.data)
+    following = message.follow_up(waiting_since=format_time(waiting_since))
+    return steps.go_on(in_progress, following, check_interval)
 
 
 def _outcome(message: TaskMessage, result: TaskResult, started: datetime, finished: datetime) -> TaskOutcome:
