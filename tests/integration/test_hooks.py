@@ -197,7 +197,13 @@ def test_a_failed_pre_script_cancels_the_run_and_every_post_script_still_runs(st
     assert set(post_scripts) == running_machines(estate)
     assert all(task.status is TaskStatus.SUCCEEDED for task in post_scripts.values())
     assert executions(app, HookPhase.POST) == dict.fromkeys(running_machines(estate), 1)
-    assert executions(app, HookPhase.PRE) == dict.fromkeys(running_machines(estate), 1)
+    # A pre script not yet begun when the run was cancelled is not begun at all (the fence); one
+    # begun runs once, never twice.
+    pre_runs = executions(app, HookPhase.PRE)
+    assert pre_runs[failing.id.lower()] == 1
+    assert set(pre_runs) <= running_machines(estate) and set(pre_runs.values()) == {1}
+    not_begun = [t for t in scripts_of(app, Phase.PRE).values() if t.target.lower() not in pre_runs]
+    assert all(t.status is TaskStatus.SKIPPED for t in not_begun), [t.detail for t in not_begun]
 
 
 def test_a_failed_pre_script_declared_a_warning_does_not_cancel(start_hooks_app):
