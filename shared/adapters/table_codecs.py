@@ -75,6 +75,8 @@ def run_entity(run: RunRecord) -> dict[str, Any]:
             "CancelResult": fit_text(run.cancel_result, what="cancel result"),
             "CancelAccepted": run.cancel_accepted or None,
             "Gate": json_property(run.gate, what=f"gate decision of {run.run_key}") if run.gate else None,
+            "PostBeganAt": to_utc(run.post_began_at),
+            "StampsPostStart": run.stamps_post_start or None,
         }
     )
 
@@ -94,6 +96,8 @@ def run_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> RunRe
         cancel_result=entity.get("CancelResult"),
         cancel_accepted=bool(entity.get("CancelAccepted", False)),
         gate=json.loads(entity["Gate"]) if entity.get("Gate") else None,
+        post_began_at=from_table_datetime(entity.get("PostBeganAt")),
+        stamps_post_start=bool(entity.get("StampsPostStart", False)),
         etag=etag,
     )
 

@@ -106,6 +106,13 @@ class RunRecord:
     gate: dict[str, Any] | None = None
     """The readiness gate's decision (:class:`shared.models.gate.GateDecision` as a dict): proceed
     or cancel, when, and the machines whose safety work failed with their reasons."""
+    post_began_at: datetime | None = None
+    """When the post phase began (its event came, or the fallback began it). Written before the
+    post phase's record, so that the fence on pre-work (:mod:`shared.usecases.fences`) sees it in
+    the one record it reads anyway."""
+    stamps_post_start: bool = False
+    """This run's record gets :attr:`post_began_at`. A run recorded by an earlier version does
+    not: its fence still reads the post phase's record."""
     etag: str | None = None
 
     @property

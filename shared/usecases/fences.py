@@ -19,13 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.errors import PrepostError, TransientError
 from shared.models.run import Phase, RunRecord, TaskStatus
+from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunRecords
 from shared.ports.send_guard import guarded
+
+STAMP_RETRIES = 20
+"""Tries at stamping the run when other writers keep changing it (as the outcome recorder's)."""
 
 
 @dataclass(frozen=True)
@@ -45,26 +49,52 @@ class Fence:
         return f"{what} not begun: {self.reason}"
 
 
-def pre_work_fence(run: RunRecord, records: RunRecords, now: datetime) -> Fence | None:
+def pre_work_fence(run: RunRecord, records: RunRecords, now: datetime, *, reread: bool = True) -> Fence | None:
     """Why pre-phase work must not begin now, or None when it may.
 
     In order: the run's scheduled start has passed (patching has begun: a snapshot now is not
     the machine before patching); Update Manager accepted a cancellation (nothing will be
     patched); the post phase began (the run is over, and the post phase only undoes what was
     recorded before it).
+
+    One storage read: the run record, which says both (:func:`mark_post_began` stamps it before
+    the post phase is recorded). ``reread=False`` judges the caller's copy as it is, for a first
+    look that :func:`fenced_sending` follows with a fresh one before anything is sent.
     """
     started = _started(run, now)
     if started is not None:
         return started
     # Read again: the caller's copy may be older than the ARM calls it made since (a slow or
     # held request can take minutes), and a cancellation accepted meanwhile must stop the work.
-    run = records.get_run(run.run_key) if not run.cancel_accepted else run
+    if reread and not run.cancel_accepted:
+        run = records.get_run(run.run_key)
     if run.cancel_accepted:
         return Fence("the run was cancelled", missed=False)
-    post = records.get_phase(run.run_key, Phase.POST)
-    if post is not None:
-        return Fence(f"the post phase began at {post.received_at.isoformat()}", missed=False)
+    began = run.post_began_at
+    if began is None and not run.stamps_post_start and reread:
+        # Recorded by an earlier version, which does not stamp the run: ask the phase itself.
+        post = records.get_phase(run.run_key, Phase.POST)
+        began = post.received_at if post is not None else None
+    if began is not None:
+        return Fence(f"the post phase began at {began.isoformat()}", missed=False)
     return None
+
+
+def mark_post_began(run: RunRecord, records: RunRecords, now: datetime) -> RunRecord:
+    """Stamp the run with the moment its post phase began, before the post phase is recorded.
+
+    In that order, pre-work fenced on the run record alone never begins once the post phase
+    exists. Idempotent: an earlier stamp stands. A crash after the stamp and before the phase
+    fences pre-work a little early, which is what the post-event means anyway: patching is over.
+    """
+    for _ in range(STAMP_RETRIES):
+        if run.post_began_at is not None:
+            return run
+        try:
+            return records.update_run(replace(run, post_began_at=now))
+        except RecordChanged:
+            run = records.get_run(run.run_key)
+    raise TransientError(f"run {run.run_key} kept changing while its post phase was stamped on it")
 
 
 def _started(run: RunRecord, now: datetime) -> Fence | None:

@@ -29,6 +29,7 @@ from shared.ports.idempotency import RecordChanged
 from shared.ports.records import DeliveryOutcome, DeliveryRecord, RunRecords
 from shared.ports.transport import WorkTransport
 from shared.settings import AllowList
+from shared.usecases.fences import mark_post_began
 from shared.usecases.supervision import CONFLICT_RETRIES, MAX_HOP
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,16 @@ def _record_and_plan(
             subscription_ids=event.subscription_ids,
             created_at=now,
             cancellation_cutoff=event.cancellation_cutoff if isinstance(event, PreMaintenance) else None,
+            post_began_at=now if isinstance(event, PostMaintenance) else None,
+            stamps_post_start=True,
         )
     )
     if isinstance(event, PreMaintenance) and run.cancellation_cutoff is None:
         # The post-event created the run first (events are not ordered); keep the cut-off now.
         _keep_cutoff(records, run, event.cancellation_cutoff)
+    if isinstance(event, PostMaintenance):
+        # Before the phase is recorded: pre-work is fenced on the run record (shared.usecases.fences).
+        mark_post_began(run, records, now)
 
     phase = Phase.PRE if isinstance(event, PreMaintenance) else Phase.POST
     findings = _timing_findings(event, now, policy.cancel_margin)

@@ -148,7 +148,9 @@ def _start_vm(
         raise TransientError(f"VM is {state.value}", retry_after=TRANSITION_RECHECK)
     if message.is_follow_up and requested:
         raise TransientError(f"{START} did not complete: the VM is {state.value} instead of running")
-    fence = pre_work_fence(run, ports.records, now)
+    # The copy read with the task will do here: fenced_sending looks again, freshly, before the
+    # start request leaves; this look only spares a marker write for a message come too late.
+    fence = pre_work_fence(run, ports.records, now, reread=False)
     if fence is not None:
         return TaskResult(fence.status, _join(fence.detail(START), warning), data)
     _mark_task(ports.records, message, {"start_requested": True, "power_state_before": before}, known=task)

@@ -135,7 +135,8 @@ def perform_script_action(
 
     timeout = declaration.timeout_seconds
     if message.phase is Phase.PRE:
-        fence = pre_work_fence(run, ports.records, now)
+        # The copy read with the task: fenced_sending looks again, freshly, before the script is sent.
+        fence = pre_work_fence(run, ports.records, now, reread=False)
         if fence is not None:
             return TaskResult(fence.status, fence.detail(what), {"script": script_name})
         left = int((pre_deadline(run) - PRE_RESERVE - now).total_seconds())

@@ -31,6 +31,7 @@ from shared.ports.azure import RunCancellation
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunNotFound, RunRecords
 from shared.ports.transport import WorkTransport
+from shared.usecases.fences import mark_post_began
 from shared.usecases.gate import GateAssessment, assess, budget_of, may_be_exceeded
 
 log = logging.getLogger(__name__)
@@ -621,6 +622,12 @@ def post_fallback(message: PostFallback, *, records: RunRecords, transport: Work
     existing = records.get_phase(run_key, Phase.POST)
     created = False
     if existing is None:
+        try:
+            run = records.get_run(run_key)
+        except RunNotFound as error:
+            raise MessageRejected(f"post fallback for run {run_key}: no such run is recorded") from error
+        # Stamped first: pre-work is fenced on the run record (shared.usecases.fences).
+        mark_post_began(run, records, now)
         cause = (
             "the run was cancelled; post phase run by prepost at once"
             if message.cause == RUN_CANCELLED

@@ -19,7 +19,7 @@ from shared.clock import set_clock
 from shared.models.messages import TaskMessage
 from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, TaskStatus
 from shared.ports.send_guard import check_before_sending, guarded
-from shared.usecases.fences import FenceClosed, fenced_sending
+from shared.usecases.fences import FenceClosed, fenced_sending, mark_post_began
 from shared.usecases.machine_actions import MachinePorts, perform_machine_action
 from shared.usecases.task_runner import FollowUp
 from tests.fakes_azure import FakeEstate
@@ -162,6 +162,8 @@ def cancel(estate: FakeEstate) -> None:
 
 
 def begin_post(estate: FakeEstate) -> None:
+    """As the intake and the fallback do: the run is stamped, then the post phase recorded."""
+    mark_post_began(estate.records.get_run(estate.key), estate.records, estate.now)
     estate.records.create_phase(
         PhaseRecord(estate.key, Phase.POST, PhaseStatus.RECEIVED, "post-event", received_at=estate.now)
     )
@@ -281,8 +283,8 @@ def test_without_a_cancellation_every_snapshot_is_sent_and_the_fence_is_read_onc
 
     assert isinstance(result, FollowUp)
     assert len(estate.compute.calls_to("begin_create_incremental_snapshot")) == 2
-    # The delivery's own read of the run, then the run and the post phase before each PUT.
-    assert reads == {"get_run": 1 + 2, "get_phase": 2}
+    # The delivery's own read of the run, then the run (stamped when the post phase begins) before each PUT.
+    assert reads == {"get_run": 1 + 2, "get_phase": 0}
 
 
 def test_records_that_cannot_be_read_at_the_last_look_stop_the_request_as_a_transient_error():
@@ -293,7 +295,7 @@ def test_records_that_cannot_be_read_at_the_last_look_stop_the_request_as_a_tran
     estate, vm = planned()
 
     def unreadable(*_):
-        estate.records.get_phase = lambda *a, **k: (_ for _ in ()).throw(ServiceRequestError("connection reset"))
+        estate.records.get_run = lambda *a, **k: (_ for _ in ()).throw(ServiceRequestError("connection reset"))
 
     estate.compute.before_sending["begin_start_vm"] = unreadable
 
@@ -307,13 +309,13 @@ def test_the_start_passing_while_the_last_look_reads_the_records_still_stops_the
     estate, vm = planned()
     run = estate.records.get_run(estate.key)
     clock = MovableClock(estate.now)
-    get_phase = estate.records.get_phase
+    get_run = estate.records.get_run
 
     def slow_read(*args, **kwargs):
         clock.moment = run.start  # a storage timeout and its retry
-        return get_phase(*args, **kwargs)
+        return get_run(*args, **kwargs)
 
-    estate.records.get_phase = slow_read
+    estate.records.get_run = slow_read
 
     with pytest.raises(FenceClosed) as closed, fenced_sending(run, estate.records, estate.now, clock=clock.now):
         check_before_sending()
