@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from shared.bootstrap import Container
@@ -24,8 +25,10 @@ from shared.models.messages import (
     WorkMessage,
     decode_message,
 )
+from shared.models.run import TaskRecord
 from shared.names import QueueName
 from shared.observability.context import log_context
+from shared.usecases.delivery_records import DeliveryRecords
 from shared.usecases.intake import IntakeResult, accept_event
 from shared.usecases.machine_actions import perform_machine_action
 from shared.usecases.monitoring_actions import perform_monitoring_action
@@ -124,13 +127,17 @@ def _fallback(message: PostFallback, container: Container, delivery: Delivery) -
 
 
 def _machine_task(message: TaskMessage, container: Container, delivery: Delivery) -> None:
+    records = DeliveryRecords(container.records, message.run_key, message.task_id)
     ports = container.machine_ports
-    _run(message, lambda m: perform_machine_action(m, ports, now=utcnow()), container, delivery)
+    scripts = replace(ports.scripts, records=records) if ports.scripts is not None else None
+    ports = replace(ports, records=records, scripts=scripts)
+    _run(message, lambda m: perform_machine_action(m, ports, now=utcnow()), container, delivery, records)
 
 
 def _monitoring_task(message: MonitoringMessage, container: Container, delivery: Delivery) -> None:
-    ports = container.monitoring_ports
-    _run(message, lambda m: perform_monitoring_action(m, ports, now=utcnow()), container, delivery)
+    records = DeliveryRecords(container.records, message.run_key, message.task_id)
+    ports = replace(container.monitoring_ports, records=records)
+    _run(message, lambda m: perform_monitoring_action(m, ports, now=utcnow()), container, delivery, records)
 
 
 def _outcome(message: TaskOutcome, container: Container, delivery: Delivery) -> None:
@@ -139,23 +146,25 @@ def _outcome(message: TaskOutcome, container: Container, delivery: Delivery) -> 
     _record(message, container)
 
 
-def _record(outcome: TaskOutcome, container: Container) -> bool:
+def _record(outcome: TaskOutcome, container: Container, known_task: TaskRecord | None = None) -> bool:
     return record_outcome(
         outcome,
         records=container.records,
         cancellation=container.cancellation,
         transport=container.transport,
         now=utcnow(),
+        known_task=known_task,
     )
 
 
-def _run(message: TaskMessage, action, container: Container, delivery: Delivery) -> None:
+def _run(message: TaskMessage, action, container: Container, delivery: Delivery, records: DeliveryRecords) -> None:
     run_task(
         message,
         action,
         idempotency=container.idempotency,
         transport=container.transport,
-        report=lambda outcome: _record(outcome, container),
+        # The task as this delivery last read or wrote it: the recorder writes against it.
+        report=lambda outcome: _record(outcome, container, records.own_task),
         retry=container.retry_policy,
         check_interval=container.settings.operation_check_interval,
         now=utcnow,

@@ -65,6 +65,7 @@ def record_outcome(
     cancellation: RunCancellation,
     transport: WorkTransport,
     now: datetime,
+    known_task: TaskRecord | None = None,
 ) -> bool:
     """Record a task's outcome; close the phase (and maybe cancel the run) when it was the last.
 
@@ -72,6 +73,9 @@ def record_outcome(
     (:meth:`RunRecords.replace_task_and_phase`), so the counters never disagree with the task
     records. An outcome for a task that is final already changes nothing but still looks at the
     phase: if the delivery that made it final died before closing the phase, this one closes it.
+    ``known_task`` is the task as the delivery that produced the outcome last read or wrote it
+    (:class:`~shared.usecases.delivery_records.DeliveryRecords`): the first write goes against
+    it instead of a fresh read; if it is stale, that write fails on its etag and the task is read.
     Returns True if the task record changed.
     """
     changed = False
@@ -79,7 +83,7 @@ def record_outcome(
     written: PhaseRecord | None = None
     for _ in range(CONFLICT_RETRIES):
         if stored is None:
-            stored = records.get_task(outcome.run_key, outcome.task_id)
+            stored, known_task = known_task or records.get_task(outcome.run_key, outcome.task_id), None
             if stored is None:
                 # Tasks are recorded before their messages are sent: this outcome is not prepost's.
                 raise MessageRejected(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
@@ -109,7 +113,8 @@ def record_outcome(
         except RecordChanged:
             # Nearly always the phase row, which every final outcome of the phase writes: the
             # next try reads the phase again (above) but keeps the task; if that is not enough
-            # either, the task changed too and is read again as well.
+            # either, the task changed too (or the delivery's copy of it was stale) and is read
+            # again as well.
             if not outcome.status.is_final or not task_read_again:
                 stored = None
             task_read_again = False
