@@ -189,6 +189,11 @@ AFTER_OPTION = "after"
 THEN_OPTION = "then"
 """Task option: ids of the tasks waiting for this one (their ``after``); the outcome recorder sends
 them on as soon as this task is final, so they need not wait for their next look."""
+PREFLIGHT_SEVERITY = "severity"
+"""Preflight task option: the policy's severity per finding kind (kind value -> severity value)."""
+PREFLIGHT_START = "start"
+"""Preflight task option: whether a start task was planned for the machine (the check then asks it
+for the power state the VM had before prepost started it)."""
 
 
 @dataclass(frozen=True)

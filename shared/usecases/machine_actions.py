@@ -19,10 +19,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.errors import MessageRejected, PermanentError, TransientError
+from shared.models.findings import FindingKind, Severity
 from shared.models.ids import ResourceId, schedule_stamp_of
 from shared.models.messages import TaskMessage
 from shared.models.policy import RunPolicy, SnapshotDisks
-from shared.models.run import AFTER_OPTION, Action, RunRecord, TaskRecord, TaskStatus, task_id
+from shared.models.run import (
+    AFTER_OPTION,
+    PREFLIGHT_SEVERITY,
+    PREFLIGHT_START,
+    Action,
+    RunRecord,
+    TaskRecord,
+    TaskStatus,
+    task_id,
+)
 from shared.ports.azure import ArcMachines, Compute, PowerState, Snapshot, VirtualMachine
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import RunNotFound, RunRecords
@@ -331,16 +341,26 @@ def _preflight(
 ) -> TaskResult:
     """Check the machine (read-only) and record the findings; fail when one of them is blocking.
 
-    The severities are the phase policy's. A failed preflight task counts against the error
-    budget only through its blocking findings (``blocking_findings`` in its data) and only when
-    the policy lists ``preflight`` as safety-critical: a check that could not run (Azure kept
-    failing) blocks nothing by itself.
+    The severities are the phase policy's, as the planner put them in the task's options. A
+    failed preflight task counts against the error budget only through its blocking findings
+    (``blocking_findings`` in its data) and only when the policy lists ``preflight`` as
+    safety-critical: a check that could not run (Azure kept failing) blocks nothing by itself.
     """
-    phase = ports.records.get_phase(message.run_key, message.phase)
-    policy = RunPolicy.from_dict(phase.policy) if phase and phase.policy else RunPolicy()
-    disks = SnapshotDisks(message.options.get("disks", policy.snapshot_disks.value))
+    options = task.options
+    if PREFLIGHT_SEVERITY in options:
+        # The planner put the policy's part in the task: the phase record gets the policy only
+        # after the task messages are sent, so a preflight reading it could find none yet.
+        severity = {FindingKind(kind): Severity(value) for kind, value in options[PREFLIGHT_SEVERITY].items()}
+        disks = SnapshotDisks(options.get("disks", SnapshotDisks.OS.value))
+    else:  # planned by an earlier version: the policy is on the phase
+        phase = ports.records.get_phase(message.run_key, message.phase)
+        policy = RunPolicy.from_dict(phase.policy) if phase and phase.policy else RunPolicy()
+        severity = policy.severity_overrides
+        disks = SnapshotDisks(options.get("disks", policy.snapshot_disks.value))
 
     def power_before(machine_id: str) -> str | None:
+        if options.get(PREFLIGHT_START) is False:
+            return None  # no start task was planned for this machine
         # The start task marks its intent before asking Azure, and only for a VM not running.
         start = ports.records.get_task(message.run_key, task_id(message.phase, Action.START_VM, machine_id))
         if start is None or not start.data.get("start_requested"):
@@ -353,7 +373,7 @@ def _preflight(
         arc=ports.arc,
         now=now,
         disks=disks,
-        severity=policy.severity_overrides,
+        severity=severity,
         power_before=power_before,
     )
     blocking = result.blocking

@@ -15,6 +15,8 @@ from shared.models.policy import RunPolicy, SafetyCategory, SnapshotDisks
 from shared.models.retry import DEFAULT_RETRY
 from shared.models.run import (
     AFTER_OPTION,
+    PREFLIGHT_SEVERITY,
+    PREFLIGHT_START,
     SAFETY_CRITICAL_OPTION,
     THEN_OPTION,
     Action,
@@ -292,7 +294,14 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
         if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
             # Read-only checks of every machine, whatever else is done to it.
-            add(Action.PREFLIGHT, machine, options={"disks": policy.snapshot_disks.value})
+            # The policy's part travels in the task: the phase record gets the policy only once
+            # every message is sent, and a preflight may run before that.
+            checks = {
+                "disks": policy.snapshot_disks.value,
+                PREFLIGHT_SEVERITY: dict(policy.severity),
+                PREFLIGHT_START: kind is MachineKind.AZURE_VM and policy.start_deallocated,
+            }
+            add(Action.PREFLIGHT, machine, options=checks)
         if kind is MachineKind.AZURE_VM:
             started = add(Action.START_VM, machine) if policy.start_deallocated else None
             # Order on the machine: start it, run the pre script, then snapshot (so the snapshot

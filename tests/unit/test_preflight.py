@@ -289,3 +289,39 @@ def test_the_agent_of_a_vm_that_was_running_is_judged():
 
     assert [f["kind"] for f in result.data["findings"]] == ["vm-agent-not-ready"]
     assert result.data["blocking_findings"] == 0
+
+
+def test_the_policys_severities_apply_even_when_the_preflight_runs_before_the_phase_holds_the_policy():
+    """The planner sends the task messages before it writes the policy on the phase record."""
+    from shared.models.run import Phase
+    from tests.fakes_azure import FakeEstate
+
+    estate = FakeEstate(tags={"prepost-severity-vm-agent-not-ready": "blocking"})
+    vm = estate.add_vm("vm-web-01", power_state=PowerState.RUNNING, agent_status="Not Ready")
+    estate.planned_pre()
+    phase = estate.phase(Phase.PRE)
+    phase.policy = {}  # as read between the sends and the phase being marked planned
+    estate.records.replace_phase(phase)
+
+    result = preflight_task(estate, vm)
+
+    assert result.status.value == "failed"
+    assert result.data["blocking_findings"] == 1
+
+
+def test_a_preflight_of_a_machine_without_a_start_task_does_not_look_for_one():
+    from shared.models.run import Action, Phase
+    from tests.fakes_azure import FakeEstate
+
+    estate = FakeEstate(tags={"prepost-start-deallocated": "false"})
+    vm = estate.add_vm("vm-web-01", power_state=PowerState.RUNNING, agent_status="Not Ready")
+    estate.planned_pre()
+    assert estate.task(Phase.PRE, Action.START_VM, vm) is None
+    looked_for: list[str] = []
+    get_task = estate.records.get_task
+    estate.records.get_task = lambda run_key, task: looked_for.append(task) or get_task(run_key, task)
+
+    result = preflight_task(estate, vm)
+
+    assert [f["kind"] for f in result.data["findings"]] == ["vm-agent-not-ready"]
+    assert all(not task.startswith("pre-start") for task in looked_for), looked_for
