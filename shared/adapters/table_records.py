@@ -32,7 +32,9 @@ that keep the counts exact:
 - while the phase is only received, an outcome counts on the phase row, conditional on its
   etag (planning counts the task records and writes the row against that etag, so it counts
   again when an outcome came in between); once planned, on its shard, conditional on the
-  shard's etag (or creating the shard);
+  shard's etag (or creating the shard), and the phase is read again after that write: two
+  outcomes in different shards each see only their own increment, so only a read after the
+  write lets the last of them see every task counted and close the phase;
 - any other write of the phase writes the phase row alone, conditional on its etag, with the
   counters less what the shards held when read: increments that land in the shards meanwhile
   are neither lost nor counted twice.
@@ -354,6 +356,8 @@ class TableRunRecords(RunRecords):
         written_task = task_from_entity(task_row, results[0]["etag"])
         if not sharded:
             return written_task, _phase_as_read(phase_row_, results[1]["etag"], counters.shards if counters else {})
+        # Read again, not computed: an outcome in another shard may have landed since this one
+        # read the phase, and if this is the last, nobody else would see the phase complete.
         fresh = self.get_phase(phase.run_key, phase.phase)
         if fresh is None:  # deleted since: the task was written, there is no phase to return
             raise RecordChanged(f"phase {phase.phase.value} of {phase.run_key} no longer exists")
