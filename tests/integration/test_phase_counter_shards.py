@@ -199,7 +199,7 @@ def record(records: TableRunRecords, message: TaskOutcome) -> bool:
     )
 
 
-def finish(records: TableRunRecords, task: TaskRecord, phase: PhaseRecord) -> tuple[TaskRecord, PhaseRecord]:
+def finish(task: TaskRecord, phase: PhaseRecord) -> tuple[TaskRecord, PhaseRecord]:
     """The task made final and its phase's counter moved, as the outcome recorder does."""
     return replace(task, status=TaskStatus.SUCCEEDED), replace(phase, finished_tasks=phase.finished_tasks + 1)
 
@@ -224,7 +224,7 @@ def test_a_planned_phase_counts_in_the_tasks_shards_and_is_read_as_their_sum(rec
     for task in tasks:
         stored = records.get_task(RUN, task.task_id)
         phase = records.get_phase(RUN, Phase.POST)
-        _, returned = records.replace_task_and_phase(*finish(records, stored, phase))
+        _, returned = records.replace_task_and_phase(*finish(stored, phase))
         assert returned == records.get_phase(RUN, Phase.POST)
 
     assert records.get_phase(RUN, Phase.POST).finished_tasks == 3
@@ -243,8 +243,8 @@ def test_outcomes_in_different_shards_read_before_either_wrote_both_count(record
     # GIVEN both outcomes read the phase before either wrote
     reads = [(records.get_task(RUN, t.task_id), records.get_phase(RUN, Phase.POST)) for t in tasks]
 
-    _, after_first = records.replace_task_and_phase(*finish(records, *reads[0]))
-    _, after_second = records.replace_task_and_phase(*finish(records, *reads[1]))
+    _, after_first = records.replace_task_and_phase(*finish(*reads[0]))
+    _, after_second = records.replace_task_and_phase(*finish(*reads[1]))
 
     # THEN neither write was refused, and the second sees both counted (it may close the phase)
     assert after_first.finished_tasks == 1
@@ -257,19 +257,19 @@ def test_a_stale_shard_writes_neither_the_task_nor_the_shard(records, storage):
     planned_phase(records, tasks)
     reads = [(records.get_task(RUN, t.task_id), records.get_phase(RUN, Phase.POST)) for t in tasks]
     # GIVEN the first task of the shard counted itself after the others read the phase
-    records.replace_task_and_phase(*finish(records, *reads[0]))
+    records.replace_task_and_phase(*finish(*reads[0]))
     counted = records.get_phase(RUN, Phase.POST)
 
     # THEN the second, which saw no shard, cannot create it again
     with pytest.raises(RecordChanged):
-        records.replace_task_and_phase(*finish(records, *reads[1]))
+        records.replace_task_and_phase(*finish(*reads[1]))
     assert records.get_task(RUN, tasks[1].task_id) == reads[1][0]
     assert records.get_phase(RUN, Phase.POST) == counted
 
     # AND once the second counted itself on a fresh read, the third's etag of the shard is stale
-    records.replace_task_and_phase(*finish(records, reads[1][0], records.get_phase(RUN, Phase.POST)))
+    records.replace_task_and_phase(*finish(reads[1][0], records.get_phase(RUN, Phase.POST)))
     with pytest.raises(RecordChanged):
-        records.replace_task_and_phase(*finish(records, reads[2][0], counted))
+        records.replace_task_and_phase(*finish(reads[2][0], counted))
     assert records.get_task(RUN, tasks[2].task_id) == reads[2][0]
     assert records.get_phase(RUN, Phase.POST).finished_tasks == 2
     assert [row["FinishedTasks"] for row in shard_rows(storage).values()] == [2]
@@ -285,12 +285,12 @@ def test_a_received_phase_counts_on_its_row_conditional_on_its_etag(records, sto
     planning = records.replace_phase(planning)
 
     with pytest.raises(RecordChanged):
-        records.replace_task_and_phase(*finish(records, task, phase))
+        records.replace_task_and_phase(*finish(task, phase))
     assert records.get_task(RUN, task.task_id) == task
     assert records.get_phase(RUN, Phase.POST) == planning
 
     # AND with a fresh read it counts on the phase row, no shard
-    _, written = records.replace_task_and_phase(*finish(records, task, records.get_phase(RUN, Phase.POST)))
+    _, written = records.replace_task_and_phase(*finish(task, records.get_phase(RUN, Phase.POST)))
     assert written.finished_tasks == 1 == storage.table(TableName.TASKS).get_entity(RUN, "phase-post")["FinishedTasks"]
     assert shard_rows(storage) == {}
 
@@ -300,11 +300,11 @@ def test_a_phase_write_neither_loses_nor_doubles_what_landed_in_the_shards(recor
     tasks = [task_of(name) for name in names]
     planned_phase(records, tasks)
     first = records.get_task(RUN, tasks[0].task_id)
-    records.replace_task_and_phase(*finish(records, first, records.get_phase(RUN, Phase.POST)))
+    records.replace_task_and_phase(*finish(first, records.get_phase(RUN, Phase.POST)))
     # GIVEN a writer read the phase (one counted), then another outcome landed in its shard
     writer = records.get_phase(RUN, Phase.POST)
     second = records.get_task(RUN, tasks[1].task_id)
-    records.replace_task_and_phase(*finish(records, second, records.get_phase(RUN, Phase.POST)))
+    records.replace_task_and_phase(*finish(second, records.get_phase(RUN, Phase.POST)))
 
     writer.findings = ["a post-event came late"]
     written = records.replace_phase(writer)
@@ -320,9 +320,7 @@ def test_a_closed_phase_is_read_with_its_absolute_counts_whatever_the_shards_hol
     tasks = [task_of(name) for name in names]
     planned_phase(records, tasks)
     for task in tasks:
-        records.replace_task_and_phase(
-            *finish(records, records.get_task(RUN, task.task_id), records.get_phase(RUN, Phase.POST))
-        )
+        records.replace_task_and_phase(*finish(records.get_task(RUN, task.task_id), records.get_phase(RUN, Phase.POST)))
     assert len(shard_rows(storage)) == 2
 
     closed = finish_phase_if_done(
