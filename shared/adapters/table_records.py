@@ -7,6 +7,7 @@ table          PartitionKey         RowKey
 =============  ===================  =============================================
 ``RUNS``       ``run``              run key                       (the runs)
 ``TASKS``      run key              ``phase-pre`` / ``phase-post`` (the run's phases)
+``TASKS``      run key              ``phase-pre-n0`` .. ``phase-pre-n15`` (a phase's counter shards)
 ``TASKS``      run key              task id (``pre-...``, ``post-...``: the phases' tasks)
 ``MACHINES``   run key              short hash of the resource id
 ``EVENTS``     ``yyyyMMdd`` (UTC)   inverted timestamp + short uuid (newest first)
@@ -16,7 +17,30 @@ Conditional writes use the entity's ETag (``If-Match``), so two handlers updatin
 run, phase or task never lose each other's changes: the loser gets
 :class:`~shared.ports.idempotency.RecordChanged` and re-reads. A phase lives in the same
 partition as its tasks, so a task and its phase's counters change in one entity group
-transaction (:meth:`TableRunRecords.replace_task_and_phase`): all or nothing. Lists and dicts are stored as
+transaction (:meth:`TableRunRecords.replace_task_and_phase`): all or nothing.
+
+A planned phase's counters (``FinishedTasks``, ``FailedTasks``) are spread over counter shards:
+rows ``phase-<phase>-n<k>`` beside the phase row, created when first needed. Every final
+outcome of a planned phase writes its task and the one shard its task id hashes to, so
+outcomes of tasks in different shards never race for one etag (with one counter row, most of
+the outcomes recorded at once lost the race and each paid a read and a write again). The rules
+that keep the counts exact:
+
+- the phase is read with its shards in one query; its counters are the phase row's plus the
+  shards', except for a final phase, whose row holds the absolute counts taken from the task
+  records when it closed (the shards are then ignored);
+- while the phase is only received, an outcome counts on the phase row, conditional on its
+  etag (planning counts the task records and writes the row against that etag, so it counts
+  again when an outcome came in between); once planned, on its shard, conditional on the
+  shard's etag (or creating the shard), and the phase is read again after that write: two
+  outcomes in different shards each see only their own increment, so only a read after the
+  write lets the last of them see every task counted and close the phase;
+- any other write of the phase writes the phase row alone, conditional on its etag, with the
+  counters less what the shards held when read: increments that land in the shards meanwhile
+  are neither lost nor counted twice.
+
+Task rows start with their phase (``pre-``, ``post-``), so the ranges :meth:`TableRunRecords.list_tasks`
+reads never see the phase or shard rows. Lists and dicts are stored as
 JSON strings, datetimes as ``Edm.DateTime`` in UTC. A string property holds at most 64 KiB
 (32,768 UTF-16 code units, checked by Azurite too): free text is cut to fit and says so.
 
@@ -27,7 +51,9 @@ The entities are built in :mod:`shared.adapters.table_codecs`, their values fitt
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +76,7 @@ from shared.adapters.table_codecs import (
 from shared.adapters.table_values import check_key, to_utc
 from shared.clock import utcnow
 from shared.models.ids import ResourceId
-from shared.models.run import MachineRecord, Phase, PhaseRecord, RunRecord, TaskRecord
+from shared.models.run import MachineRecord, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord
 from shared.names import TableName
 from shared.ports.idempotency import RecordChanged
 from shared.ports.records import DeliveryRecord, RunNotFound, RunRecords
@@ -60,11 +86,80 @@ if TYPE_CHECKING:
 
     from shared.adapters.storage_clients import StorageClients
 
-__all__ = ["TableRunRecords"]
+__all__ = ["COUNTER_SHARDS", "TableRunRecords", "shard_of"]
 
 RECENT_DELIVERY_DAYS = 7
 """Days :meth:`TableRunRecords.list_deliveries` reads one partition at a time before it
 falls back to scanning the older partitions."""
+
+COUNTER_SHARDS = 16
+"""Counter rows per phase. Two outcomes recorded at the same moment collide only when their
+tasks hash to the same shard: about one pair in 16, against every pair with a single counter
+row; an instance records up to 8-32 outcomes at once (the queue batch, the Service Bus
+concurrency), and a fleet runs several instances. More shards would make collisions rarer
+still but every read of the phase longer: 17 rows stay far inside one query page (1,000)."""
+
+
+def shard_of(task_id: str) -> int:
+    """The counter shard of a task: a hash that is the same in every process (``hash()`` is not)."""
+    return zlib.crc32(task_id.encode("utf-8")) % COUNTER_SHARDS
+
+
+def shard_row(phase: Phase, shard: int) -> str:
+    return f"{phase_row(phase)}-n{shard}"
+
+
+@dataclass(frozen=True)
+class _Shard:
+    finished: int
+    failed: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class _CountersRead:
+    """A phase's counters as read: the :attr:`PhaseRecord.storage_view` of this adapter."""
+
+    finished: int
+    """Totals the record showed when read (phase row plus shards, or the row alone when final)."""
+    failed: int
+    shards: Mapping[int, _Shard] = field(default_factory=dict)
+
+    @property
+    def shard_finished(self) -> int:
+        return sum(shard.finished for shard in self.shards.values())
+
+    @property
+    def shard_failed(self) -> int:
+        return sum(shard.failed for shard in self.shards.values())
+
+
+def _phase_as_read(entity: Mapping[str, Any], etag: str, shards: Mapping[int, _Shard]) -> PhaseRecord:
+    """The phase record of its row and shards: counters summed unless the phase is final."""
+    record = phase_from_entity(entity, etag)
+    counters = _CountersRead(record.finished_tasks, record.failed_tasks, dict(shards))
+    if not record.status.is_final:
+        record.finished_tasks += counters.shard_finished
+        record.failed_tasks += counters.shard_failed
+        counters = _CountersRead(record.finished_tasks, record.failed_tasks, counters.shards)
+    record.storage_view = counters
+    return record
+
+
+def _counters_read(phase: PhaseRecord) -> _CountersRead | None:
+    view = phase.storage_view
+    return view if isinstance(view, _CountersRead) else None
+
+
+def _phase_row_entity(phase: PhaseRecord) -> dict[str, Any]:
+    """The phase row for ``phase``: its counters less what the shards held when read, unless
+    the phase is final (a final row holds the absolute counts)."""
+    entity = phase_entity(phase)
+    counters = _counters_read(phase)
+    if counters is not None and not phase.status.is_final:
+        entity["FinishedTasks"] = phase.finished_tasks - counters.shard_finished
+        entity["FailedTasks"] = phase.failed_tasks - counters.shard_failed
+    return entity
 
 
 class TableRunRecords(RunRecords):
@@ -147,23 +242,38 @@ class TableRunRecords(RunRecords):
             if stored is None:  # deleted in between: nothing sensible to return but an error
                 raise RecordChanged(f"phase {phase.phase.value} of {phase.run_key}") from None
             return stored, False
-        return phase_from_entity(entity, metadata["etag"]), True
+        return _phase_as_read(entity, metadata["etag"], {}), True
 
     def get_phase(self, run_key: str, phase: Phase) -> PhaseRecord | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            entity = self._tasks.get_entity(check_key(run_key, "run key"), phase_row(phase))
-        except ResourceNotFoundError:
+        # One query reads the phase row and its shards: "phase-pre", then "phase-pre-n<k>"
+        # ("." sorts just after "-", and "phase-post" sorts before "phase-pre").
+        row = phase_row(phase)
+        entities = self._tasks.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": check_key(run_key, "run key"), "lo": row, "hi": f"{row}."},
+        )
+        main: Mapping[str, Any] | None = None
+        shards: dict[int, _Shard] = {}
+        prefix = f"{row}-n"
+        for entity in entities:
+            key = entity["RowKey"]
+            if key == row:
+                main = entity
+            elif key.startswith(prefix) and key[len(prefix) :].isdigit():
+                shards[int(key[len(prefix) :])] = _Shard(
+                    int(entity.get("FinishedTasks", 0)), int(entity.get("FailedTasks", 0)), entity.metadata["etag"]
+                )
+        if main is None:
             return None
-        return phase_from_entity(entity, entity.metadata["etag"])
+        return _phase_as_read(main, main.metadata["etag"], shards)
 
     def replace_phase(self, phase: PhaseRecord) -> PhaseRecord:
-        entity = phase_entity(phase)
+        entity = _phase_row_entity(phase)
         etag = self._replace_if_unchanged(
             self._tasks, entity, phase.etag, f"phase {phase.phase.value} of {phase.run_key}"
         )
-        return phase_from_entity(entity, etag)
+        counters = _counters_read(phase)
+        return _phase_as_read(entity, etag, counters.shards if counters else {})
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -194,6 +304,14 @@ class TableRunRecords(RunRecords):
         return task_from_entity(entity, etag)
 
     def replace_task_and_phase(self, task: TaskRecord, phase: PhaseRecord) -> tuple[TaskRecord, PhaseRecord]:
+        """Write the task and its phase's counters in one transaction (see the module's rules).
+
+        A planned phase's counters move in the task's shard only, and the phase returned is
+        read again after the write: outcomes of tasks in different shards do not see each
+        other's increments, so only a read after the write tells the last of them that every
+        task is counted (the caller closes the phase from it, :func:`record_outcome`). The
+        count it returns may be ahead of the write (other outcomes landed too), never behind.
+        """
         from azure.core import MatchConditions
         from azure.data.tables import TableTransactionError, UpdateMode
 
@@ -201,20 +319,49 @@ class TableRunRecords(RunRecords):
             raise RecordChanged(f"task {task.task_id} and its phase: both must be read before this write")
         if task.run_key != phase.run_key:
             raise ValueError("a task and its phase share a run")
-        task_row, phase_row_ = task_entity(task), phase_entity(phase)
         condition = {"mode": UpdateMode.REPLACE, "match_condition": MatchConditions.IfNotModified}
+        task_row = task_entity(task)
+        operations: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            ("update", task_row, {**condition, "etag": task.etag})
+        ]
+        counters = _counters_read(phase)
+        sharded = phase.status is PhaseStatus.PLANNED
+        if sharded:
+            # Planned: only the task's shard, conditional on the shard as read (or created).
+            if counters is None:
+                raise RecordChanged(f"phase {phase.phase.value} of {phase.run_key}: its counters were not read")
+            index = shard_of(task.task_id)
+            seen = counters.shards.get(index)
+            shard = {
+                "PartitionKey": task_row["PartitionKey"],
+                "RowKey": shard_row(phase.phase, index),
+                "FinishedTasks": (seen.finished if seen else 0) + phase.finished_tasks - counters.finished,
+                "FailedTasks": (seen.failed if seen else 0) + phase.failed_tasks - counters.failed,
+            }
+            operations.append(("update", shard, {**condition, "etag": seen.etag}) if seen else ("create", shard, {}))
+        else:
+            # Received (or final): the phase row, conditional on its etag. Planning writes that
+            # row against the etag it read after counting the task records: an outcome landing
+            # in between makes it count again (shared.usecases.planning._mark_planned).
+            phase_row_ = _phase_row_entity(phase)
+            operations.append(("update", phase_row_, {**condition, "etag": phase.etag}))
         try:
-            results = self._tasks.submit_transaction(
-                [
-                    ("update", task_row, {**condition, "etag": task.etag}),
-                    ("update", phase_row_, {**condition, "etag": phase.etag}),
-                ]
-            )
+            results = self._tasks.submit_transaction(operations)
         except TableTransactionError as error:
-            if error.status_code in (404, 412):  # one of them changed or vanished: nothing was written
+            # 412/404: the task, the phase row or the shard changed or vanished since read;
+            # 409: the shard was created meanwhile. Nothing was written either way.
+            if error.status_code in (404, 409, 412):
                 raise RecordChanged(f"task {task.task_id} or its phase changed since read") from None
             raise
-        return task_from_entity(task_row, results[0]["etag"]), phase_from_entity(phase_row_, results[1]["etag"])
+        written_task = task_from_entity(task_row, results[0]["etag"])
+        if not sharded:
+            return written_task, _phase_as_read(phase_row_, results[1]["etag"], counters.shards if counters else {})
+        # Read again, not computed: an outcome in another shard may have landed since this one
+        # read the phase, and if this is the last, nobody else would see the phase complete.
+        fresh = self.get_phase(phase.run_key, phase.phase)
+        if fresh is None:  # deleted since: the task was written, there is no phase to return
+            raise RecordChanged(f"phase {phase.phase.value} of {phase.run_key} no longer exists")
+        return written_task, fresh
 
     def list_tasks(self, run_key: str, phase: Phase | None = None) -> list[TaskRecord]:
         # Task rows start with their phase ("pre-...", "post-..."); the phase rows ("phase-...")

@@ -140,6 +140,11 @@ class PhaseRecord:
     completed_at: datetime | None = None
     findings: list[str] = field(default_factory=list)
     etag: str | None = None
+    storage_view: Any = field(default=None, compare=False, repr=False)
+    """What the storage adapter saw when it read this record, kept for its next write of it
+    (the Table adapter: the counter rows beside the phase row and their etags, see
+    :mod:`shared.adapters.table_records`). Private to that adapter: never compared or shown,
+    and None on a record not read from storage."""
 
 
 @dataclass

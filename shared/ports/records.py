@@ -95,7 +95,12 @@ class RunRecords(ABC):
         """Replace a task and its phase together, both conditional on their etags: all or nothing.
 
         This is how a task becomes final: the phase's counters change in the same write as
-        the task, so they can never disagree with the task records.
+        the task, so they can never disagree with the task records. An adapter may keep the
+        counters apart from the rest of the phase (the Table adapter spreads a planned phase's
+        over several rows, so that outcomes do not all race for one): then the write is
+        conditional on the counters it changes rather than on the whole phase, and the phase
+        returned is read again after the write, its counters possibly ahead of this write
+        (other outcomes counted meanwhile), never behind.
 
         Raises:
             RecordChanged: either record changed since it was read; neither was written.
