@@ -13,11 +13,13 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
 from functools import cache
+from typing import TYPE_CHECKING
 
 from shared.errors import SettingsError
-from shared.models.gate import ErrorBudget
-from shared.models.policy import RunPolicy, parse_safety_critical
 from shared.names import SERVICEBUS_CONNECTION, STORAGE_CONNECTION, SettingName
+
+if TYPE_CHECKING:
+    from shared.models.policy import RunPolicy
 
 AZURE_RESOURCE_MANAGER = "https://management.azure.com"
 MAX_SETTING_MINUTES = 24 * 60
@@ -121,7 +123,7 @@ class Settings:
     second). Empty: Azure's published sizes. Free and trial subscriptions may have smaller ones."""
     readiness_configurations: tuple[str, ...] = ()
     """Configurations the readiness timer checks every day (docs/preflight.md); none by default."""
-    policy_defaults: RunPolicy = field(default_factory=RunPolicy)
+    policy_defaults: RunPolicy = field(default_factory=lambda: _default_policy())
     """The gate's defaults where a configuration has no tag: error budget, safety-critical work,
     whether to cancel at all (docs/policy.md)."""
 
@@ -315,8 +317,19 @@ def read_policy_defaults(env: Mapping[str, str] | None = None) -> RunPolicy:
     return defaults
 
 
+def _default_policy() -> RunPolicy:
+    # Imported here, not at the top: function_app imports this module to pick its triggers, and
+    # the policy models (and the gate's, and the events' they pull in) are not needed for that.
+    from shared.models.policy import RunPolicy
+
+    return RunPolicy()
+
+
 def _policy_defaults(text, problems: list[str]) -> RunPolicy:
-    defaults = RunPolicy()
+    from shared.models.gate import ErrorBudget
+    from shared.models.policy import parse_safety_critical
+
+    defaults = _default_policy()
     max_errors = text(SettingName.MAX_ERRORS.value, defaults.max_errors)
     try:
         max_errors = str(ErrorBudget.parse(max_errors))
