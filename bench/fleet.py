@@ -10,7 +10,8 @@ real and what is modelled:
   every call with the headers the rate control reads; 429 answers re-queue the task with its
   ``Retry-After`` and spend an attempt (8 at most), ``Deferred`` re-queues it without one, as the
   task runner does.
-- **modelled from the code, call for call** (``shared.usecases.machine_actions``): a snapshot task
+- **modelled from the code, call for call** (``shared.usecases.machine_actions``): a preflight
+  task per VM reads the VM and lists its disks' snapshots, in one delivery; a snapshot task
   reads the VM and each disk's snapshot, begins the missing snapshots, and looks again every
   ``PREPOST_OPERATION_CHECK_SECONDS`` (20 s) reading the VM and the snapshots until all are done;
   a start task reads the VM, begins the start, and reads the VM on each look; one alert rule per
@@ -98,7 +99,7 @@ def run(*, quick: bool) -> Result:
 
 @dataclass
 class Task:
-    kind: str  # "snapshot", "start", "rule"
+    kind: str  # "preflight", "snapshot", "start", "rule"
     subscription: str
     vm: str
     attempt: int = 1
@@ -190,6 +191,7 @@ class FleetModel:
         for subscription in self.subscriptions:
             for index in range(per_subscription):
                 vm = f"{subscription}/vm{index}"
+                self.tasks.append(Task("preflight", subscription, vm))
                 self.tasks.append(Task("snapshot", subscription, vm))
                 if index % DEALLOCATED_EVERY == DEALLOCATED_EVERY - 1:
                     self.tasks.append(Task("start", subscription, vm))
@@ -229,6 +231,9 @@ class FleetModel:
             return [("PUT", f"{rules}/actionRules/r", "alertrules.put")]
         # A delivery put off halfway is run again from the start, as the task runner does; what it
         # began already (recorded in done_at) is found begun and not asked for again.
+        if task.kind == "preflight":
+            # Read-only checks, in one delivery: the VM with its instance view, the disks' snapshots.
+            return [("GET", *vm), ("GET", f"{base}/snapshots", "snapshots.list")]
         if task.kind == "start":
             begin = [] if task.begun or task.done_at else [("POST", f"{vm[0]}/start", "vm.start")]
             return [("GET", *vm), *begin]
@@ -285,7 +290,7 @@ class FleetModel:
 
     def _finish_delivery(self, task: Task, instance: int, storage_after: float) -> None:
         def end() -> None:
-            if task.kind == "rule" or (task.begun and all(done <= self.now for done in task.done_at)):
+            if task.kind in ("rule", "preflight") or (task.begun and all(done <= self.now for done in task.done_at)):
                 task.final = True
                 # Recorded by this delivery, which holds its slot until the record is written.
                 self.at(self.now + self._record_seconds(), lambda: self._recorded(instance))
