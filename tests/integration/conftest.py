@@ -14,7 +14,9 @@ from datetime import datetime, timezone
 import pytest
 
 from prepost.simulator import Estate
+from shared.adapters.storage_clients import StorageClients
 from shared.clock import OffsetClock, set_clock
+from shared.settings import StorageConnection
 from tests.integration.harness import AppHarness, reset_storage
 
 SAMPLE_SUBSCRIPTIONS = ["6f1d2c4e-8a7b-4c21-9e3f-2b5a7d9c1e40", "b3e8a912-4f6c-4d0b-8a21-7c5e9f3d2a18"]
@@ -47,6 +49,15 @@ def _restore_environ(tmp_path, monkeypatch) -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def storage(storage_connection_string) -> Iterator[StorageClients]:
+    """The app's storage clients for a test module, its tables and queues created if missing."""
+    clients = StorageClients(StorageConnection(connection_string=storage_connection_string))
+    clients.ensure_storage()
+    yield clients
+    clients.close()
 
 
 @pytest.fixture

@@ -35,6 +35,16 @@ def future_start(minutes: int = 30) -> datetime:
     return (datetime.now(timezone.utc) + timedelta(minutes=minutes)).replace(second=0, microsecond=0)
 
 
+RECORD_TABLES = (TableName.RUNS, TableName.TASKS, TableName.MACHINES, TableName.EVENTS)
+
+
+def empty_record_tables(clients: StorageClients) -> None:
+    """Drop and recreate the run records' tables: Azurite does both at once (Azure takes ~40 s)."""
+    for table in RECORD_TABLES:
+        clients.table_service.delete_table(table.value)
+        clients.table_service.create_table(table.value)
+
+
 def reset_storage(connection_string: str) -> StorageClients:
     """Delete every table and queue of the app (and the poison queues), then create them empty.
 

@@ -15,7 +15,6 @@ What must always hold:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -31,10 +30,10 @@ from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord
 from shared.names import TableName
 from shared.ports.azure import RunCancellation
 from shared.ports.idempotency import RecordChanged
-from shared.settings import StorageConnection
 from shared.usecases.planning import _mark_planned
 from shared.usecases.supervision import finish_phase_if_done, record_outcome
 from tests.fakes import FakeTransport
+from tests.integration.harness import empty_record_tables
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +42,6 @@ CONFIG = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Maintenanc
 T0 = datetime(2026, 11, 15, 15, 0, tzinfo=timezone.utc)
 NOW = T0 - timedelta(minutes=50)
 RUN = "weekly-20261115150000-abc"
-RECORD_TABLES = (TableName.RUNS, TableName.TASKS, TableName.MACHINES, TableName.EVENTS)
 ACTION = {Phase.PRE: Action.SNAPSHOT_DISKS, Phase.POST: Action.DEALLOCATE_VM}
 BARRIER_TIMEOUT = 30
 """Seconds a barrier waits for its parties: a generous bound, only reached when the code hangs."""
@@ -145,19 +143,9 @@ class RecordingCancellation(RunCancellation):
         return "Cancelled"
 
 
-@pytest.fixture(scope="module")
-def storage(storage_connection_string) -> Iterator[StorageClients]:
-    clients = StorageClients(StorageConnection(connection_string=storage_connection_string))
-    clients.ensure_storage()
-    yield clients
-    clients.close()
-
-
 @pytest.fixture
 def records(storage) -> ObservedRecords:
-    for table in RECORD_TABLES:
-        storage.table_service.delete_table(table.value)
-        storage.table_service.create_table(table.value)
+    empty_record_tables(storage)
     records = ObservedRecords(storage)
     records.create_run(
         RunRecord(
@@ -468,9 +456,7 @@ def first_batches_line_up(parties: int):
 
 
 def _fresh(storage: StorageClients) -> ObservedRecords:
-    for table in RECORD_TABLES:
-        storage.table_service.delete_table(table.value)
-        storage.table_service.create_table(table.value)
+    empty_record_tables(storage)
     return ObservedRecords(storage)
 
 

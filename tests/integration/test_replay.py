@@ -25,7 +25,6 @@ from shared.adapters.storage_clients import StorageClients
 from shared.models.messages import TaskMessage, TaskOutcome
 from shared.models.run import Action, Phase, TaskStatus
 from shared.names import EVENTGRID_KEY_ENV, INTAKE_FUNCTION, QueueName
-from shared.settings import StorageConnection
 from tests.conftest import load_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sample_clock")]
@@ -46,14 +45,6 @@ def no_local_stack(tmp_path, monkeypatch):
 
 
 # -- poison queues -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def storage(storage_connection_string) -> Iterator[StorageClients]:
-    clients = StorageClients(StorageConnection(connection_string=storage_connection_string))
-    clients.ensure_storage()
-    yield clients
-    clients.close()
 
 
 @pytest.fixture

@@ -8,19 +8,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.adapters.storage_clients import StorageClients
 from shared.adapters.table_idempotency import TableIdempotencyStore
 from shared.adapters.table_records import TableRunRecords
 from shared.models.run import Action, Phase, PhaseRecord, PhaseStatus, RunRecord, TaskRecord, TaskStatus
-from shared.names import TableName
 from shared.ports.idempotency import AlreadyDone, AlreadyInProgress, IdempotencyStatus, RecordChanged
-from shared.settings import StorageConnection
+from tests.integration.harness import empty_record_tables
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +25,6 @@ SUB = "00000000-0000-0000-0000-000000000001"
 CONFIG = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Maintenance/maintenanceConfigurations/weekly"
 T0 = datetime(2026, 11, 15, 15, 0, tzinfo=timezone.utc)
 RUN = "weekly-20261115150000-abc"
-RECORD_TABLES = (TableName.RUNS, TableName.TASKS, TableName.MACHINES, TableName.EVENTS)
 LOCK = timedelta(minutes=10)
 
 
@@ -36,19 +32,9 @@ def vm(name: str) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}"
 
 
-@pytest.fixture(scope="module")
-def storage(storage_connection_string) -> Iterator[StorageClients]:
-    clients = StorageClients(StorageConnection(connection_string=storage_connection_string))
-    clients.ensure_storage()
-    yield clients
-    clients.close()
-
-
 @pytest.fixture
 def records(storage) -> TableRunRecords:
-    for table in RECORD_TABLES:
-        storage.table_service.delete_table(table.value)
-        storage.table_service.create_table(table.value)
+    empty_record_tables(storage)
     return TableRunRecords(storage)
 
 

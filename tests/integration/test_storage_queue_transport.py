@@ -60,14 +60,6 @@ def poll(condition: Callable[[], T], *, timeout: float = 20.0, interval: float =
         time.sleep(interval)
 
 
-@pytest.fixture(scope="module")
-def storage(storage_connection_string) -> Iterator[StorageClients]:
-    clients = StorageClients(StorageConnection(connection_string=storage_connection_string))
-    clients.ensure_storage()
-    yield clients
-    clients.close()
-
-
 def clear_queues(clients: StorageClients) -> None:
     for queue in QueueName:
         clients.queue(queue).clear_messages()

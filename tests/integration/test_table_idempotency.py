@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.adapters.storage_clients import StorageClients
 from shared.adapters.table_idempotency import RESULT_CHUNKS, TableIdempotencyStore
 from shared.errors import PermanentError
 from shared.names import TableName
@@ -28,7 +27,6 @@ from shared.ports.idempotency import (
     IdempotencyStore,
     RecordChanged,
 )
-from shared.settings import StorageConnection
 from tests.fakes import FakeIdempotencyStore
 
 T0 = datetime(2026, 11, 15, 14, 30, tzinfo=timezone.utc)
@@ -36,14 +34,6 @@ LOCK = timedelta(minutes=10)
 KEEP = timedelta(days=7)
 
 StoreFactory = Callable[[], IdempotencyStore]
-
-
-@pytest.fixture(scope="module")
-def storage(storage_connection_string) -> Iterator[StorageClients]:
-    clients = StorageClients(StorageConnection(connection_string=storage_connection_string))
-    clients.ensure_storage()
-    yield clients
-    clients.close()
 
 
 @pytest.fixture(params=["fake", pytest.param("table", marks=pytest.mark.integration)])

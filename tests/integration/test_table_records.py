@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -36,12 +35,12 @@ from shared.ports.idempotency import RecordChanged
 from shared.ports.records import DeliveryOutcome, DeliveryRecord, RunNotFound, RunRecords
 from shared.settings import StorageConnection
 from tests.fakes import FakeRunRecords
+from tests.integration.harness import empty_record_tables
 
 SUB = "00000000-0000-0000-0000-000000000001"
 SUB2 = "00000000-0000-0000-0000-000000000002"
 CONFIG = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Maintenance/maintenanceConfigurations/weekly"
 T0 = datetime(2026, 11, 15, 15, 0, tzinfo=timezone.utc)
-RECORD_TABLES = (TableName.RUNS, TableName.TASKS, TableName.MACHINES, TableName.EVENTS)
 
 
 def vm(name: str, subscription: str = SUB) -> str:
@@ -90,24 +89,9 @@ def without_etag(record):
     return replace(record, etag=None)
 
 
-@pytest.fixture(scope="module")
-def storage(storage_connection_string) -> Iterator[StorageClients]:
-    clients = StorageClients(StorageConnection(connection_string=storage_connection_string))
-    clients.ensure_storage()
-    yield clients
-    clients.close()
-
-
-def clean_tables(clients: StorageClients) -> None:
-    """Drop and recreate the record tables: Azurite does both at once (Azure takes ~40 s)."""
-    for table in RECORD_TABLES:
-        clients.table_service.delete_table(table.value)
-        clients.table_service.create_table(table.value)
-
-
 @pytest.fixture
 def table_records(storage) -> TableRunRecords:
-    clean_tables(storage)
+    empty_record_tables(storage)
     return TableRunRecords(storage)
 
 
