@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.models.run import Phase, PhaseRecord, RunRecord, TaskRecord
+from shared.models.run import MachineRecord, Phase, PhaseRecord, RunRecord, TaskRecord
 from shared.ports.records import DeliveryRecord, RunRecords
 
 
@@ -76,7 +76,7 @@ class DeliveryRecords(RunRecords):
     def add_machines(self, run_key: str, resource_ids: Sequence[str]) -> None:
         self._records.add_machines(run_key, resource_ids)
 
-    def list_machines(self, run_key: str):
+    def list_machines(self, run_key: str) -> list[MachineRecord]:
         return self._records.list_machines(run_key)
 
     def record_delivery(self, delivery: DeliveryRecord) -> None:

@@ -292,6 +292,7 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             continue
         if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
             subscriptions_with_machines.setdefault(resource.subscription_id, []).append(machine)
+        starts = kind is MachineKind.AZURE_VM and policy.start_deallocated
         if kind in (MachineKind.AZURE_VM, MachineKind.ARC_SERVER):
             # Read-only checks of every machine, whatever else is done to it.
             # The policy's part travels in the task: the phase record gets the policy only once
@@ -299,11 +300,11 @@ def _plan_pre(run: RunRecord, ports: PlanningPorts):
             checks = {
                 "disks": policy.snapshot_disks.value,
                 PREFLIGHT_SEVERITY: dict(policy.severity),
-                PREFLIGHT_START: kind is MachineKind.AZURE_VM and policy.start_deallocated,
+                PREFLIGHT_START: starts,
             }
             add(Action.PREFLIGHT, machine, options=checks)
         if kind is MachineKind.AZURE_VM:
-            started = add(Action.START_VM, machine) if policy.start_deallocated else None
+            started = add(Action.START_VM, machine) if starts else None
             # Order on the machine: start it, run the pre script, then snapshot (so the snapshot
             # can be application-consistent). docs/hooks.md
             script = _add_pre_script(add, machine, hooks, declaration, after=started)
