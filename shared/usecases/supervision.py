@@ -83,7 +83,8 @@ def record_outcome(
     written: PhaseRecord | None = None
     for _ in range(CONFLICT_RETRIES):
         if stored is None:
-            stored, known_task = known_task or records.get_task(outcome.run_key, outcome.task_id), None
+            stored = known_task or records.get_task(outcome.run_key, outcome.task_id)
+            known_task = None  # used once: after a conflict the task is read
             if stored is None:
                 # Tasks are recorded before their messages are sent: this outcome is not prepost's.
                 raise MessageRejected(f"outcome for unknown task {outcome.task_id} of run {outcome.run_key}")
